@@ -1,0 +1,81 @@
+// What supabase-js needs of Supabase's Kong gateway: /rest/v1/* forwarded to
+// PostgREST with the prefix stripped, bodies streamed both ways. Everything else
+// is a 404. Like Kong, the messages are JSON.
+
+import { createServer, request, type IncomingHttpHeaders, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export interface Gateway {
+  port: number;
+  close(): Promise<void>;
+}
+
+const REST_PREFIX = '/rest/v1';
+
+// Per-connection headers (RFC 9110 §7.6.1) are not forwarded; Node sets its own.
+// `host` goes too, so PostgREST sees its own address, as with Kong's preserve_host=false.
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'host']);
+
+function forwardable(headers: IncomingHttpHeaders): IncomingHttpHeaders {
+  return Object.fromEntries(Object.entries(headers).filter(([name]) => !HOP_BY_HOP.has(name)));
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8' });
+  res.end(JSON.stringify(body));
+}
+
+export function startGateway(opts: { port: number; postgrestPort: number }): Promise<Gateway> {
+  const server = createServer((req, res) => {
+    const url = req.url ?? '/';
+    const rest = url.startsWith(REST_PREFIX) ? url.slice(REST_PREFIX.length) : undefined;
+    // "/rest/v1", "/rest/v1/…" and "/rest/v1?…" are PostgREST's; "/rest/v1x" is not.
+    if (rest === undefined || !(rest === '' || rest.startsWith('/') || rest.startsWith('?'))) {
+      sendJson(res, 404, { message: 'no Route matched with those values' });
+      return;
+    }
+    const upstream = request(
+      {
+        host: '127.0.0.1',
+        port: opts.postgrestPort,
+        method: req.method,
+        path: rest.startsWith('/') ? rest : `/${rest}`,
+        headers: forwardable(req.headers),
+      },
+      (upstreamRes) => {
+        res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.statusMessage, forwardable(upstreamRes.headers));
+        upstreamRes.pipe(res);
+      },
+    );
+    upstream.on('error', (err) => {
+      if (!res.headersSent) {
+        sendJson(res, 502, { message: 'An invalid response was received from the upstream server', error: err.message });
+      } else {
+        res.destroy(err);
+      }
+    });
+    // The client went away before the response was complete: drop the upstream request too.
+    res.on('close', () => {
+      if (!res.writableFinished) upstream.destroy();
+    });
+    req.pipe(upstream);
+  });
+
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, '127.0.0.1', () => {
+      server.off('error', reject);
+      let closing: Promise<void> | undefined;
+      resolve({
+        port: (server.address() as AddressInfo).port,
+        close: () => {
+          closing ??= new Promise<void>((done) => {
+            server.close(() => done());
+            server.closeAllConnections();
+          });
+          return closing;
+        },
+      });
+    });
+  });
+}

