@@ -1,0 +1,24 @@
+// POST /api/stripe/checkout: a Stripe Checkout URL for the signed-in user's subscription.
+import { bearerToken, verifyAccessToken } from '../../src/auth.ts';
+import { startCheckout } from '../../src/billing/checkout.ts';
+import { CONFIG_VARIABLES, loadCheckoutConfig } from '../../src/config.ts';
+import { defineEndpoint } from '../../src/http/endpoint.ts';
+import { createStore } from '../../src/store.ts';
+import { createStripe } from '../../src/stripe-client.ts';
+
+export default defineEndpoint({
+  name: 'checkout',
+  methods: ['POST'],
+  envVars: CONFIG_VARIABLES,
+  deps: (env) => {
+    const config = loadCheckoutConfig(env);
+    return { config, stripe: createStripe(config.stripe), store: createStore(config.store) };
+  },
+  run: async (req, deps, scope) => {
+    const user = verifyAccessToken(bearerToken(req.headers.get('authorization')), deps.config.auth);
+    scope.annotate({ userId: user.id });
+    const { url, customerCreated } = await startCheckout(deps, user);
+    scope.annotate({ customerCreated });
+    return { body: { url } };
+  },
+});

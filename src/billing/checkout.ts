@@ -1,0 +1,57 @@
+import type Stripe from 'stripe';
+import type { AuthUser } from '../auth.ts';
+import type { CheckoutConfig } from '../config.ts';
+import { AlreadySubscribedError } from '../errors.ts';
+import type { BillingStore } from '../store.ts';
+import { canStartCheckout } from './access.ts';
+import { dashboardUrl } from './urls.ts';
+
+export interface CheckoutDeps {
+  config: CheckoutConfig;
+  stripe: Stripe;
+  store: BillingStore;
+}
+
+/** Starts a Stripe Checkout for the user's subscription and returns its URL. */
+export async function startCheckout(deps: CheckoutDeps, user: AuthUser): Promise<{ url: string; customerCreated: boolean }> {
+  const account = await deps.store.getAccount(user.id);
+  if (!canStartCheckout(account?.subscription?.status ?? null)) throw new AlreadySubscribedError();
+
+  const existing = account?.stripeCustomerId ?? null;
+  const customerId = existing ?? (await createCustomer(deps, user));
+  const metadata = { userId: user.id, ...(user.email && { email: user.email }) };
+
+  const session = await deps.stripe.checkout.sessions.create({
+    mode: 'subscription',
+    customer: customerId,
+    // "Card payments only". This API version replaced payment_method_types with
+    // allowed_payment_method_types (a filter on the methods Stripe would offer).
+    allowed_payment_method_types: ['card'],
+    line_items: [{ price: deps.config.priceId, quantity: 1 }],
+    success_url: dashboardUrl(deps.config.appUrl, { checkout: 'success' }) + '&session_id={CHECKOUT_SESSION_ID}',
+    cancel_url: dashboardUrl(deps.config.appUrl, { checkout: 'canceled' }),
+    client_reference_id: user.id,
+    metadata,
+    subscription_data: { metadata },
+  });
+  if (!session.url) throw new Error(`Stripe returned checkout session ${session.id} without a url`);
+  return { url: session.url, customerCreated: existing === null };
+}
+
+/**
+ * Creates the user's one Stripe customer. Two concurrent first checkouts send the same
+ * idempotency key, so Stripe answers both with one customer; and the database keeps the
+ * first link it stores, so both sessions use the same customer even past the key's
+ * 24-hour lifetime.
+ */
+async function createCustomer(deps: CheckoutDeps, user: AuthUser): Promise<string> {
+  const customer = await deps.stripe.customers.create(
+    { ...(user.email && { email: user.email }), metadata: { userId: user.id } },
+    { idempotencyKey: customerIdempotencyKey(user.id) },
+  );
+  return deps.store.linkCustomer(user.id, customer.id, user.email);
+}
+
+export function customerIdempotencyKey(userId: string): string {
+  return `billing-customer-${userId}`;
+}

@@ -1,0 +1,25 @@
+import type Stripe from 'stripe';
+import type { AuthUser } from '../auth.ts';
+import type { PortalConfig } from '../config.ts';
+import { NoSubscriptionError } from '../errors.ts';
+import type { BillingStore } from '../store.ts';
+import { dashboardUrl } from './urls.ts';
+
+export interface PortalDeps {
+  config: PortalConfig;
+  stripe: Stripe;
+  store: BillingStore;
+}
+
+/** Opens the Stripe billing portal for a user who has (or had) a subscription. */
+export async function openPortal(deps: PortalDeps, user: AuthUser): Promise<{ url: string }> {
+  const account = await deps.store.getAccount(user.id);
+  // A customer without any subscription has nothing to manage yet: checkout is the way in.
+  if (!account?.subscription || !account.stripeCustomerId) throw new NoSubscriptionError();
+
+  const session = await deps.stripe.billingPortal.sessions.create({
+    customer: account.stripeCustomerId,
+    return_url: dashboardUrl(deps.config.appUrl),
+  });
+  return { url: session.url };
+}

@@ -1,0 +1,54 @@
+import type Stripe from 'stripe';
+import type { WebhookConfig } from '../config.ts';
+import { InvalidSignatureError } from '../errors.ts';
+import type { ApplyOutcome, BillingStore } from '../store.ts';
+import { reduceEvent } from './events.ts';
+
+/** Stripe's own default: a signature older than this is a replay. */
+export const SIGNATURE_TOLERANCE_SECONDS = 300;
+
+export interface WebhookDeps {
+  config: WebhookConfig;
+  stripe: Stripe;
+  store: BillingStore;
+}
+
+export interface WebhookResult {
+  eventId: string;
+  eventType: string;
+  outcome: ApplyOutcome | 'skipped';
+  reason?: string;
+}
+
+/** Verifies the signature over the raw body, then applies the event at most once. */
+export async function receiveStripeEvent(
+  deps: WebhookDeps,
+  rawBody: string,
+  signature: string | null,
+): Promise<WebhookResult> {
+  if (!signature) throw new InvalidSignatureError('Missing stripe-signature header');
+  let event: Stripe.Event;
+  try {
+    event = await deps.stripe.webhooks.constructEventAsync(
+      rawBody,
+      signature,
+      deps.config.webhookSecret,
+      SIGNATURE_TOLERANCE_SECONDS,
+    );
+  } catch {
+    throw new InvalidSignatureError();
+  }
+
+  const reduction = reduceEvent(event);
+  if (reduction.action === 'skip') {
+    return { eventId: event.id, eventType: event.type, outcome: 'skipped', reason: reduction.reason };
+  }
+  const outcome = await deps.store.applyEvent({
+    id: event.id,
+    type: event.type,
+    created: event.created,
+    livemode: event.livemode,
+    change: reduction.change,
+  });
+  return { eventId: event.id, eventType: event.type, outcome };
+}

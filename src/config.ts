@@ -1,0 +1,199 @@
+// Configuration from environment variables: read on first use, never at import,
+// typed, and loud about what is missing. Each endpoint asks only for what it uses,
+// so a deploy without, say, STRIPE_PRICE_ID still verifies and applies webhooks.
+// Every variable here is documented, line for line, in .env.example.
+
+export type Env = Readonly<Record<string, string | undefined>>;
+
+/** Every variable any loader below reads (see .env.example). */
+export const CONFIG_VARIABLES = [
+  'STRIPE_SECRET_KEY',
+  'STRIPE_PRICE_ID',
+  'STRIPE_WEBHOOK_SECRET',
+  'STRIPE_API_BASE',
+  'URL',
+  'SUPABASE_URL',
+  'SUPABASE_SERVICE_ROLE_KEY',
+  'SUPABASE_JWT_SECRET',
+] as const;
+
+/** A required variable is missing or malformed. Message names every variable at fault. */
+export class ConfigError extends Error {
+  readonly variables: readonly string[];
+  constructor(problems: readonly { variable: string; problem: string }[]) {
+    super(`Invalid configuration: ${problems.map((p) => `${p.variable} ${p.problem}`).join('; ')}`);
+    this.name = 'ConfigError';
+    this.variables = problems.map((p) => p.variable);
+  }
+}
+
+export type StripeMode = 'test' | 'live';
+
+export interface StripeConfig {
+  /** STRIPE_SECRET_KEY: `sk_test_…`/`sk_live_…` or a restricted `rk_…` key. */
+  secretKey: string;
+  /** Whether the key is a live or a test key; events of the other mode are not applied. */
+  mode: StripeMode;
+  /** STRIPE_API_BASE: optional; another API host, e.g. stripe-mock at http://localhost:12111. */
+  apiBase: URL | undefined;
+}
+
+export interface StoreConfig {
+  /** SUPABASE_URL: the project URL, e.g. https://abcd.supabase.co. */
+  supabaseUrl: URL;
+  /** SUPABASE_SERVICE_ROLE_KEY: bypasses row-level security; server side only. */
+  serviceRoleKey: string;
+}
+
+export interface AuthConfig {
+  /** SUPABASE_JWT_SECRET: the project's JWT secret that signs users' access tokens (HS256). */
+  jwtSecret: string;
+  /** Expected `iss` of access tokens: `<SUPABASE_URL>/auth/v1`. */
+  issuer: string;
+}
+
+export interface CheckoutConfig {
+  stripe: StripeConfig;
+  store: StoreConfig;
+  auth: AuthConfig;
+  /** STRIPE_PRICE_ID: the recurring price a checkout subscribes to. */
+  priceId: string;
+  /** URL: the site's public URL; checkout and the portal return to its /dashboard. */
+  appUrl: URL;
+}
+
+export interface PortalConfig {
+  stripe: StripeConfig;
+  store: StoreConfig;
+  auth: AuthConfig;
+  appUrl: URL;
+}
+
+export interface WebhookConfig {
+  stripe: StripeConfig;
+  store: StoreConfig;
+  /** STRIPE_WEBHOOK_SECRET: the endpoint's signing secret, `whsec_…`. */
+  webhookSecret: string;
+}
+
+type Problems = { variable: string; problem: string }[];
+
+/** Collects problems across all variables so one error names them all. */
+class Reader {
+  readonly problems: Problems = [];
+  readonly #env: Env;
+  constructor(env: Env) {
+    this.#env = env;
+  }
+
+  required(name: string): string {
+    const value = this.#env[name]?.trim();
+    if (!value) {
+      this.problems.push({ variable: name, problem: 'is not set' });
+      return '';
+    }
+    return value;
+  }
+
+  optional(name: string): string | undefined {
+    const value = this.#env[name]?.trim();
+    return value ? value : undefined;
+  }
+
+  url(name: string, value: string | undefined): URL | undefined {
+    if (value === undefined || value === '') return undefined;
+    try {
+      const url = new URL(value);
+      if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new TypeError('not http(s)');
+      return url;
+    } catch {
+      this.problems.push({ variable: name, problem: 'is not an http(s) URL' });
+      return undefined;
+    }
+  }
+
+  prefixed(name: string, value: string, prefixes: readonly string[]): void {
+    if (value && !prefixes.some((p) => value.startsWith(p))) {
+      this.problems.push({ variable: name, problem: `must start with ${prefixes.join(' or ')}` });
+    }
+  }
+
+  done(): void {
+    if (this.problems.length > 0) throw new ConfigError(this.problems);
+  }
+}
+
+// A placeholder that only exists so the typed result can be built before done() throws.
+const UNSET_URL = new URL('http://unset.invalid');
+
+function readStripe(r: Reader): StripeConfig {
+  const secretKey = r.required('STRIPE_SECRET_KEY');
+  r.prefixed('STRIPE_SECRET_KEY', secretKey, ['sk_test_', 'sk_live_', 'rk_test_', 'rk_live_']);
+  return {
+    secretKey,
+    mode: /^[sr]k_live_/.test(secretKey) ? 'live' : 'test',
+    apiBase: r.url('STRIPE_API_BASE', r.optional('STRIPE_API_BASE')),
+  };
+}
+
+function readStore(r: Reader): StoreConfig {
+  return {
+    supabaseUrl: r.url('SUPABASE_URL', r.required('SUPABASE_URL')) ?? UNSET_URL,
+    serviceRoleKey: r.required('SUPABASE_SERVICE_ROLE_KEY'),
+  };
+}
+
+function readAuth(r: Reader, store: StoreConfig): AuthConfig {
+  return {
+    jwtSecret: r.required('SUPABASE_JWT_SECRET'),
+    issuer: new URL('auth/v1', withTrailingSlash(store.supabaseUrl)).href,
+  };
+}
+
+function readAppUrl(r: Reader): URL {
+  return r.url('URL', r.required('URL')) ?? UNSET_URL;
+}
+
+function withTrailingSlash(url: URL): URL {
+  return url.pathname.endsWith('/') ? url : new URL(`${url.href}/`);
+}
+
+export function loadCheckoutConfig(env: Env): CheckoutConfig {
+  const r = new Reader(env);
+  const store = readStore(r);
+  const config: CheckoutConfig = {
+    stripe: readStripe(r),
+    store,
+    auth: readAuth(r, store),
+    priceId: r.required('STRIPE_PRICE_ID'),
+    appUrl: readAppUrl(r),
+  };
+  r.prefixed('STRIPE_PRICE_ID', config.priceId, ['price_']);
+  r.done();
+  return config;
+}
+
+export function loadPortalConfig(env: Env): PortalConfig {
+  const r = new Reader(env);
+  const store = readStore(r);
+  const config: PortalConfig = {
+    stripe: readStripe(r),
+    store,
+    auth: readAuth(r, store),
+    appUrl: readAppUrl(r),
+  };
+  r.done();
+  return config;
+}
+
+export function loadWebhookConfig(env: Env): WebhookConfig {
+  const r = new Reader(env);
+  const config: WebhookConfig = {
+    stripe: readStripe(r),
+    store: readStore(r),
+    webhookSecret: r.required('STRIPE_WEBHOOK_SECRET'),
+  };
+  r.prefixed('STRIPE_WEBHOOK_SECRET', config.webhookSecret, ['whsec_']);
+  r.done();
+  return config;
+}

@@ -1,0 +1,41 @@
+// The part of the database schema (supabase/migrations) that this code calls, in the
+// shape `supabase gen types typescript` produces, so supabase-js calls are typed.
+// Type aliases, not interfaces: supabase-js matches them against index signatures.
+
+import type { SubscriptionStatus } from './billing/access.ts';
+
+export type Json = string | number | boolean | null | { [key: string]: Json | undefined } | Json[];
+
+export type BillingAccountRow = {
+  user_id: string;
+  stripe_customer_id: string | null;
+  stripe_subscription_id: string | null;
+  status: SubscriptionStatus | null;
+  price_id: string | null;
+  current_period_end: string | null;
+  cancel_at_period_end: boolean | null;
+  trial_end: string | null;
+  payment_failed_at: string | null;
+};
+
+export type Database = {
+  __InternalSupabase: { PostgrestVersion: '12' };
+  public: {
+    Tables: Record<never, never>;
+    Views: {
+      billing_accounts: { Row: BillingAccountRow; Relationships: [] };
+    };
+    Functions: {
+      billing_link_customer: {
+        Args: { p_user_id: string; p_stripe_customer_id: string; p_email: string | null };
+        Returns: string;
+      };
+      billing_apply_event: {
+        Args: { p_event_id: string; p_event_type: string; p_event_created: string; p_livemode: boolean; p_change: Json };
+        Returns: string;
+      };
+    };
+    Enums: Record<never, never>;
+    CompositeTypes: Record<never, never>;
+  };
+};

@@ -1,0 +1,48 @@
+// One error type for everything a client may be told. Anything else that is thrown
+// is a bug or an outage: it is logged and answered with a generic 500.
+
+export class HttpError extends Error {
+  readonly status: number;
+  readonly headers: Readonly<Record<string, string>>;
+  constructor(status: number, message: string, headers: Record<string, string> = {}) {
+    super(message);
+    this.name = 'HttpError';
+    this.status = status;
+    this.headers = headers;
+  }
+}
+
+export class UnauthorizedError extends HttpError {
+  constructor(message = 'Unauthorized') {
+    super(401, message, { 'WWW-Authenticate': 'Bearer' });
+    this.name = 'UnauthorizedError';
+  }
+}
+
+export class MethodNotAllowedError extends HttpError {
+  constructor(allow: readonly string[]) {
+    super(405, 'Method not allowed', { Allow: allow.join(', ') });
+    this.name = 'MethodNotAllowedError';
+  }
+}
+
+export class AlreadySubscribedError extends HttpError {
+  constructor() {
+    super(400, 'Already subscribed');
+    this.name = 'AlreadySubscribedError';
+  }
+}
+
+export class NoSubscriptionError extends HttpError {
+  constructor() {
+    super(400, 'No active subscription');
+    this.name = 'NoSubscriptionError';
+  }
+}
+
+export class InvalidSignatureError extends HttpError {
+  constructor(message = 'Invalid signature') {
+    super(400, message);
+    this.name = 'InvalidSignatureError';
+  }
+}
