@@ -1,0 +1,66 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadCheckoutConfig, loadPortalConfig, loadWebhookConfig } from '../src/config.ts';
+
+const complete = {
+  STRIPE_SECRET_KEY: 'sk_test_abc',
+  STRIPE_PRICE_ID: 'price_abc',
+  STRIPE_WEBHOOK_SECRET: 'whsec_abc',
+  URL: 'https://analytics.example.com',
+  SUPABASE_URL: 'https://abcd.supabase.co',
+  SUPABASE_SERVICE_ROLE_KEY: 'service-role-key',
+  SUPABASE_JWT_SECRET: 'jwt-secret',
+};
+
+function configError(load: () => unknown): ConfigError {
+  try {
+    load();
+  } catch (error) {
+    if (error instanceof ConfigError) return error;
+    throw error;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('config', () => {
+  it('loads a complete checkout config, typed', () => {
+    const config = loadCheckoutConfig(complete);
+    expect(config.priceId).toBe('price_abc');
+    expect(config.stripe.mode).toBe('test');
+    expect(config.stripe.apiBase).toBeUndefined();
+    expect(config.appUrl.href).toBe('https://analytics.example.com/');
+    expect(config.auth.issuer).toBe('https://abcd.supabase.co/auth/v1');
+  });
+
+  it('names every missing variable in one error', () => {
+    const error = configError(() => loadCheckoutConfig({}));
+    expect([...error.variables].sort()).toEqual(
+      ['STRIPE_PRICE_ID', 'STRIPE_SECRET_KEY', 'SUPABASE_JWT_SECRET', 'SUPABASE_SERVICE_ROLE_KEY', 'SUPABASE_URL', 'URL'].sort(),
+    );
+    expect(error.message).toContain('STRIPE_PRICE_ID is not set');
+  });
+
+  it('treats blank values as missing', () => {
+    expect(configError(() => loadWebhookConfig({ ...complete, STRIPE_WEBHOOK_SECRET: '  ' })).variables).toEqual(['STRIPE_WEBHOOK_SECRET']);
+  });
+
+  it('rejects malformed values without echoing secrets', () => {
+    const error = configError(() =>
+      loadWebhookConfig({ ...complete, STRIPE_SECRET_KEY: 'pk_test_publishable', STRIPE_WEBHOOK_SECRET: 'secret', SUPABASE_URL: 'not a url' }),
+    );
+    expect([...error.variables].sort()).toEqual(['STRIPE_SECRET_KEY', 'STRIPE_WEBHOOK_SECRET', 'SUPABASE_URL']);
+    expect(error.message).not.toContain('pk_test_publishable');
+  });
+
+  it('asks each endpoint only for what it uses', () => {
+    const { STRIPE_PRICE_ID: _price, SUPABASE_JWT_SECRET: _jwt, URL: _url, ...webhookOnly } = complete;
+    expect(loadWebhookConfig(webhookOnly).webhookSecret).toBe('whsec_abc');
+    const { STRIPE_WEBHOOK_SECRET: _secret, STRIPE_PRICE_ID: _p, ...portalOnly } = complete;
+    expect(loadPortalConfig(portalOnly).appUrl.href).toBe('https://analytics.example.com/');
+  });
+
+  it('knows live keys from test keys, and reads STRIPE_API_BASE', () => {
+    const config = loadCheckoutConfig({ ...complete, STRIPE_SECRET_KEY: 'sk_live_abc', STRIPE_API_BASE: 'http://localhost:12111' });
+    expect(config.stripe.mode).toBe('live');
+    expect(config.stripe.apiBase?.port).toBe('12111');
+  });
+});

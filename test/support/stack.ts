@@ -1,0 +1,110 @@
+// What tests need from the local stack: tokens, signed deliveries, database rows and
+// the Stripe requests our code sent.
+
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import pg from 'pg';
+import Stripe from 'stripe';
+import { issuerFor, mintAccessToken } from '../../scripts/lib/tokens.ts';
+import type { RecordedStripeRequest } from '../../scripts/stack/stripe-mock-bridge.ts';
+
+export function env(name: string): string {
+  const value = process.env[name];
+  if (!value) throw new Error(`test environment lacks ${name}`);
+  return value;
+}
+
+export interface TestUser {
+  id: string;
+  email: string;
+  token: string;
+}
+
+export function newUser(extraClaims: Record<string, unknown> = {}): TestUser {
+  const id = randomUUID();
+  const email = `user-${id.slice(0, 8)}@example.com`;
+  const token = mintAccessToken({
+    sub: id,
+    email,
+    secret: env('SUPABASE_JWT_SECRET'),
+    issuer: issuerFor(env('SUPABASE_URL')),
+    extra: extraClaims,
+  });
+  return { id, email, token };
+}
+
+let pool: pg.Pool | undefined;
+export function db(): pg.Pool {
+  pool ??= new pg.Pool({ connectionString: env('DATABASE_URL'), max: 4 });
+  return pool;
+}
+
+export async function query<Row extends pg.QueryResultRow>(sql: string, params: unknown[] = []): Promise<Row[]> {
+  const result = await db().query<Row>(sql, params);
+  return result.rows;
+}
+
+// Webhooks ---------------------------------------------------------------------------
+
+type EventFixture = Stripe.Event & { data: { object: Record<string, unknown> } };
+
+export function loadEvent(type: string): EventFixture {
+  const file = path.resolve(import.meta.dirname, '../fixtures/events', `${type}.json`);
+  return JSON.parse(readFileSync(file, 'utf8')) as EventFixture;
+}
+
+/** A copy of a fixture with fresh ids, so tests never collide in the shared database. */
+export function freshEvent(type: string, edit: (object: Record<string, unknown>) => void = () => {}): EventFixture {
+  const event = structuredClone(loadEvent(type));
+  event.id = `evt_test_${randomUUID().replaceAll('-', '')}`;
+  edit(event.data.object);
+  return event;
+}
+
+export function signedDelivery(payload: string, options: { secret?: string; timestamp?: number } = {}): Request {
+  const signature = Stripe.webhooks.generateTestHeaderString({
+    payload,
+    secret: options.secret ?? env('STRIPE_WEBHOOK_SECRET'),
+    ...(options.timestamp !== undefined && { timestamp: options.timestamp }),
+  });
+  return new Request('http://localhost/api/stripe/webhook', {
+    method: 'POST',
+    headers: { 'stripe-signature': signature, 'content-type': 'application/json' },
+    body: payload,
+  });
+}
+
+// Stripe requests we sent (recorded by the stripe-mock bridge) -----------------------
+
+export async function stripeRequests(filter: (r: RecordedStripeRequest) => boolean): Promise<RecordedStripeRequest[]> {
+  const response = await fetch(`${env('STRIPE_API_BASE')}/__bridge/requests`);
+  const all = (await response.json()) as RecordedStripeRequest[];
+  return all.filter(filter);
+}
+
+export function authedPost(url: string, token: string | null, init: RequestInit = {}): Request {
+  return new Request(url, {
+    method: 'POST',
+    ...init,
+    headers: {
+      'content-type': 'application/json',
+      ...(token !== null && { authorization: `Bearer ${token}` }),
+      ...(init.headers as Record<string, string> | undefined),
+    },
+  });
+}
+
+export const CORS_EXPECTED = {
+  'access-control-allow-origin': '*',
+  'access-control-allow-methods': 'POST, OPTIONS',
+  'access-control-allow-headers': 'Content-Type, Authorization',
+};
+
+export function expectCors(response: Response): void {
+  for (const [name, value] of Object.entries(CORS_EXPECTED)) {
+    if (response.headers.get(name) !== value) {
+      throw new Error(`expected ${name}: ${value}, got ${String(response.headers.get(name))}`);
+    }
+  }
+}

@@ -1,0 +1,13 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    globalSetup: ['test/global-setup.ts'],
+    setupFiles: ['test/setup-env.ts'],
+    testTimeout: 20_000,
+    hookTimeout: 120_000,
+    // Two cores: more workers only queue behind the database and stripe-mock.
+    maxWorkers: 2,
+  },
+});
