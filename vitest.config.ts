@@ -9,5 +9,7 @@ export default defineConfig({
     hookTimeout: 120_000,
     // Two cores: more workers only queue behind the database and stripe-mock.
     maxWorkers: 2,
+    // Function logs of passing tests are noise; a failing test shows its own.
+    silent: 'passed-only',
   },
 });

@@ -64,3 +64,13 @@ describe('config', () => {
     expect(config.stripe.apiBase?.port).toBe('12111');
   });
 });
+
+describe('.env.example', () => {
+  it('documents exactly the variables the loaders read, in the same order', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const text = await readFile(new URL('../.env.example', import.meta.url), 'utf8');
+    const names = [...text.matchAll(/^([A-Z_]+)=/gm)].map((m) => m[1]);
+    const { CONFIG_VARIABLES } = await import('../src/config.ts');
+    expect(names).toEqual([...CONFIG_VARIABLES]);
+  });
+});

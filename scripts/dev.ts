@@ -1,0 +1,80 @@
+// npm run dev: the whole backend on this machine, with no .env needed.
+//   PostgreSQL + PostgREST (as Supabase) and stripe-mock (as Stripe), then `netlify dev`
+//   on http://localhost:8888 serving the functions through netlify.toml's routes.
+// Ctrl-C stops everything this started. Data persists in .local/dev-db between runs.
+
+import { fileURLToPath } from 'node:url';
+import {
+  DEV_PORTS,
+  LOCAL_JWT_SECRET,
+  LOCAL_STRIPE_PRICE_ID,
+  LOCAL_STRIPE_SECRET_KEY,
+  LOCAL_STRIPE_WEBHOOK_SECRET,
+} from './lib/local-defaults.ts';
+import { startNetlifyDev, type NetlifyDev } from './lib/netlify-dev.ts';
+import { startLocalStack, type LocalStack } from './stack/index.ts';
+import { startStripeMockBridge, type StripeMockBridge } from './stack/stripe-mock-bridge.ts';
+
+const root = (path: string) => fileURLToPath(new URL(`../${path}`, import.meta.url));
+const verbose = process.argv.includes('--verbose');
+const say = (line: string) => console.log(`[dev] ${line}`);
+
+let stack: LocalStack | undefined;
+let bridge: StripeMockBridge | undefined;
+let netlify: NetlifyDev | undefined;
+let stopping = false;
+
+async function shutdown(code: number): Promise<never> {
+  if (!stopping) {
+    stopping = true;
+    say('stopping…');
+    await netlify?.stop().catch(() => {});
+    await bridge?.close().catch(() => {});
+    await stack?.stop().catch((error: unknown) => console.error(error));
+  }
+  process.exit(code);
+}
+process.on('SIGINT', () => void shutdown(0));
+process.on('SIGTERM', () => void shutdown(0));
+
+try {
+  say('starting PostgreSQL, PostgREST and stripe-mock…');
+  stack = await startLocalStack({
+    dataDir: root('.local/dev-db'),
+    ports: { postgres: DEV_PORTS.postgres, gateway: DEV_PORTS.gateway, postgrest: DEV_PORTS.postgrest, stripeMock: DEV_PORTS.stripeMock },
+    jwtSecret: LOCAL_JWT_SECRET,
+    migrationsDir: root('supabase/migrations'),
+    log: verbose ? (line) => console.log(line) : (line) => {
+      if (line.startsWith('[stack]')) console.log(line);
+    },
+  });
+  bridge = await startStripeMockBridge(stack.env.STRIPE_API_BASE, DEV_PORTS.stripeBridge);
+
+  const functionEnv = {
+    ...stack.env,
+    STRIPE_API_BASE: bridge.url,
+    STRIPE_SECRET_KEY: LOCAL_STRIPE_SECRET_KEY,
+    STRIPE_PRICE_ID: LOCAL_STRIPE_PRICE_ID,
+    STRIPE_WEBHOOK_SECRET: LOCAL_STRIPE_WEBHOOK_SECRET,
+    URL: `http://localhost:${DEV_PORTS.netlify}`,
+  };
+  say('starting netlify dev…');
+  netlify = await startNetlifyDev({ port: DEV_PORTS.netlify, env: functionEnv, inheritOutput: true });
+
+  const api = `${netlify.url}/api/stripe`;
+  console.log(`
+  Billing API      ${api}/checkout   ${api}/portal   ${api}/webhook
+  Supabase (local) ${stack.env.SUPABASE_URL}/rest/v1   (PostgREST; database ${stack.env.DATABASE_URL.replace(/:[^:@/]*@/, ':***@')})
+  Stripe (local)   stripe-mock at ${stack.env.STRIPE_API_BASE}, through the recording bridge at ${bridge.url}
+
+  Get a token:     TOKEN=$(npm run --silent token -- --sub "$(node -e 'console.log(crypto.randomUUID())')" --email you@example.com)
+  Checkout:        curl -s -X POST -H "Authorization: Bearer $TOKEN" ${api}/checkout
+  Pay (webhook):   npm run stripe:trigger -- checkout.session.completed --token "$TOKEN"
+  Portal:          curl -s -X POST -H "Authorization: Bearer $TOKEN" ${api}/portal
+
+  Ctrl-C stops everything.
+`);
+} catch (error) {
+  console.error(error instanceof Error ? error.message : error);
+  await shutdown(1);
+}

@@ -1,0 +1,77 @@
+// Runs `netlify dev` offline on a given port, the way Netlify serves the site and its
+// functions, and stops it with everything it spawned (its own process group).
+
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { httpAnswers, OutputTail, registerKillOnExit, sleep, type LogFn } from '../stack/process.ts';
+
+const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const NETLIFY_CLI = fileURLToPath(new URL('../../node_modules/netlify-cli/bin/run.js', import.meta.url));
+
+export interface NetlifyDev {
+  url: string;
+  stop(): Promise<void>;
+}
+
+export async function startNetlifyDev(opts: {
+  port: number;
+  env: Record<string, string>;
+  log?: LogFn;
+  /** Passes the CLI's output through unprefixed (for `npm run dev`). */
+  inheritOutput?: boolean;
+  timeoutMs?: number;
+}): Promise<NetlifyDev> {
+  const output = new OutputTail('netlify', opts.log, 60);
+  // process.execPath: the Node 22 that runs us, not whatever `node` is first on PATH.
+  const child = spawn(
+    process.execPath,
+    [NETLIFY_CLI, 'dev', '--offline', '--internal-disable-edge-functions', '--no-open', '--port', String(opts.port)],
+    {
+      cwd: REPO_ROOT,
+      env: { ...process.env, ...opts.env, BROWSER: 'none', NETLIFY_TELEMETRY_DISABLED: '1' },
+      stdio: ['ignore', opts.inheritOutput ? 'inherit' : 'pipe', opts.inheritOutput ? 'inherit' : 'pipe'],
+      detached: true,
+    },
+  );
+  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => output.write(chunk, 'out'));
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => output.write(chunk, 'err'));
+  const pid = child.pid;
+  if (pid === undefined) throw new Error('netlify dev did not start');
+  const unregister = registerKillOnExit(-pid, 'SIGKILL');
+  let exited = false;
+  const gone = new Promise<void>((resolve) => child.once('close', () => {
+    exited = true;
+    resolve();
+  }));
+
+  const stop = async (): Promise<void> => {
+    unregister();
+    if (exited) return;
+    try {
+      process.kill(-pid, 'SIGTERM');
+    } catch {
+      return;
+    }
+    const timer = setTimeout(() => {
+      try {
+        process.kill(-pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }, 5000);
+    await gone;
+    clearTimeout(timer);
+  };
+
+  const url = `http://localhost:${opts.port}`;
+  // Ready when a function answers through the netlify.toml routing, not just the port.
+  const deadline = Date.now() + (opts.timeoutMs ?? 90_000);
+  while (!(await httpAnswers(`${url}/api/stripe/checkout`, { method: 'OPTIONS' }, (status) => status === 204))) {
+    if (exited || Date.now() > deadline) {
+      await stop();
+      throw new Error(`netlify dev: ${exited ? 'exited during startup' : 'not ready in time'}${output.text()}`);
+    }
+    await sleep(250);
+  }
+  return { url, stop };
+}

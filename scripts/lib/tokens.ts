@@ -1,0 +1,43 @@
+// Mints access tokens shaped like the ones Supabase Auth issues, for local use and tests.
+
+import { randomUUID } from 'node:crypto';
+import jwt from 'jsonwebtoken';
+
+export interface TokenClaims {
+  sub: string;
+  email?: string;
+  /** Seconds until expiry; default one hour, like Supabase. */
+  expiresIn?: number;
+  secret: string;
+  /** `<SUPABASE_URL>/auth/v1` */
+  issuer: string;
+  extra?: Record<string, unknown>;
+}
+
+export function mintAccessToken(claims: TokenClaims): string {
+  const now = Math.floor(Date.now() / 1000);
+  return jwt.sign(
+    {
+      aud: 'authenticated',
+      role: 'authenticated',
+      sub: claims.sub,
+      email: claims.email ?? '',
+      phone: '',
+      app_metadata: { provider: 'email', providers: ['email'] },
+      user_metadata: {},
+      aal: 'aal1',
+      amr: [{ method: 'password', timestamp: now }],
+      session_id: randomUUID(),
+      is_anonymous: false,
+      iat: now,
+      exp: now + (claims.expiresIn ?? 3600),
+      ...claims.extra,
+    },
+    claims.secret,
+    { algorithm: 'HS256', issuer: claims.issuer, header: { alg: 'HS256', typ: 'JWT' } },
+  );
+}
+
+export function issuerFor(supabaseUrl: string): string {
+  return new URL('auth/v1', supabaseUrl.endsWith('/') ? supabaseUrl : `${supabaseUrl}/`).href;
+}
