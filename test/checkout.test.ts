@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import checkout from '../netlify/functions/stripe-checkout.mts';
 import { customerIdempotencyKey } from '../src/billing/checkout.ts';
 import { authedPost, expectCors, newUser, query, stripeRequests } from './support/stack.ts';
@@ -148,16 +148,41 @@ describe('POST /api/stripe/checkout', () => {
     expect(await query('select * from billing_customers where user_id = $1', [user.id])).toHaveLength(0);
   });
 
-  it('answers 500 naming no secret when configuration is missing', async () => {
+  it('answers 500 when configuration is missing, and logs one line naming the variable', async () => {
     const saved = process.env['STRIPE_PRICE_ID'];
     delete process.env['STRIPE_PRICE_ID'];
+    const errors = vi.spyOn(console, 'error').mockImplementation(() => {});
     try {
       const response = await post(newUser().token);
       expect(response.status).toBe(500);
       expectCors(response);
       expect(await response.json()).toEqual({ error: 'Billing is not configured on this server' });
+      expect(errors).toHaveBeenCalledTimes(1);
+      const line = JSON.parse(String(errors.mock.calls[0]?.[0])) as Record<string, unknown>;
+      expect(line).toMatchObject({ level: 'error', fn: 'checkout', status: 500, errorType: 'ConfigError' });
+      expect(line['error']).toContain('STRIPE_PRICE_ID is not set');
     } finally {
+      errors.mockRestore();
       process.env['STRIPE_PRICE_ID'] = saved;
     }
+  });
+
+  it('logs one JSON line per request, without the token', async () => {
+    const user = newUser();
+    const lines: string[] = [];
+    const info = vi.spyOn(console, 'log').mockImplementation((line: unknown) => void lines.push(String(line)));
+    try {
+      await post(user.token);
+      await post(`${user.token}x`);
+    } finally {
+      info.mockRestore();
+    }
+    expect(lines).toHaveLength(2);
+    for (const line of lines) {
+      expect(line).not.toContain(user.token.split('.')[2]);
+      expect(JSON.parse(line)).toMatchObject({ msg: 'request', fn: 'checkout', method: 'POST' });
+    }
+    expect(JSON.parse(lines[0] ?? '{}')).toMatchObject({ userId: user.id, status: 200, customerCreated: true });
+    expect(JSON.parse(lines[1] ?? '{}')).toMatchObject({ status: 401 });
   });
 });
