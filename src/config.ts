@@ -15,6 +15,7 @@ export const CONFIG_VARIABLES = [
   'SUPABASE_URL',
   'SUPABASE_SERVICE_ROLE_KEY',
   'SUPABASE_JWT_SECRET',
+  'BILLING_GRACE_DAYS',
 ] as const;
 
 /** A required variable is missing or malformed. Message names every variable at fault. */
@@ -69,6 +70,16 @@ export interface PortalConfig {
   appUrl: URL;
 }
 
+export interface StatusConfig {
+  store: StoreConfig;
+  auth: AuthConfig;
+  /** BILLING_GRACE_DAYS: days of access after the first failed payment; default 7. */
+  graceDays: number;
+}
+
+/** Not a secret, and the product's policy rather than a deploy detail: it has a default. */
+export const DEFAULT_GRACE_DAYS = 7;
+
 export interface WebhookConfig {
   stripe: StripeConfig;
   store: StoreConfig;
@@ -116,6 +127,17 @@ class Reader {
     if (value && !prefixes.some((p) => value.startsWith(p))) {
       this.problems.push({ variable: name, problem: `must start with ${prefixes.join(' or ')}` });
     }
+  }
+
+  integer(name: string, fallback: number, min: number, max: number): number {
+    const raw = this.optional(name);
+    if (raw === undefined) return fallback;
+    const value = Number(raw);
+    if (!/^\d+$/.test(raw) || value < min || value > max) {
+      this.problems.push({ variable: name, problem: `must be a whole number from ${min} to ${max}` });
+      return fallback;
+    }
+    return value;
   }
 
   done(): void {
@@ -181,6 +203,18 @@ export function loadPortalConfig(env: Env): PortalConfig {
     store,
     auth: readAuth(r, store),
     appUrl: readAppUrl(r),
+  };
+  r.done();
+  return config;
+}
+
+export function loadStatusConfig(env: Env): StatusConfig {
+  const r = new Reader(env);
+  const store = readStore(r);
+  const config: StatusConfig = {
+    store,
+    auth: readAuth(r, store),
+    graceDays: r.integer('BILLING_GRACE_DAYS', DEFAULT_GRACE_DAYS, 0, 90),
   };
   r.done();
   return config;

@@ -3,19 +3,28 @@
 // Type aliases, not interfaces: supabase-js matches them against index signatures.
 
 import type { SubscriptionStatus } from './billing/access.ts';
+import type { PaymentOutcome } from './store.ts';
 
 export type Json = string | number | boolean | null | { [key: string]: Json | undefined } | Json[];
 
 export type BillingAccountRow = {
   user_id: string;
   stripe_customer_id: string | null;
+  deleted_customer_id: string | null;
   stripe_subscription_id: string | null;
   status: SubscriptionStatus | null;
   price_id: string | null;
+  current_period_start: string | null;
   current_period_end: string | null;
   cancel_at_period_end: boolean | null;
   trial_end: string | null;
   payment_failed_at: string | null;
+  last_payment_status: PaymentOutcome | null;
+  last_payment_at: string | null;
+  last_payment_amount: number | null;
+  last_payment_currency: string | null;
+  hosted_invoice_url: string | null;
+  next_payment_attempt: string | null;
 };
 
 export type Database = {

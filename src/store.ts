@@ -5,32 +5,81 @@
 import { createClient, type SupabaseClient } from '@supabase/supabase-js';
 import type { StoreConfig } from './config.ts';
 import type { BillingAccountRow, Database, Json } from './database.types.ts';
-import type { SubscriptionStatus } from './billing/access.ts';
+import type { AccessFacts, SubscriptionStatus } from './billing/access.ts';
 
 /** Per database call; a slow database must not hold a function until Netlify kills it. */
 export const STORE_TIMEOUT_MS = 5_000;
 
-export interface StoredSubscription {
+export interface LastPayment {
+  status: PaymentOutcome;
+  at: string;
+  /** Minor units of `currency`. */
+  amount: number | null;
+  currency: string | null;
+  invoiceUrl: string | null;
+  nextPaymentAttempt: string | null;
+}
+
+export interface StoredSubscription extends AccessFacts {
   stripeSubscriptionId: string;
-  status: SubscriptionStatus;
   priceId: string | null;
-  currentPeriodEnd: string | null;
-  cancelAtPeriodEnd: boolean;
   trialEnd: string | null;
-  paymentFailedAt: string | null;
+  lastPayment: LastPayment | null;
 }
 
 export interface BillingAccount {
   userId: string;
-  /** The user's Stripe customer, if one was created or linked. */
+  /** The user's Stripe customer, if one was created or linked and still exists. */
   stripeCustomerId: string | null;
+  /** A customer of theirs that was deleted in Stripe; the next one is created after it. */
+  deletedCustomerId: string | null;
   /** The subscription that matters now: a live one if any, else the newest. */
   subscription: StoredSubscription | null;
 }
 
-/** What one Stripe event changes, reduced to what we store. Built by billing/events.ts. */
+/** A subscription as an event showed it. Times are ISO 8601 strings. */
+// Type aliases, not interfaces, so they are assignable to Json (the RPC argument).
+export type SubscriptionSnapshot = {
+  id: string;
+  customer_id: string;
+  /** From the subscription's metadata.userId, when it is a valid user id. */
+  user_id: string | null;
+  status: SubscriptionStatus;
+  price_id: string | null;
+  quantity: number | null;
+  current_period_start: string | null;
+  current_period_end: string | null;
+  cancel_at_period_end: boolean;
+  cancel_at: string | null;
+  canceled_at: string | null;
+  ended_at: string | null;
+  trial_start: string | null;
+  trial_end: string | null;
+  created: string;
+};
+
+export type PaymentOutcome = 'paid' | 'failed' | 'action_required';
+
+export type InvoiceOutcome = {
+  id: string;
+  customer_id: string;
+  subscription_id: string;
+  outcome: PaymentOutcome;
+  /** Minor units: amount paid for a payment, amount due for a failure. */
+  amount: number;
+  currency: string;
+  hosted_invoice_url: string | null;
+  next_payment_attempt: string | null;
+};
+
+/** What one Stripe event changes, reduced to what we store. Built by billing/events.ts;
+ *  applied by billing_apply_event (supabase/migrations). */
 export type StateChange =
-  | { kind: 'checkout_completed'; user_id: string; customer_id: string; subscription_id: string; email: string | null };
+  | { kind: 'checkout_completed'; user_id: string; customer_id: string; subscription_id: string; email: string | null }
+  | { kind: 'subscription'; subscription: SubscriptionSnapshot }
+  | { kind: 'invoice'; invoice: InvoiceOutcome }
+  | { kind: 'trial_will_end'; subscription_id: string; customer_id: string }
+  | { kind: 'customer_deleted'; customer_id: string };
 
 export interface EventToApply {
   id: string;
@@ -58,8 +107,9 @@ export class StoreError extends Error {
 }
 
 
+// One literal, so supabase-js can type the selected row.
 const ACCOUNT_COLUMNS =
-  'user_id,stripe_customer_id,stripe_subscription_id,status,price_id,current_period_end,cancel_at_period_end,trial_end,payment_failed_at';
+  'user_id,stripe_customer_id,deleted_customer_id,stripe_subscription_id,status,price_id,current_period_start,current_period_end,cancel_at_period_end,trial_end,payment_failed_at,last_payment_status,last_payment_at,last_payment_amount,last_payment_currency,hosted_invoice_url,next_payment_attempt';
 
 const APPLY_OUTCOMES: readonly unknown[] = ['applied', 'stale', 'ignored', 'duplicate'] satisfies ApplyOutcome[];
 
@@ -119,16 +169,29 @@ function toAccount(row: BillingAccountRow): BillingAccount {
   return {
     userId: row.user_id,
     stripeCustomerId: row.stripe_customer_id,
+    deletedCustomerId: row.deleted_customer_id,
     subscription:
       row.stripe_subscription_id && row.status
         ? {
             stripeSubscriptionId: row.stripe_subscription_id,
             status: row.status,
             priceId: row.price_id,
+            currentPeriodStart: row.current_period_start,
             currentPeriodEnd: row.current_period_end,
             cancelAtPeriodEnd: row.cancel_at_period_end ?? false,
             trialEnd: row.trial_end,
             paymentFailedAt: row.payment_failed_at,
+            lastPayment:
+              row.last_payment_status && row.last_payment_at
+                ? {
+                    status: row.last_payment_status,
+                    at: row.last_payment_at,
+                    amount: row.last_payment_amount,
+                    currency: row.last_payment_currency,
+                    invoiceUrl: row.hosted_invoice_url,
+                    nextPaymentAttempt: row.next_payment_attempt,
+                  }
+                : null,
           }
         : null,
   };

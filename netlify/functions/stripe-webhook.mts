@@ -16,8 +16,9 @@ export default defineEndpoint({
   run: async (req, deps, scope) => {
     // The signature covers the exact bytes Stripe sent: read them before anything parses them.
     const rawBody = await req.text();
-    const result = await receiveStripeEvent(deps, rawBody, req.headers.get('stripe-signature'));
-    scope.annotate({ ...result });
+    const { warn, ...result } = await receiveStripeEvent(deps, rawBody, req.headers.get('stripe-signature'));
+    scope.annotate(result);
+    if (warn) scope.log.warn('event not applied', result);
     return { body: { received: true } };
   },
 });

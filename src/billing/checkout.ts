@@ -18,7 +18,7 @@ export async function startCheckout(deps: CheckoutDeps, user: AuthUser): Promise
   if (!canStartCheckout(account?.subscription?.status ?? null)) throw new AlreadySubscribedError();
 
   const existing = account?.stripeCustomerId ?? null;
-  const customerId = existing ?? (await createCustomer(deps, user));
+  const customerId = existing ?? (await createCustomer(deps, user, account?.deletedCustomerId ?? null));
   const metadata = { userId: user.id, ...(user.email && { email: user.email }) };
 
   const session = await deps.stripe.checkout.sessions.create({
@@ -44,14 +44,16 @@ export async function startCheckout(deps: CheckoutDeps, user: AuthUser): Promise
  * first link it stores, so both sessions use the same customer even past the key's
  * 24-hour lifetime.
  */
-async function createCustomer(deps: CheckoutDeps, user: AuthUser): Promise<string> {
+async function createCustomer(deps: CheckoutDeps, user: AuthUser, deletedCustomerId: string | null): Promise<string> {
   const customer = await deps.stripe.customers.create(
     { ...(user.email && { email: user.email }), metadata: { userId: user.id } },
-    { idempotencyKey: customerIdempotencyKey(user.id) },
+    { idempotencyKey: customerIdempotencyKey(user.id, deletedCustomerId) },
   );
   return deps.store.linkCustomer(user.id, customer.id, user.email);
 }
 
-export function customerIdempotencyKey(userId: string): string {
-  return `billing-customer-${userId}`;
+/** One key per user, and a new one after their customer was deleted in Stripe (the old
+ *  key would answer, for 24 hours, with the deleted customer). */
+export function customerIdempotencyKey(userId: string, deletedCustomerId: string | null = null): string {
+  return deletedCustomerId ? `billing-customer-${userId}-after-${deletedCustomerId}` : `billing-customer-${userId}`;
 }

@@ -18,6 +18,8 @@ export interface WebhookResult {
   eventType: string;
   outcome: ApplyOutcome | 'skipped';
   reason?: string;
+  /** Deserves a warning in the log. */
+  warn?: boolean;
 }
 
 /** Verifies the signature over the raw body, then applies the event at most once. */
@@ -37,6 +39,12 @@ export async function receiveStripeEvent(
     );
   } catch {
     throw new InvalidSignatureError();
+  }
+
+  // A test-mode event reaching a live deploy (or the reverse) is somebody's
+  // misconfigured endpoint: acknowledge it so Stripe stops, and never apply it.
+  if (event.livemode !== (deps.config.stripe.mode === 'live')) {
+    return { eventId: event.id, eventType: event.type, outcome: 'skipped', reason: 'livemode does not match STRIPE_SECRET_KEY', warn: true };
   }
 
   const reduction = reduceEvent(event);

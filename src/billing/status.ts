@@ -1,0 +1,54 @@
+import type { AuthUser } from '../auth.ts';
+import type { StatusConfig } from '../config.ts';
+import type { BillingStore, LastPayment } from '../store.ts';
+import { decideAccess, type AccessReason, type SubscriptionStatus } from './access.ts';
+
+export interface StatusDeps {
+  config: StatusConfig;
+  store: BillingStore;
+}
+
+/** What the dashboard shows: the subscription, whether it gives access now, and why. */
+export interface SubscriptionView {
+  status: SubscriptionStatus;
+  access: boolean;
+  accessReason: AccessReason;
+  priceId: string | null;
+  currentPeriodEnd: string | null;
+  cancelAtPeriodEnd: boolean;
+  trialEnd: string | null;
+  graceUntil: string | null;
+  lastPayment: LastPayment | null;
+}
+
+export async function subscriptionStatus(
+  deps: StatusDeps,
+  user: AuthUser,
+  now: Date = new Date(),
+): Promise<{ subscription: SubscriptionView | null }> {
+  const subscription = (await deps.store.getAccount(user.id))?.subscription ?? null;
+  if (!subscription) return { subscription: null };
+  const decision = decideAccess(subscription, now, deps.config.graceDays);
+  return {
+    subscription: {
+      status: subscription.status,
+      access: decision.access,
+      accessReason: decision.reason,
+      priceId: subscription.priceId,
+      currentPeriodEnd: isoOrNull(subscription.currentPeriodEnd),
+      cancelAtPeriodEnd: subscription.cancelAtPeriodEnd,
+      trialEnd: isoOrNull(subscription.trialEnd),
+      graceUntil: decision.graceUntil?.toISOString() ?? null,
+      lastPayment: subscription.lastPayment && {
+        ...subscription.lastPayment,
+        at: new Date(subscription.lastPayment.at).toISOString(),
+        nextPaymentAttempt: isoOrNull(subscription.lastPayment.nextPaymentAttempt),
+      },
+    },
+  };
+}
+
+/** PostgREST returns timestamptz as "2026-11-25T12:00:00+00:00"; the API speaks ISO 8601 UTC with Z. */
+function isoOrNull(value: string | null): string | null {
+  return value === null ? null : new Date(value).toISOString();
+}

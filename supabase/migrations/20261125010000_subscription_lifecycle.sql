@@ -1,0 +1,366 @@
+-- The full subscription lifecycle: subscription snapshots, invoice outcomes, trial
+-- reminders and deleted customers, applied so that any delivery order converges.
+--
+-- Order. Stripe's `event.created` has one-second resolution, so every write is keyed
+-- by (event created, lifecycle rank, event id) and only a greater key replaces a
+-- smaller one:
+--   * a newer second wins;
+--   * within the same second, the state further along the lifecycle wins
+--     (billing_status_rank for subscriptions, billing_payment_rank for payments);
+--   * same second and same rank: the greater event id wins (byte order, COLLATE "C").
+--     That choice is arbitrary but the same for every delivery order, which is what
+--     convergence needs.
+-- Subscription columns and payment columns are ordered separately: an invoice event
+-- never rolls a subscription's status back, nor the reverse.
+
+-- When the last successful payment was, so failures before it are not a delinquency.
+alter table public.billing_subscriptions add column last_paid_at timestamptz;
+
+-- Customers deleted in Stripe. A tombstone, not a flag on billing_customers, because
+-- the deleted customer may never have been linked to a user here.
+create table public.billing_deleted_customers (
+  stripe_customer_id text primary key,
+  deleted_at timestamptz not null,
+  event_id text not null
+);
+alter table public.billing_deleted_customers enable row level security;
+-- Readable by the user whose subscription it was (the billing_accounts view joins it).
+create policy "Users read their own deleted customers" on public.billing_deleted_customers
+  for select to authenticated using (exists (
+    select 1 from public.billing_subscriptions s
+    where s.stripe_customer_id = billing_deleted_customers.stripe_customer_id and s.user_id = (select auth.uid())
+  ));
+revoke all on public.billing_deleted_customers from anon, authenticated, public;
+grant select on public.billing_deleted_customers to authenticated;
+grant all on public.billing_deleted_customers to service_role;
+
+create function public.billing_status_rank(p_status text) returns integer
+language sql immutable parallel safe
+set search_path = ''
+as $$
+  select case p_status
+    when 'incomplete' then 0
+    when 'trialing' then 1
+    when 'active' then 2
+    when 'past_due' then 3
+    when 'unpaid' then 4
+    when 'paused' then 4
+    when 'canceled' then 5
+    when 'incomplete_expired' then 5
+    else -1
+  end
+$$;
+
+create function public.billing_payment_rank(p_outcome text) returns integer
+language sql immutable parallel safe
+set search_path = ''
+as $$
+  select case p_outcome when 'failed' then 0 when 'action_required' then 1 when 'paid' then 2 else -1 end
+$$;
+
+-- The user's account: their live customer link (deleted customers drop out), the
+-- subscription that matters now, and the customer a deleted one was replaced after.
+drop view public.billing_accounts;
+create view public.billing_accounts with (security_invoker = true) as
+select
+  u.user_id,
+  case when d.stripe_customer_id is null then coalesce(c.stripe_customer_id, s.stripe_customer_id) end as stripe_customer_id,
+  d.stripe_customer_id as deleted_customer_id,
+  s.stripe_subscription_id,
+  s.status,
+  s.price_id,
+  s.quantity,
+  s.current_period_start,
+  s.current_period_end,
+  s.cancel_at_period_end,
+  s.cancel_at,
+  s.canceled_at,
+  s.ended_at,
+  s.trial_start,
+  s.trial_end,
+  s.last_payment_status,
+  s.last_payment_at,
+  s.last_payment_amount,
+  s.last_payment_currency,
+  s.hosted_invoice_url,
+  s.next_payment_attempt,
+  s.payment_failed_at,
+  s.trial_will_end_at,
+  s.created_at as subscription_recorded_at,
+  s.updated_at as subscription_updated_at
+from (
+  select user_id from public.billing_customers
+  union
+  select user_id from public.billing_subscriptions where user_id is not null
+) u
+left join public.billing_customers c on c.user_id = u.user_id
+left join lateral (
+  select *
+  from public.billing_subscriptions s
+  where s.user_id = u.user_id and s.status is not null
+  order by
+    (s.status in ('canceled', 'incomplete_expired')) asc,
+    s.stripe_created_at desc nulls last,
+    s.created_at desc
+  limit 1
+) s on true
+left join public.billing_deleted_customers d
+  on d.stripe_customer_id = coalesce(c.stripe_customer_id, s.stripe_customer_id);
+
+revoke all on public.billing_accounts from anon, authenticated, public;
+grant select on public.billing_accounts to authenticated;
+grant all on public.billing_accounts to service_role;
+
+-- A user whose customer was deleted gets a new one on their next checkout.
+create or replace function public.billing_link_customer(
+  p_user_id uuid,
+  p_stripe_customer_id text,
+  p_email text
+) returns text
+language plpgsql
+security invoker
+set search_path = ''
+as $$
+declare
+  v_customer text;
+begin
+  delete from public.billing_customers c
+  using public.billing_deleted_customers d
+  where c.user_id = p_user_id and d.stripe_customer_id = c.stripe_customer_id;
+
+  insert into public.billing_customers (user_id, stripe_customer_id, email)
+  values (p_user_id, p_stripe_customer_id, p_email)
+  on conflict (user_id) do nothing;
+
+  select stripe_customer_id into v_customer
+  from public.billing_customers
+  where user_id = p_user_id;
+
+  return v_customer;
+end;
+$$;
+
+create or replace function public.billing_apply_event(
+  p_event_id text,
+  p_event_type text,
+  p_event_created timestamptz,
+  p_livemode boolean,
+  p_change jsonb
+) returns text
+language plpgsql
+security invoker
+set search_path = ''
+as $$
+declare
+  v_kind text := p_change ->> 'kind';
+  v_outcome text := 'ignored';
+  v_rows integer;
+  v_user uuid;
+  v_customer text;
+  v_subscription text;
+  v_deleted_at timestamptz;
+  v_deleted_event text;
+  s jsonb;
+begin
+  -- Serialise deliveries of the same event id: the second waits here for the first
+  -- to commit and then sees the row; if the first rolled back, the second applies.
+  insert into public.stripe_events (id, type, livemode, stripe_created_at, outcome)
+  values (p_event_id, p_event_type, p_livemode, p_event_created, 'pending')
+  on conflict (id) do nothing;
+  if not found then
+    return 'duplicate';
+  end if;
+
+  if v_kind = 'checkout_completed' then
+    v_user := (p_change ->> 'user_id')::uuid;
+    v_customer := p_change ->> 'customer_id';
+    v_subscription := p_change ->> 'subscription_id';
+    select deleted_at, event_id into v_deleted_at, v_deleted_event
+      from public.billing_deleted_customers where stripe_customer_id = v_customer;
+
+    if v_deleted_at is null then
+      -- The customer that paid is the user's customer. Normally checkout stored this
+      -- same link already; a customer owned by another user raises a unique violation,
+      -- the transaction rolls back and Stripe retries (and someone looks at the log).
+      insert into public.billing_customers (user_id, stripe_customer_id, email)
+      values (v_user, v_customer, p_change ->> 'email')
+      on conflict (user_id) do update
+        set stripe_customer_id = excluded.stripe_customer_id, updated_at = now()
+        where public.billing_customers.stripe_customer_id is distinct from excluded.stripe_customer_id;
+    end if;
+
+    -- The session does not say the subscription's status: record 'active'
+    -- provisionally (no state key), so any subscription event replaces it.
+    insert into public.billing_subscriptions (
+      stripe_subscription_id, stripe_customer_id, user_id, status, stripe_created_at
+    ) values (v_subscription, v_customer, v_user, 'active', p_event_created)
+    on conflict (stripe_subscription_id) do update
+      set user_id = coalesce(public.billing_subscriptions.user_id, excluded.user_id),
+          status = coalesce(public.billing_subscriptions.status, excluded.status),
+          stripe_created_at = coalesce(public.billing_subscriptions.stripe_created_at, excluded.stripe_created_at),
+          updated_at = now();
+
+    -- Subscription events that arrived before this link now belong to the user.
+    update public.billing_subscriptions
+      set user_id = v_user, updated_at = now()
+      where stripe_customer_id = v_customer and user_id is null;
+    v_outcome := 'applied';
+
+  elsif v_kind = 'subscription' then
+    s := p_change -> 'subscription';
+    v_subscription := s ->> 'id';
+    v_customer := s ->> 'customer_id';
+    -- Who: the subscription's metadata, else the customer's link, else unknown for now
+    -- (checkout.session.completed links it when it comes).
+    v_user := coalesce(
+      (s ->> 'user_id')::uuid,
+      (select c.user_id from public.billing_customers c where c.stripe_customer_id = v_customer)
+    );
+
+    insert into public.billing_subscriptions as cur (
+      stripe_subscription_id, stripe_customer_id, user_id, status, price_id, quantity,
+      current_period_start, current_period_end, cancel_at_period_end, cancel_at,
+      canceled_at, ended_at, trial_start, trial_end, stripe_created_at,
+      state_event_created, state_event_id
+    ) values (
+      v_subscription, v_customer, v_user, s ->> 'status', s ->> 'price_id', (s ->> 'quantity')::integer,
+      (s ->> 'current_period_start')::timestamptz, (s ->> 'current_period_end')::timestamptz,
+      coalesce((s ->> 'cancel_at_period_end')::boolean, false), (s ->> 'cancel_at')::timestamptz,
+      (s ->> 'canceled_at')::timestamptz, (s ->> 'ended_at')::timestamptz,
+      (s ->> 'trial_start')::timestamptz, (s ->> 'trial_end')::timestamptz, (s ->> 'created')::timestamptz,
+      p_event_created, p_event_id
+    )
+    on conflict (stripe_subscription_id) do update
+      set stripe_customer_id = excluded.stripe_customer_id,
+          status = excluded.status,
+          price_id = excluded.price_id,
+          quantity = excluded.quantity,
+          current_period_start = excluded.current_period_start,
+          current_period_end = excluded.current_period_end,
+          cancel_at_period_end = excluded.cancel_at_period_end,
+          cancel_at = excluded.cancel_at,
+          canceled_at = excluded.canceled_at,
+          ended_at = excluded.ended_at,
+          trial_start = excluded.trial_start,
+          trial_end = excluded.trial_end,
+          stripe_created_at = excluded.stripe_created_at,
+          state_event_created = excluded.state_event_created,
+          state_event_id = excluded.state_event_id,
+          updated_at = now()
+      where cur.state_event_created is null
+         or (excluded.state_event_created, public.billing_status_rank(excluded.status), excluded.state_event_id collate "C")
+          > (cur.state_event_created, public.billing_status_rank(cur.status), cur.state_event_id collate "C");
+    get diagnostics v_rows = row_count;
+    v_outcome := case when v_rows = 1 then 'applied' else 'stale' end;
+
+    -- Who it belongs to is not state but a fact: learn it even from a stale event.
+    if v_user is not null then
+      update public.billing_subscriptions
+        set user_id = v_user, updated_at = now()
+        where stripe_subscription_id = v_subscription and user_id is null;
+    end if;
+
+  elsif v_kind = 'invoice' then
+    s := p_change -> 'invoice';
+    v_subscription := s ->> 'subscription_id';
+    v_customer := s ->> 'customer_id';
+
+    -- An invoice may come before any subscription event: keep it on a row of its
+    -- own (no status yet) that the subscription's events fill in later.
+    insert into public.billing_subscriptions (stripe_subscription_id, stripe_customer_id, user_id)
+    values (
+      v_subscription, v_customer,
+      (select c.user_id from public.billing_customers c where c.stripe_customer_id = v_customer)
+    )
+    on conflict (stripe_subscription_id) do nothing;
+
+    update public.billing_subscriptions cur
+      set latest_invoice_id = s ->> 'id',
+          last_payment_status = s ->> 'outcome',
+          last_payment_at = p_event_created,
+          last_payment_amount = (s ->> 'amount')::bigint,
+          last_payment_currency = s ->> 'currency',
+          hosted_invoice_url = s ->> 'hosted_invoice_url',
+          next_payment_attempt = (s ->> 'next_payment_attempt')::timestamptz,
+          invoice_event_created = p_event_created,
+          invoice_event_id = p_event_id,
+          updated_at = now()
+      where cur.stripe_subscription_id = v_subscription
+        and (cur.invoice_event_created is null
+          or (p_event_created, public.billing_payment_rank(s ->> 'outcome'), p_event_id collate "C")
+           > (cur.invoice_event_created, public.billing_payment_rank(cur.last_payment_status), cur.invoice_event_id collate "C"));
+    get diagnostics v_rows = row_count;
+    v_outcome := case when v_rows = 1 then 'applied' else 'stale' end;
+
+    -- The grace period counts from the first failure after the last payment. Both
+    -- are kept as min/max over events, so they come out the same in any order.
+    if s ->> 'outcome' = 'paid' then
+      update public.billing_subscriptions
+        set last_paid_at = greatest(last_paid_at, p_event_created),
+            payment_failed_at = case when payment_failed_at <= p_event_created then null else payment_failed_at end,
+            updated_at = now()
+        where stripe_subscription_id = v_subscription;
+      v_outcome := 'applied';
+    elsif s ->> 'outcome' = 'failed' then
+      update public.billing_subscriptions
+        set payment_failed_at = least(payment_failed_at, p_event_created),
+            updated_at = now()
+        where stripe_subscription_id = v_subscription
+          and (last_paid_at is null or p_event_created > last_paid_at);
+      if found then
+        v_outcome := 'applied';
+      end if;
+    end if;
+
+  elsif v_kind = 'trial_will_end' then
+    update public.billing_subscriptions
+      set trial_will_end_at = greatest(trial_will_end_at, p_event_created), updated_at = now()
+      where stripe_subscription_id = p_change ->> 'subscription_id';
+    if not found then
+      insert into public.billing_subscriptions (stripe_subscription_id, stripe_customer_id, user_id, trial_will_end_at)
+      values (
+        p_change ->> 'subscription_id', p_change ->> 'customer_id',
+        (select c.user_id from public.billing_customers c where c.stripe_customer_id = p_change ->> 'customer_id'),
+        p_event_created
+      )
+      on conflict (stripe_subscription_id) do update
+        set trial_will_end_at = greatest(public.billing_subscriptions.trial_will_end_at, excluded.trial_will_end_at);
+    end if;
+    v_outcome := 'applied';
+
+  elsif v_kind = 'customer_deleted' then
+    v_customer := p_change ->> 'customer_id';
+    insert into public.billing_deleted_customers (stripe_customer_id, deleted_at, event_id)
+    values (v_customer, p_event_created, p_event_id)
+    on conflict (stripe_customer_id) do nothing;
+    -- The user is unlinked; their next checkout creates a new customer.
+    delete from public.billing_customers where stripe_customer_id = v_customer;
+    v_outcome := 'applied';
+  end if;
+
+  -- A deleted customer's subscriptions are over, whatever older events say: apply
+  -- the deletion as a 'canceled' state at the deletion's time, in the same order.
+  update public.billing_subscriptions cur
+    set status = 'canceled',
+        ended_at = coalesce(cur.ended_at, d.deleted_at),
+        canceled_at = coalesce(cur.canceled_at, d.deleted_at),
+        cancel_at_period_end = false,
+        state_event_created = d.deleted_at,
+        state_event_id = d.event_id,
+        updated_at = now()
+    from public.billing_deleted_customers d
+    where d.stripe_customer_id = cur.stripe_customer_id
+      and d.stripe_customer_id = coalesce(v_customer, '')
+      and (cur.state_event_created is null
+        or (d.deleted_at, 5, d.event_id collate "C")
+         > (cur.state_event_created, public.billing_status_rank(cur.status), cur.state_event_id collate "C"));
+
+  update public.stripe_events set outcome = v_outcome where id = p_event_id;
+  return v_outcome;
+end;
+$$;
+
+revoke execute on function public.billing_status_rank(text) from public, anon, authenticated;
+revoke execute on function public.billing_payment_rank(text) from public, anon, authenticated;
+grant execute on function public.billing_status_rank(text) to service_role;
+grant execute on function public.billing_payment_rank(text) to service_role;
