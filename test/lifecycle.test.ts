@@ -137,13 +137,19 @@ describe('each event type, applied from its own object', () => {
     const { user, ids } = await subscribedUser();
     await deliver(customerDeletedEvent(ids, T + 40 * DAY));
     expect(await query('select 1 from billing_customers where user_id = $1', [user.id])).toHaveLength(0);
-    const stored = await row(ids);
-    expect(stored?.status).toBe('canceled');
-    expect(seconds(stored?.ended_at)).toBe(T + 40 * DAY);
+    const account = async () =>
+      (await query<{ status: string; ended_at: Date; stripe_customer_id: string | null }>(
+        'select status, ended_at, stripe_customer_id from billing_accounts where user_id = $1',
+        [user.id],
+      ))[0];
+    expect(await account()).toMatchObject({ status: 'canceled', stripe_customer_id: null });
+    expect(seconds((await account())?.ended_at)).toBe(T + 40 * DAY);
 
-    // An older event for it, delivered late, cannot bring it back.
+    // An event for it delivered late cannot bring it back.
     await deliver(subscriptionEvent('customer.subscription.updated', ids, T + 39 * DAY, active()));
-    expect((await row(ids))?.status).toBe('canceled');
+    expect((await account())?.status).toBe('canceled');
+    const statusBody = (await (await status(new Request('http://localhost/api/stripe/subscription', { headers: { authorization: `Bearer ${user.token}` } }))).json()) as { subscription: { status: string; access: boolean } };
+    expect(statusBody.subscription).toMatchObject({ status: 'canceled', access: false });
 
     // Their next checkout creates a new customer, with a new idempotency key.
     expect((await checkout(authedPost('http://localhost/api/stripe/checkout', user.token))).status).toBe(200);

@@ -11,10 +11,16 @@
 --     That choice is arbitrary but the same for every delivery order, which is what
 --     convergence needs.
 -- Subscription columns and payment columns are ordered separately: an invoice event
--- never rolls a subscription's status back, nor the reverse.
+-- never rolls a subscription's status back, nor the reverse. A deleted customer is a
+-- tombstone laid over its subscriptions when they are read (billing_accounts), not a
+-- write into their columns, so it too gives the same result in any order.
 
--- When the last successful payment was, so failures before it are not a delinquency.
-alter table public.billing_subscriptions add column last_paid_at timestamptz;
+-- When the last successful payment was, so failures before it are not a delinquency,
+-- and the failures after it (pruned as payments come): the grace period counts from
+-- the first of them, whatever order the events came in.
+alter table public.billing_subscriptions
+  add column last_paid_at timestamptz,
+  add column payment_failures timestamptz[] not null default '{}';
 
 -- Customers deleted in Stripe. A tombstone, not a flag on billing_customers, because
 -- the deleted customer may never have been linked to a user here.
@@ -60,22 +66,24 @@ $$;
 
 -- The user's account: their live customer link (deleted customers drop out), the
 -- subscription that matters now, and the customer a deleted one was replaced after.
+-- A deleted customer's subscriptions read as canceled, ended when it was deleted,
+-- whatever their last event said.
 drop view public.billing_accounts;
 create view public.billing_accounts with (security_invoker = true) as
 select
   u.user_id,
-  case when d.stripe_customer_id is null then coalesce(c.stripe_customer_id, s.stripe_customer_id) end as stripe_customer_id,
-  d.stripe_customer_id as deleted_customer_id,
+  coalesce(c.stripe_customer_id, case when sd.stripe_customer_id is null then s.stripe_customer_id end) as stripe_customer_id,
+  sd.stripe_customer_id as deleted_customer_id,
   s.stripe_subscription_id,
-  s.status,
+  case when sd.stripe_customer_id is null then s.status else 'canceled' end as status,
   s.price_id,
   s.quantity,
   s.current_period_start,
   s.current_period_end,
-  s.cancel_at_period_end,
+  s.cancel_at_period_end and sd.stripe_customer_id is null as cancel_at_period_end,
   s.cancel_at,
-  s.canceled_at,
-  s.ended_at,
+  coalesce(s.canceled_at, sd.deleted_at) as canceled_at,
+  coalesce(s.ended_at, sd.deleted_at) as ended_at,
   s.trial_start,
   s.trial_end,
   s.last_payment_status,
@@ -95,17 +103,17 @@ from (
 ) u
 left join public.billing_customers c on c.user_id = u.user_id
 left join lateral (
-  select *
+  select s.*
   from public.billing_subscriptions s
   where s.user_id = u.user_id and s.status is not null
   order by
-    (s.status in ('canceled', 'incomplete_expired')) asc,
+    (s.status in ('canceled', 'incomplete_expired')
+      or exists (select 1 from public.billing_deleted_customers x where x.stripe_customer_id = s.stripe_customer_id)) asc,
     s.stripe_created_at desc nulls last,
     s.created_at desc
   limit 1
 ) s on true
-left join public.billing_deleted_customers d
-  on d.stripe_customer_id = coalesce(c.stripe_customer_id, s.stripe_customer_id);
+left join public.billing_deleted_customers sd on sd.stripe_customer_id = s.stripe_customer_id;
 
 revoke all on public.billing_accounts from anon, authenticated, public;
 grant select on public.billing_accounts to authenticated;
@@ -159,7 +167,6 @@ declare
   v_customer text;
   v_subscription text;
   v_deleted_at timestamptz;
-  v_deleted_event text;
   s jsonb;
 begin
   -- Serialise deliveries of the same event id: the second waits here for the first
@@ -171,11 +178,23 @@ begin
     return 'duplicate';
   end if;
 
+  -- Events of one customer apply one at a time. Without this, two concurrent events
+  -- each miss the other's uncommitted rows: a checkout's link and a subscription event
+  -- that needs it, or a customer's deletion and a checkout that links it again.
+  v_customer := coalesce(
+    p_change ->> 'customer_id',
+    p_change -> 'subscription' ->> 'customer_id',
+    p_change -> 'invoice' ->> 'customer_id'
+  );
+  if v_customer is not null then
+    perform pg_advisory_xact_lock(hashtextextended('billing_customer:' || v_customer, 0));
+  end if;
+
   if v_kind = 'checkout_completed' then
     v_user := (p_change ->> 'user_id')::uuid;
     v_customer := p_change ->> 'customer_id';
     v_subscription := p_change ->> 'subscription_id';
-    select deleted_at, event_id into v_deleted_at, v_deleted_event
+    select deleted_at into v_deleted_at
       from public.billing_deleted_customers where stripe_customer_id = v_customer;
 
     if v_deleted_at is null then
@@ -292,18 +311,25 @@ begin
     get diagnostics v_rows = row_count;
     v_outcome := case when v_rows = 1 then 'applied' else 'stale' end;
 
-    -- The grace period counts from the first failure after the last payment. Both
-    -- are kept as min/max over events, so they come out the same in any order.
+    -- The grace period counts from the first failure after the last payment. The
+    -- last payment only moves forward, and failures before it are dropped, so the
+    -- result is the same in any order. (SET expressions read the row before the update.)
     if s ->> 'outcome' = 'paid' then
       update public.billing_subscriptions
         set last_paid_at = greatest(last_paid_at, p_event_created),
-            payment_failed_at = case when payment_failed_at <= p_event_created then null else payment_failed_at end,
+            payment_failures = array(
+              select f from unnest(payment_failures) f
+              where f > greatest(last_paid_at, p_event_created) order by f),
+            payment_failed_at = (
+              select min(f) from unnest(payment_failures) f
+              where f > greatest(last_paid_at, p_event_created)),
             updated_at = now()
         where stripe_subscription_id = v_subscription;
       v_outcome := 'applied';
     elsif s ->> 'outcome' = 'failed' then
       update public.billing_subscriptions
-        set payment_failed_at = least(payment_failed_at, p_event_created),
+        set payment_failures = array_append(payment_failures, p_event_created),
+            payment_failed_at = least(payment_failed_at, p_event_created),
             updated_at = now()
         where stripe_subscription_id = v_subscription
           and (last_paid_at is null or p_event_created > last_paid_at);
@@ -337,23 +363,6 @@ begin
     delete from public.billing_customers where stripe_customer_id = v_customer;
     v_outcome := 'applied';
   end if;
-
-  -- A deleted customer's subscriptions are over, whatever older events say: apply
-  -- the deletion as a 'canceled' state at the deletion's time, in the same order.
-  update public.billing_subscriptions cur
-    set status = 'canceled',
-        ended_at = coalesce(cur.ended_at, d.deleted_at),
-        canceled_at = coalesce(cur.canceled_at, d.deleted_at),
-        cancel_at_period_end = false,
-        state_event_created = d.deleted_at,
-        state_event_id = d.event_id,
-        updated_at = now()
-    from public.billing_deleted_customers d
-    where d.stripe_customer_id = cur.stripe_customer_id
-      and d.stripe_customer_id = coalesce(v_customer, '')
-      and (cur.state_event_created is null
-        or (d.deleted_at, 5, d.event_id collate "C")
-         > (cur.state_event_created, public.billing_status_rank(cur.status), cur.state_event_id collate "C"));
 
   update public.stripe_events set outcome = v_outcome where id = p_event_id;
   return v_outcome;
