@@ -231,3 +231,16 @@ export function loadWebhookConfig(env: Env): WebhookConfig {
   r.done();
   return config;
 }
+
+export interface ReconcileConfig {
+  stripe: StripeConfig;
+  store: StoreConfig;
+}
+
+/** npm run billing:reconcile: Stripe to read from, the store to write to; nothing else. */
+export function loadReconcileConfig(env: Env): ReconcileConfig {
+  const r = new Reader(env);
+  const config: ReconcileConfig = { stripe: readStripe(r), store: readStore(r) };
+  r.done();
+  return config;
+}

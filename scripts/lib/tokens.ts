@@ -41,3 +41,9 @@ export function mintAccessToken(claims: TokenClaims): string {
 export function issuerFor(supabaseUrl: string): string {
   return new URL('auth/v1', supabaseUrl.endsWith('/') ? supabaseUrl : `${supabaseUrl}/`).href;
 }
+
+/** A service_role key like the Supabase CLI's local one: HS256, valid for ten years. */
+export function serviceRoleKey(secret: string): string {
+  const iat = Math.floor(Date.now() / 1000);
+  return jwt.sign({ role: 'service_role', iss: 'supabase-demo', iat, exp: iat + 10 * 365 * 24 * 3600 }, secret, { algorithm: 'HS256' });
+}

@@ -12,7 +12,7 @@
 // stop() (process.exit, an uncaught exception), an 'exit' hook signals the children.
 
 import { fileURLToPath } from 'node:url';
-import jwt from 'jsonwebtoken';
+import { serviceRoleKey } from '../lib/tokens.ts';
 import { startGateway } from './gateway.ts';
 import { AUTHENTICATOR_PASSWORD, bootstrapAndMigrate, redact, startEmbeddedPostgres, waitForDatabase } from './postgres.ts';
 import { startPostgrest } from './postgrest.ts';
@@ -143,10 +143,3 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
   };
 }
 
-/** A service_role key like the Supabase CLI's local one: HS256, valid for ten years. */
-function serviceRoleKey(secret: string): string {
-  const iat = Math.floor(Date.now() / 1000);
-  return jwt.sign({ role: 'service_role', iss: 'supabase-demo', iat, exp: iat + 10 * 365 * 24 * 3600 }, secret, {
-    algorithm: 'HS256',
-  });
-}

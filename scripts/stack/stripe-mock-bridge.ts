@@ -18,7 +18,7 @@ export interface RecordedStripeRequest {
   path: string;
   idempotencyKey: string | null;
   stripeVersion: string | null;
-  /** The form-encoded body as we sent it, before any renaming. */
+  /** The form-encoded body (or a GET's query) as we sent it, before any renaming. */
   params: Record<string, string>;
 }
 
@@ -68,7 +68,7 @@ export async function startStripeMockBridge(target: string, port = 0): Promise<S
         path: url.pathname,
         idempotencyKey: header(req, 'idempotency-key'),
         stripeVersion: header(req, 'stripe-version'),
-        params: Object.fromEntries(new URLSearchParams(body)),
+        params: Object.fromEntries(req.method === 'GET' ? url.searchParams : new URLSearchParams(body)),
       });
       if (recorded.length > MAX_RECORDED) recorded.shift();
 

@@ -1,0 +1,234 @@
+// Reconciliation: re-read every subscription from Stripe and write each one through the
+// same forward-only path as a webhook, so state lost to a missed webhook (Stripe stops
+// retrying a delivery after three days) is recovered. No HTTP, no process, no console:
+// scripts/reconcile.ts is the command line around it.
+//
+// Ordering. Each subscription is applied as a synthetic event
+//   { id: reconcile_<subscription id>_<fetch ms>, type: reconcile.subscription,
+//     created: <fetch time, seconds> - 1, change: { kind: 'subscription', … } }
+// and billing_apply_event keeps, per subscription, the state with the greatest
+// (created, status rank, event id) — see the header of
+// supabase/migrations/20261125010000_subscription_lifecycle.sql. Using the time the
+// page was fetched as `created` is correct because the snapshot IS the subscription as
+// of that moment:
+//   * a webhook event created before it describes an older state, which the snapshot
+//     already includes, so the snapshot replaces it (this is the recovery);
+//   * a webhook event created after it describes a change Stripe made after our read,
+//     so it wins over the snapshot, whether it arrives before or after this run writes;
+//   * an event created in the same second as the read may be from before or after it;
+//     the snapshot takes the second before the read, so such an event always wins over
+//     the snapshot (if it came before the read, the snapshot says the same anyway). An
+//     event from that earlier second ties and is broken as any tie (rank, then id);
+//     it happened before the read, so either result is the state the snapshot shows.
+// The clock is read just BEFORE each page request, never after the response: the read
+// happens after that instant, so no change Stripe made after our read can carry an
+// older `created` than the snapshot (reading the clock after the response could make
+// an older snapshot beat a newer, already-applied webhook). This assumes the host's
+// clock roughly agrees with Stripe's; run it on a machine with NTP.
+//
+// So it is safe while webhooks arrive (each write is one atomic, ordered upsert; the
+// database decides, not the order in which the writes land) and safe to run twice:
+// every run has fresh event ids (the fetch time is in the id, so a rerun is never
+// 'duplicate'), and a rerun writes the same state again or finds it 'stale'.
+// Each synthetic event is recorded in stripe_events like a real one.
+
+import Stripe from 'stripe';
+import type { ApplyOutcome, BillingStore } from '../store.ts';
+import { snapshotOf } from './events.ts';
+
+export const RECONCILE_EVENT_TYPE = 'reconcile.subscription';
+/** Stripe's maximum page size. */
+export const RECONCILE_PAGE_SIZE = 100;
+export const DEFAULT_MAX_RATE_LIMIT_RETRIES = 5;
+/** Backoff after a 429: 1 s, 2 s, 4 s, … up to this. */
+export const RATE_LIMIT_BASE_DELAY_MS = 1_000;
+export const RATE_LIMIT_MAX_DELAY_MS = 30_000;
+/** Writes failing one after another mean the store is down: stop rather than time out on every subscription. */
+export const MAX_CONSECUTIVE_APPLY_FAILURES = 10;
+
+export interface ReconcileDeps {
+  stripe: Stripe;
+  store: BillingStore;
+  /** The mode of the Stripe key (config.stripe.mode === 'live'); recorded on each event. */
+  livemode: boolean;
+}
+
+export interface ReconcileOptions {
+  /** Only this customer's subscriptions. */
+  customerId?: string;
+  /** Fetch and count, write nothing. */
+  dryRun?: boolean;
+  now?: () => Date;
+  onProgress?: (progress: ReconcileProgress) => void;
+  sleep?: (ms: number) => Promise<void>;
+  /** Retries of one page after HTTP 429, with exponential backoff; default 5. */
+  maxRateLimitRetries?: number;
+}
+
+export interface ReconcileCounts {
+  pages: number;
+  /** Subscriptions listed by Stripe. */
+  seen: number;
+  applied: number;
+  stale: number;
+  duplicate: number;
+  ignored: number;
+  /** Not writable: snapshotOf found no customer or an unknown status. */
+  skipped: number;
+  /** Dry run only: snapshots that would have been written. */
+  planned: number;
+  /** Retries after HTTP 429. */
+  rateLimitRetries: number;
+}
+
+export interface ReconcileFailure {
+  /** 'list': a page could not be fetched, and the run stopped there. */
+  stage: 'list' | 'apply';
+  subscriptionId: string | null;
+  message: string;
+}
+
+export interface ReconcileReport extends ReconcileCounts {
+  dryRun: boolean;
+  customerId: string | null;
+  /** Every page was read (false when listing failed or the run stopped early). */
+  complete: boolean;
+  failures: ReconcileFailure[];
+}
+
+export type ReconcileProgress =
+  | ({ type: 'page'; page: number; failed: number } & ReconcileCounts)
+  | { type: 'rate_limited'; page: number; attempt: number; delayMs: number };
+
+const defaultSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+export function rateLimitDelayMs(attempt: number): number {
+  return Math.min(RATE_LIMIT_BASE_DELAY_MS * 2 ** (attempt - 1), RATE_LIMIT_MAX_DELAY_MS);
+}
+
+function isRateLimit(error: unknown): boolean {
+  return (
+    error instanceof Stripe.errors.StripeRateLimitError ||
+    (error instanceof Error && (error as { type?: unknown }).type === 'StripeRateLimitError')
+  );
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** The Stripe customer whose subscriptions are the user's: the live one, else the deleted one. */
+export async function customerOfUser(store: BillingStore, userId: string): Promise<string | null> {
+  const account = await store.getAccount(userId);
+  return account?.stripeCustomerId ?? account?.deletedCustomerId ?? null;
+}
+
+export async function reconcileSubscriptions(deps: ReconcileDeps, options: ReconcileOptions = {}): Promise<ReconcileReport> {
+  const now = options.now ?? (() => new Date());
+  const sleep = options.sleep ?? defaultSleep;
+  const maxRetries = options.maxRateLimitRetries ?? DEFAULT_MAX_RATE_LIMIT_RETRIES;
+  const dryRun = options.dryRun ?? false;
+  const report: ReconcileReport = {
+    dryRun,
+    customerId: options.customerId ?? null,
+    complete: false,
+    pages: 0,
+    seen: 0,
+    applied: 0,
+    stale: 0,
+    duplicate: 0,
+    ignored: 0,
+    skipped: 0,
+    planned: 0,
+    rateLimitRetries: 0,
+    failures: [],
+  };
+  const counts = (): ReconcileCounts => {
+    const { pages, seen, applied, stale, duplicate, ignored, skipped, planned, rateLimitRetries } = report;
+    return { pages, seen, applied, stale, duplicate, ignored, skipped, planned, rateLimitRetries };
+  };
+
+  // Paginated by hand (starting_after) rather than with `for await`, because the
+  // auto-paginator hides the per-page calls, and a page that hits a rate limit must be
+  // retried on its own without starting over.
+  const fetchPage = async (page: number, startingAfter: string | undefined) => {
+    const params: Stripe.SubscriptionListParams = {
+      status: 'all',
+      limit: RECONCILE_PAGE_SIZE,
+      ...(options.customerId && { customer: options.customerId }),
+      ...(startingAfter && { starting_after: startingAfter }),
+    };
+    for (let attempt = 1; ; attempt += 1) {
+      const fetchedAt = now(); // before the request: see "Ordering" above
+      try {
+        return { list: await deps.stripe.subscriptions.list(params), fetchedAt };
+      } catch (error) {
+        if (!isRateLimit(error) || attempt > maxRetries) throw error;
+        const delayMs = rateLimitDelayMs(attempt);
+        report.rateLimitRetries += 1;
+        options.onProgress?.({ type: 'rate_limited', page, attempt, delayMs });
+        await sleep(delayMs);
+      }
+    }
+  };
+
+  let startingAfter: string | undefined;
+  let consecutiveFailures = 0;
+  for (let page = 1; ; page += 1) {
+    let fetched: Awaited<ReturnType<typeof fetchPage>>;
+    try {
+      fetched = await fetchPage(page, startingAfter);
+    } catch (error) {
+      report.failures.push({ stage: 'list', subscriptionId: null, message: `page ${page}: ${messageOf(error)}` });
+      return report;
+    }
+    const { list, fetchedAt } = fetched;
+    report.pages += 1;
+    // The second before the read: see "Ordering" above.
+    const created = Math.floor(fetchedAt.getTime() / 1000) - 1;
+
+    for (const subscription of list.data) {
+      report.seen += 1;
+      const snapshot = snapshotOf(subscription);
+      if (!snapshot) {
+        report.skipped += 1;
+        continue;
+      }
+      if (dryRun) {
+        report.planned += 1;
+        continue;
+      }
+      let outcome: ApplyOutcome;
+      try {
+        outcome = await deps.store.applyEvent({
+          id: `reconcile_${subscription.id}_${fetchedAt.getTime()}`,
+          type: RECONCILE_EVENT_TYPE,
+          created,
+          livemode: deps.livemode,
+          change: { kind: 'subscription', subscription: snapshot },
+        });
+      } catch (error) {
+        report.failures.push({ stage: 'apply', subscriptionId: subscription.id, message: messageOf(error) });
+        consecutiveFailures += 1;
+        if (consecutiveFailures >= MAX_CONSECUTIVE_APPLY_FAILURES) {
+          report.failures.push({
+            stage: 'apply',
+            subscriptionId: null,
+            message: `stopped after ${consecutiveFailures} failed writes in a row`,
+          });
+          return report;
+        }
+        continue;
+      }
+      consecutiveFailures = 0;
+      report[outcome] += 1;
+    }
+
+    options.onProgress?.({ type: 'page', page, failed: report.failures.length, ...counts() });
+    const last = list.data.at(-1);
+    if (!list.has_more || !last) break;
+    startingAfter = last.id;
+  }
+  report.complete = true;
+  return report;
+}
