@@ -47,10 +47,13 @@ export interface StoreConfig {
 }
 
 export interface AuthConfig {
-  /** SUPABASE_JWT_SECRET: the project's JWT secret that signs users' access tokens (HS256). */
-  jwtSecret: string;
+  /** SUPABASE_JWT_SECRET: the project's legacy JWT secret (HS256). Optional: a project
+   *  that signs only with asymmetric keys has none, and then HS256 tokens are refused. */
+  jwtSecret: string | undefined;
   /** Expected `iss` of access tokens: `<SUPABASE_URL>/auth/v1`. */
   issuer: string;
+  /** The project's public signing keys (ES256/RS256): `<SUPABASE_URL>/auth/v1/.well-known/jwks.json`. */
+  jwksUrl: URL;
 }
 
 export interface CheckoutConfig {
@@ -166,9 +169,11 @@ function readStore(r: Reader): StoreConfig {
 }
 
 function readAuth(r: Reader, store: StoreConfig): AuthConfig {
+  const base = withTrailingSlash(store.supabaseUrl);
   return {
-    jwtSecret: r.required('SUPABASE_JWT_SECRET'),
-    issuer: new URL('auth/v1', withTrailingSlash(store.supabaseUrl)).href,
+    jwtSecret: r.optional('SUPABASE_JWT_SECRET'),
+    issuer: new URL('auth/v1', base).href,
+    jwksUrl: new URL('auth/v1/.well-known/jwks.json', base),
   };
 }
 

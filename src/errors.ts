@@ -19,6 +19,27 @@ export class UnauthorizedError extends HttpError {
   }
 }
 
+export class ForbiddenError extends HttpError {
+  constructor(message: string) {
+    super(403, message);
+    this.name = 'ForbiddenError';
+  }
+}
+
+export class NotFoundError extends HttpError {
+  constructor(message = 'Not found') {
+    super(404, message);
+    this.name = 'NotFoundError';
+  }
+}
+
+export class PayloadTooLargeError extends HttpError {
+  constructor(limitBytes: number) {
+    super(413, `Request body larger than ${limitBytes} bytes`);
+    this.name = 'PayloadTooLargeError';
+  }
+}
+
 export class MethodNotAllowedError extends HttpError {
   constructor(allow: readonly string[]) {
     super(405, 'Method not allowed', { Allow: allow.join(', ') });
@@ -37,6 +58,13 @@ export class NoSubscriptionError extends HttpError {
   constructor() {
     super(400, 'No active subscription');
     this.name = 'NoSubscriptionError';
+  }
+}
+
+export class InvalidEventError extends HttpError {
+  constructor() {
+    super(400, 'Not a Stripe event');
+    this.name = 'InvalidEventError';
   }
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadCheckoutConfig, loadPortalConfig, loadWebhookConfig } from '../src/config.ts';
+import { ConfigError, loadCheckoutConfig, loadPortalConfig, loadStatusConfig, loadWebhookConfig } from '../src/config.ts';
 
 const complete = {
   STRIPE_SECRET_KEY: 'sk_test_abc',
@@ -29,14 +29,30 @@ describe('config', () => {
     expect(config.stripe.apiBase).toBeUndefined();
     expect(config.appUrl.href).toBe('https://analytics.example.com/');
     expect(config.auth.issuer).toBe('https://abcd.supabase.co/auth/v1');
+    expect(config.auth.jwksUrl.href).toBe('https://abcd.supabase.co/auth/v1/.well-known/jwks.json');
+    expect(config.auth.jwtSecret).toBe('jwt-secret');
   });
 
   it('names every missing variable in one error', () => {
     const error = configError(() => loadCheckoutConfig({}));
     expect([...error.variables].sort()).toEqual(
-      ['STRIPE_PRICE_ID', 'STRIPE_SECRET_KEY', 'SUPABASE_JWT_SECRET', 'SUPABASE_SERVICE_ROLE_KEY', 'SUPABASE_URL', 'URL'].sort(),
+      ['STRIPE_PRICE_ID', 'STRIPE_SECRET_KEY', 'SUPABASE_SERVICE_ROLE_KEY', 'SUPABASE_URL', 'URL'].sort(),
     );
     expect(error.message).toContain('STRIPE_PRICE_ID is not set');
+  });
+
+  it('SUPABASE_JWT_SECRET is optional: a project may sign with asymmetric keys only', () => {
+    const { SUPABASE_JWT_SECRET: _secret, ...asymmetricOnly } = complete;
+    expect(loadCheckoutConfig(asymmetricOnly).auth.jwtSecret).toBeUndefined();
+  });
+
+  it('reads BILLING_GRACE_DAYS, defaulting to 7, and refuses nonsense', () => {
+    expect(loadStatusConfig(complete).graceDays).toBe(7);
+    expect(loadStatusConfig({ ...complete, BILLING_GRACE_DAYS: '14' }).graceDays).toBe(14);
+    expect(loadStatusConfig({ ...complete, BILLING_GRACE_DAYS: '0' }).graceDays).toBe(0);
+    for (const bad of ['-1', '3.5', 'seven', '91']) {
+      expect(configError(() => loadStatusConfig({ ...complete, BILLING_GRACE_DAYS: bad })).variables).toEqual(['BILLING_GRACE_DAYS']);
+    }
   });
 
   it('treats blank values as missing', () => {

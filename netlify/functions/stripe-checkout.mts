@@ -1,5 +1,5 @@
 // POST /api/stripe/checkout: a Stripe Checkout URL for the signed-in user's subscription.
-import { bearerToken, verifyAccessToken } from '../../src/auth.ts';
+import { bearerToken, createTokenVerifier } from '../../src/auth.ts';
 import { startCheckout } from '../../src/billing/checkout.ts';
 import { CONFIG_VARIABLES, loadCheckoutConfig } from '../../src/config.ts';
 import { defineEndpoint } from '../../src/http/endpoint.ts';
@@ -12,10 +12,10 @@ export default defineEndpoint({
   envVars: CONFIG_VARIABLES,
   deps: (env) => {
     const config = loadCheckoutConfig(env);
-    return { config, stripe: createStripe(config.stripe), store: createStore(config.store) };
+    return { config, verifier: createTokenVerifier(config.auth), stripe: createStripe(config.stripe), store: createStore(config.store) };
   },
   run: async (req, deps, scope) => {
-    const user = verifyAccessToken(bearerToken(req.headers.get('authorization')), deps.config.auth);
+    const user = await deps.verifier.verify(bearerToken(req.headers.get('authorization')));
     scope.annotate({ userId: user.id });
     const { url, customerCreated } = await startCheckout(deps, user);
     scope.annotate({ customerCreated });

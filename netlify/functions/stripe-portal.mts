@@ -1,5 +1,5 @@
 // POST /api/stripe/portal: a Stripe billing portal URL for the signed-in user.
-import { bearerToken, verifyAccessToken } from '../../src/auth.ts';
+import { bearerToken, createTokenVerifier } from '../../src/auth.ts';
 import { openPortal } from '../../src/billing/portal.ts';
 import { CONFIG_VARIABLES, loadPortalConfig } from '../../src/config.ts';
 import { defineEndpoint } from '../../src/http/endpoint.ts';
@@ -12,10 +12,10 @@ export default defineEndpoint({
   envVars: CONFIG_VARIABLES,
   deps: (env) => {
     const config = loadPortalConfig(env);
-    return { config, stripe: createStripe(config.stripe), store: createStore(config.store) };
+    return { config, verifier: createTokenVerifier(config.auth), stripe: createStripe(config.stripe), store: createStore(config.store) };
   },
   run: async (req, deps, scope) => {
-    const user = verifyAccessToken(bearerToken(req.headers.get('authorization')), deps.config.auth);
+    const user = await deps.verifier.verify(bearerToken(req.headers.get('authorization')));
     scope.annotate({ userId: user.id });
     return { body: await openPortal(deps, user) };
   },

@@ -1,6 +1,6 @@
 // GET /api/stripe/subscription: the signed-in user's subscription and whether it gives
 // access now. Needs no Stripe client: it only reads the store.
-import { bearerToken, verifyAccessToken } from '../../src/auth.ts';
+import { bearerToken, createTokenVerifier } from '../../src/auth.ts';
 import { subscriptionStatus } from '../../src/billing/status.ts';
 import { CONFIG_VARIABLES, loadStatusConfig } from '../../src/config.ts';
 import { defineEndpoint } from '../../src/http/endpoint.ts';
@@ -12,10 +12,10 @@ export default defineEndpoint({
   envVars: CONFIG_VARIABLES,
   deps: (env) => {
     const config = loadStatusConfig(env);
-    return { config, store: createStore(config.store) };
+    return { config, verifier: createTokenVerifier(config.auth), store: createStore(config.store) };
   },
   run: async (req, deps, scope) => {
-    const user = verifyAccessToken(bearerToken(req.headers.get('authorization')), deps.config.auth);
+    const user = await deps.verifier.verify(bearerToken(req.headers.get('authorization')));
     scope.annotate({ userId: user.id });
     const body = await subscriptionStatus(deps, user);
     scope.annotate({ subscriptionStatus: body.subscription?.status ?? 'none', access: body.subscription?.access ?? false });

@@ -1,6 +1,7 @@
 // POST /api/stripe/webhook: Stripe's event deliveries, verified and applied at most once.
-import { receiveStripeEvent } from '../../src/billing/webhook.ts';
+import { MAX_EVENT_BYTES, receiveStripeEvent } from '../../src/billing/webhook.ts';
 import { CONFIG_VARIABLES, loadWebhookConfig } from '../../src/config.ts';
+import { readTextWithin } from '../../src/http/body.ts';
 import { defineEndpoint } from '../../src/http/endpoint.ts';
 import { createStore } from '../../src/store.ts';
 import { createStripe } from '../../src/stripe-client.ts';
@@ -15,7 +16,7 @@ export default defineEndpoint({
   },
   run: async (req, deps, scope) => {
     // The signature covers the exact bytes Stripe sent: read them before anything parses them.
-    const rawBody = await req.text();
+    const rawBody = await readTextWithin(req, MAX_EVENT_BYTES);
     const { warn, ...result } = await receiveStripeEvent(deps, rawBody, req.headers.get('stripe-signature'));
     scope.annotate(result);
     if (warn) scope.log.warn('event not applied', result);

@@ -1,11 +1,13 @@
 import type Stripe from 'stripe';
 import type { WebhookConfig } from '../config.ts';
-import { InvalidSignatureError } from '../errors.ts';
+import { InvalidEventError, InvalidSignatureError } from '../errors.ts';
 import type { ApplyOutcome, BillingStore } from '../store.ts';
 import { reduceEvent } from './events.ts';
 
 /** Stripe's own default: a signature older than this is a replay. */
 export const SIGNATURE_TOLERANCE_SECONDS = 300;
+/** Stripe's events are far smaller; anything bigger is not from Stripe. */
+export const MAX_EVENT_BYTES = 1024 * 1024;
 
 export interface WebhookDeps {
   config: WebhookConfig;
@@ -37,9 +39,12 @@ export async function receiveStripeEvent(
       deps.config.webhookSecret,
       SIGNATURE_TOLERANCE_SECONDS,
     );
-  } catch {
+  } catch (error) {
+    // A valid signature over something that is not JSON.
+    if (error instanceof SyntaxError) throw new InvalidEventError();
     throw new InvalidSignatureError();
   }
+  if (!isEvent(event)) throw new InvalidEventError();
 
   // A test-mode event reaching a live deploy (or the reverse) is somebody's
   // misconfigured endpoint: acknowledge it so Stripe stops, and never apply it.
@@ -59,4 +64,22 @@ export async function receiveStripeEvent(
     change: reduction.change,
   });
   return { eventId: event.id, eventType: event.type, outcome };
+}
+
+/** The parts of an event this code relies on; the signature proves who sent it, not its shape. */
+function isEvent(value: unknown): value is Stripe.Event {
+  if (typeof value !== 'object' || value === null) return false;
+  const event = value as Record<string, unknown>;
+  const data = event['data'];
+  return (
+    typeof event['id'] === 'string' &&
+    event['id'].startsWith('evt_') &&
+    event['object'] === 'event' &&
+    typeof event['type'] === 'string' &&
+    typeof event['created'] === 'number' &&
+    typeof event['livemode'] === 'boolean' &&
+    typeof data === 'object' &&
+    data !== null &&
+    typeof (data as Record<string, unknown>)['object'] === 'object'
+  );
 }

@@ -2,7 +2,7 @@
 // token, never with cookies), the methods an endpoint serves, and the two headers the
 // dashboard sends. Built once per endpoint, when the endpoint is defined.
 
-export type HttpMethod = 'GET' | 'POST';
+export type HttpMethod = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
 export interface Cors {
   /** Headers for every response, errors included. */

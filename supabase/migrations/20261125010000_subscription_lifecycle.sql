@@ -148,6 +148,9 @@ begin
 end;
 $$;
 
+-- lock_timeout: a delivery that waits on another's locks longer than this fails (and
+-- rolls back, recording nothing) before the function's 5 s database timeout, so a 500
+-- always means "not applied" and Stripe's retry applies it later.
 create or replace function public.billing_apply_event(
   p_event_id text,
   p_event_type text,
@@ -158,6 +161,7 @@ create or replace function public.billing_apply_event(
 language plpgsql
 security invoker
 set search_path = ''
+set lock_timeout = '3s'
 as $$
 declare
   v_kind text := p_change ->> 'kind';
