@@ -77,6 +77,19 @@ describe('netlify dev routes /api/stripe/* to the functions', () => {
     expect(await response.json()).toEqual({ error: 'Method not allowed' });
   });
 
+  it('routes GET /api/stripe/subscription, and answers 404 in the error shape for unknown paths', async () => {
+    const user = newUser();
+    const subscription = await api('subscription', { headers: { authorization: `Bearer ${user.token}` } });
+    expect(subscription.status).toBe(200);
+    expect(await subscription.json()).toEqual({ subscription: null });
+    for (const path of ['refunds', 'checkout/extra', 'webhooks']) {
+      const response = await api(path, { method: 'POST' });
+      expect(response.status, path).toBe(404);
+      expect(response.headers.get('access-control-allow-origin')).toBe('*');
+      expect(await response.json()).toEqual({ error: 'Not found' });
+    }
+  });
+
   it('rejects an unsigned webhook with 400', async () => {
     const response = await api('webhook', { method: 'POST', body: '{}' });
     expect(response.status).toBe(400);
