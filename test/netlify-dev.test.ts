@@ -11,7 +11,7 @@ let netlify: NetlifyDev;
 beforeAll(async () => {
   const port = await getFreePort();
   const env = Object.fromEntries(Object.entries(process.env).filter((entry): entry is [string, string] => entry[1] !== undefined));
-  netlify = await startNetlifyDev({ port, env });
+  netlify = await startNetlifyDev({ port, env, isolated: true });
 });
 
 afterAll(async () => {

@@ -5,9 +5,10 @@
 // cannot promise what nothing proves.
 
 import { readdirSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import addFormats from 'ajv-formats';
 import { parse as parseToml } from 'smol-toml';
 import type Stripe from 'stripe';
 import { describe, expect, it } from 'vitest';
@@ -120,18 +121,10 @@ function documentedResponse(op: DocumentedOperation, status: number): { value: R
 }
 
 // ---------------------------------------------------------------------------------------
-// JSON Schema 2020-12 (OpenAPI 3.1's dialect) with formats. The top-level `ajv` package
-// is eslint's ajv 6, which predates 2020-12; ajv-formats depends on ajv 8, so take that one.
-// With ajv@8 a devDependency this becomes `import { Ajv2020 } from 'ajv/dist/2020.js'`.
+// JSON Schema 2020-12 (OpenAPI 3.1's dialect) with formats.
 
-const requireHere = createRequire(import.meta.url);
-const addFormats = requireHere('ajv-formats') as typeof import('ajv-formats').default;
-type Ajv = Parameters<typeof addFormats>[0];
-type Validator = ReturnType<Ajv['compile']>;
-const { Ajv2020 } = createRequire(requireHere.resolve('ajv-formats'))('ajv/dist/2020') as {
-  Ajv2020: new (options: Record<string, unknown>) => Ajv;
-};
-const ajv = addFormats(new Ajv2020({ strict: true, strictTypes: false, allowUnionTypes: true, allErrors: true }));
+type Validator = ReturnType<Ajv2020['compile']>;
+const ajv = addFormats.default(new Ajv2020({ strict: true, strictTypes: false, allowUnionTypes: true, allErrors: true }));
 // Keywords the OpenAPI 3.1 base dialect adds to JSON Schema, and the members of the
 // document that holds the schemas (it is added whole, so that $refs resolve in it).
 ajv.addVocabulary(['discriminator', 'xml', 'externalDocs', 'example', 'openapi', 'paths', 'components']);

@@ -32,7 +32,7 @@ export async function startFunctionServer(routes: Record<string, Handler>, port 
       const request = new Request(url, {
         method: incoming.method ?? 'GET',
         headers,
-        ...(hasBody && { body: Readable.toWeb(incoming) as ReadableStream<Uint8Array>, duplex: 'half' }),
+        ...(hasBody && { body: Readable.toWeb(incoming), duplex: 'half' }),
       } as RequestInit);
       try {
         const response = await handler(request);

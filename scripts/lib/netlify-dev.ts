@@ -2,6 +2,9 @@
 // functions, and stops it with everything it spawned (its own process group).
 
 import { spawn } from 'node:child_process';
+import { cp, mkdtemp, readdir, rm, symlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { httpAnswers, OutputTail, registerKillOnExit, sleep, type LogFn } from '../stack/process.ts';
 
@@ -20,14 +23,22 @@ export async function startNetlifyDev(opts: {
   /** Passes the CLI's output through unprefixed (for `npm run dev`). */
   inheritOutput?: boolean;
   timeoutMs?: number;
+  /**
+   * Serve the site from a temporary folder of symlinks to this checkout, so this
+   * process builds its functions into a `.netlify/` of its own. Two `netlify dev` in one
+   * checkout (two test files, or a test beside `npm run dev`) otherwise rebuild each
+   * other's functions under `.netlify/functions-serve` while they serve them.
+   */
+  isolated?: boolean;
 }): Promise<NetlifyDev> {
   const output = new OutputTail('netlify', opts.log, 60);
+  const cwd = opts.isolated ? await isolatedSite() : REPO_ROOT;
   // process.execPath: the Node 22 that runs us, not whatever `node` is first on PATH.
   const child = spawn(
     process.execPath,
     [NETLIFY_CLI, 'dev', '--offline', '--internal-disable-edge-functions', '--no-open', '--port', String(opts.port)],
     {
-      cwd: REPO_ROOT,
+      cwd,
       env: { ...process.env, ...opts.env, BROWSER: 'none', NETLIFY_TELEMETRY_DISABLED: '1' },
       stdio: ['ignore', opts.inheritOutput ? 'inherit' : 'pipe', opts.inheritOutput ? 'inherit' : 'pipe'],
       detached: true,
@@ -44,9 +55,10 @@ export async function startNetlifyDev(opts: {
     resolve();
   }));
 
+  const removeSite = () => (cwd === REPO_ROOT ? Promise.resolve() : rm(cwd, { recursive: true, force: true }));
   const stop = async (): Promise<void> => {
     unregister();
-    if (exited) return;
+    if (exited) return removeSite();
     try {
       process.kill(-pid, 'SIGTERM');
     } catch {
@@ -61,6 +73,7 @@ export async function startNetlifyDev(opts: {
     }, 5000);
     await gone;
     clearTimeout(timer);
+    await removeSite();
   };
 
   const url = `http://localhost:${opts.port}`;
@@ -74,4 +87,21 @@ export async function startNetlifyDev(opts: {
     await sleep(250);
   }
   return { url, stop };
+}
+
+/**
+ * A temporary folder standing in for the checkout: `netlify/` (the function entry
+ * files) copied, everything else but `.netlify/` and `.git/` symlinked. The entry files
+ * must really be inside the folder: Netlify's bundler names a function's output after
+ * its entry's real path. Their imports (`src/`, `node_modules/`) resolve through the
+ * symlinks, so a change there is served, a change to an entry file is not.
+ */
+async function isolatedSite(): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'netlify-dev-site-'));
+  for (const entry of await readdir(REPO_ROOT)) {
+    if (entry === '.netlify' || entry === '.git') continue;
+    if (entry === 'netlify') await cp(path.join(REPO_ROOT, entry), path.join(dir, entry), { recursive: true });
+    else await symlink(path.join(REPO_ROOT, entry), path.join(dir, entry));
+  }
+  return dir;
 }

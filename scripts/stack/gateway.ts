@@ -1,12 +1,16 @@
 // What supabase-js needs of Supabase's Kong gateway: /rest/v1/* forwarded to
-// PostgREST with the prefix stripped, bodies streamed both ways. Everything else
-// is a 404. Like Kong, the messages are JSON.
+// PostgREST with the prefix stripped, bodies streamed both ways. With `devAuth`, also
+// the local stack's test sign-in at /auth/v1/dev/token (dev-auth.ts), which no
+// Supabase project has. Everything else is a 404. Like Kong, the messages are JSON.
 
 import { createServer, request, type IncomingHttpHeaders, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { createDevAuth, DEV_TOKEN_PATH } from './dev-auth.ts';
 
 export interface Gateway {
   port: number;
+  /** http://127.0.0.1:<port>: SUPABASE_URL. */
+  url: string;
   close(): Promise<void>;
 }
 
@@ -25,9 +29,23 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
   res.end(JSON.stringify(body));
 }
 
-export function startGateway(opts: { port: number; postgrestPort: number }): Promise<Gateway> {
+export interface GatewayOptions {
+  port: number;
+  postgrestPort: number;
+  /** Serve the test sign-in, POST /auth/v1/dev/token, with tokens signed by this secret. */
+  devAuth?: { jwtSecret: string };
+}
+
+export function startGateway(opts: GatewayOptions): Promise<Gateway> {
+  // Known once listening (the port may be 0); the dev sign-in needs it as its issuer.
+  let devAuth: ReturnType<typeof createDevAuth> | undefined;
+
   const server = createServer((req, res) => {
     const url = req.url ?? '/';
+    if (devAuth && url.split('?')[0] === DEV_TOKEN_PATH) {
+      devAuth(req, res);
+      return;
+    }
     const rest = url.startsWith(REST_PREFIX) ? url.slice(REST_PREFIX.length) : undefined;
     // "/rest/v1", "/rest/v1/…" and "/rest/v1?…" are PostgREST's; "/rest/v1x" is not.
     if (rest === undefined || !(rest === '' || rest.startsWith('/') || rest.startsWith('?'))) {
@@ -65,9 +83,19 @@ export function startGateway(opts: { port: number; postgrestPort: number }): Pro
     server.once('error', reject);
     server.listen(opts.port, '127.0.0.1', () => {
       server.off('error', reject);
+      const port = (server.address() as AddressInfo).port;
+      const url = `http://127.0.0.1:${port}`;
+      try {
+        if (opts.devAuth) devAuth = createDevAuth({ jwtSecret: opts.devAuth.jwtSecret, supabaseUrl: url });
+      } catch (error) {
+        server.close();
+        reject(error instanceof Error ? error : new Error(String(error)));
+        return;
+      }
       let closing: Promise<void> | undefined;
       resolve({
-        port: (server.address() as AddressInfo).port,
+        port,
+        url,
         close: () => {
           closing ??= new Promise<void>((done) => {
             server.close(() => done());

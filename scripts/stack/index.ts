@@ -14,9 +14,9 @@
 import { fileURLToPath } from 'node:url';
 import { serviceRoleKey } from '../lib/tokens.ts';
 import { startGateway } from './gateway.ts';
-import { AUTHENTICATOR_PASSWORD, bootstrapAndMigrate, redact, startEmbeddedPostgres, waitForDatabase } from './postgres.ts';
+import { AUTHENTICATOR_PASSWORD, bootstrapAndMigrate, redact, startEmbeddedPostgres, waitForDatabase, type RunningPostgres } from './postgres.ts';
 import { startPostgrest } from './postgrest.ts';
-import { getFreePort, type LogFn } from './process.ts';
+import { getFreePort, type LogFn, type ManagedProcess } from './process.ts';
 import { checkExternalStripeMock, ensureStripeMockBinary, startStripeMock } from './stripe-mock.ts';
 
 export { getFreePort } from './process.ts';
@@ -31,6 +31,10 @@ export interface LocalStackOptions {
   jwtSecret: string;
   /** Every *.sql here is applied in name order, once (supabase/migrations). */
   migrationsDir: string;
+  /** A PostgreSQL to use instead of starting one (superuser URL). Default: $DATABASE_URL; null: start one. */
+  databaseUrl?: string | null;
+  /** A running stripe-mock to use instead of starting one. Default: $STRIPE_MOCK_URL; null: start one. */
+  stripeMockUrl?: string | null;
   /** Receives component output, prefixed "[postgres] ", "[postgrest] ", …; dropped if absent. */
   log?: (line: string) => void;
 }
@@ -45,6 +49,8 @@ export interface LocalStack {
   };
   /** Stops everything it started (not DATABASE_URL / STRIPE_MOCK_URL servers). Idempotent. */
   stop(): Promise<void>;
+  /** For fault tests: stop a component and start it again on the same port and data. */
+  control: Record<'postgres' | 'postgrest', { stop(): Promise<void>; start(): Promise<void> }>;
 }
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -79,16 +85,36 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
     return stopping;
   };
 
+  // What runs now, and how to start it again in place (for fault tests: `control`).
+  const running: { postgres?: RunningPostgres; postgrest?: ManagedProcess } = {};
+  const restart: { postgres?: () => Promise<void>; postgrest?: () => Promise<void> } = {};
+  const control = (name: 'postgres' | 'postgrest') => ({
+    stop: async () => {
+      await running[name]?.stop();
+      running[name] = undefined;
+    },
+    start: async () => {
+      if (running[name]) return;
+      const start = restart[name];
+      if (!start) throw new Error(`local stack: ${name} is not ours to start (DATABASE_URL is set)`);
+      await start();
+    },
+  });
+
   // Postgres → migrations → PostgREST → gateway, and stripe-mock beside them.
   const database = async () => {
-    let databaseUrl = process.env.DATABASE_URL?.trim();
+    let databaseUrl = (opts.databaseUrl === undefined ? process.env.DATABASE_URL : opts.databaseUrl ?? undefined)?.trim();
     if (databaseUrl) {
       log?.(`[stack] using DATABASE_URL ${redact(databaseUrl)}`);
       await waitForDatabase(databaseUrl, 10_000);
     } else {
-      const pg = await startEmbeddedPostgres(opts.dataDir, opts.ports.postgres || (await getFreePort()), log);
-      stops.push({ name: 'postgres', stop: () => pg.stop() });
-      databaseUrl = pg.databaseUrl;
+      const port = opts.ports.postgres || (await getFreePort());
+      running.postgres = await startEmbeddedPostgres(opts.dataDir, port, log);
+      restart.postgres = async () => {
+        running.postgres = await startEmbeddedPostgres(opts.dataDir, port, log);
+      };
+      stops.push({ name: 'postgres', stop: () => running.postgres?.stop() ?? Promise.resolve() });
+      databaseUrl = running.postgres.databaseUrl;
       log?.(`[stack] postgres ready (${since()})`);
     }
     const applied = await bootstrapAndMigrate(databaseUrl, opts.migrationsDir, log);
@@ -98,17 +124,22 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
     authenticatorUrl.username = 'authenticator';
     authenticatorUrl.password = AUTHENTICATOR_PASSWORD;
     const postgrestPort = opts.ports.postgrest || (await getFreePort());
-    const postgrest = await startPostgrest({ dbUri: authenticatorUrl.toString(), port: postgrestPort, jwtSecret: opts.jwtSecret, log });
-    stops.push({ name: 'postgrest', stop: () => postgrest.stop() });
+    const postgrestOptions = { dbUri: authenticatorUrl.toString(), port: postgrestPort, jwtSecret: opts.jwtSecret, log };
+    running.postgrest = await startPostgrest(postgrestOptions);
+    restart.postgrest = async () => {
+      running.postgrest = await startPostgrest(postgrestOptions);
+    };
+    stops.push({ name: 'postgrest', stop: () => running.postgrest?.stop() ?? Promise.resolve() });
     log?.(`[stack] postgrest ready (${since()})`);
 
-    const gateway = await startGateway({ port: opts.ports.gateway, postgrestPort });
+    // The gateway also serves the local test sign-in (dev-auth.ts): the stack is never deployed.
+    const gateway = await startGateway({ port: opts.ports.gateway, postgrestPort, devAuth: { jwtSecret: opts.jwtSecret } });
     stops.push({ name: 'gateway', stop: () => gateway.close() });
-    return { databaseUrl, supabaseUrl: `http://127.0.0.1:${gateway.port}` };
+    return { databaseUrl, supabaseUrl: gateway.url };
   };
 
   const stripe = async () => {
-    const external = process.env.STRIPE_MOCK_URL?.trim();
+    const external = (opts.stripeMockUrl === undefined ? process.env.STRIPE_MOCK_URL : opts.stripeMockUrl ?? undefined)?.trim();
     if (external) {
       log?.(`[stack] using STRIPE_MOCK_URL ${external}`);
       return checkExternalStripeMock(external);
@@ -140,6 +171,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       DATABASE_URL: db.value.databaseUrl,
     },
     stop,
+    control: { postgres: control('postgres'), postgrest: control('postgrest') },
   };
 }
 
