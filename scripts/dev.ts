@@ -1,6 +1,7 @@
 // npm run dev: the whole backend on this machine, with no .env needed.
-//   PostgreSQL + PostgREST (as Supabase) and stripe-mock (as Stripe), then `netlify dev`
-//   on http://localhost:8888 serving the functions through netlify.toml's routes.
+//   PostgreSQL + PostgREST (as Supabase, with a local test sign-in) and stripe-mock (as
+//   Stripe), then `netlify dev` on http://localhost:8888 serving the functions through
+//   netlify.toml's routes and the example dashboard from public/.
 // Ctrl-C stops everything this started. Data persists in .local/dev-db between runs.
 
 import { fileURLToPath } from 'node:url';
@@ -63,13 +64,15 @@ try {
 
   const api = `${netlify.url}/api/stripe`;
   console.log(`
-  Billing API      ${api}/checkout   ${api}/portal   ${api}/webhook
+  Dashboard        ${netlify.url}/dashboard   (example page: sign in as a test user, subscribe, manage billing)
+  Billing API      ${api}/checkout   ${api}/portal   ${api}/subscription   ${api}/webhook
   Supabase (local) ${stack.env.SUPABASE_URL}/rest/v1   (PostgREST; database ${stack.env.DATABASE_URL.replace(/:[^:@/]*@/, ':***@')})
+                   ${stack.env.SUPABASE_URL}/auth/v1/dev/token   (test sign-in: POST {"email": "…"}; local stack only)
   Stripe (local)   stripe-mock at ${stack.env.STRIPE_API_BASE}, through the recording bridge at ${bridge.url}
 
   Get a token:     TOKEN=$(npm run --silent token -- --sub "$(node -e 'console.log(crypto.randomUUID())')" --email you@example.com)
   Checkout:        curl -s -X POST -H "Authorization: Bearer $TOKEN" ${api}/checkout
-  Pay (webhook):   npm run stripe:trigger -- checkout.session.completed --token "$TOKEN"
+  Pay (webhooks):  npm run stripe:trigger -- subscribe --token "$TOKEN"    (or --user <id>; flows: npm run stripe:trigger -- --help)
   Portal:          curl -s -X POST -H "Authorization: Bearer $TOKEN" ${api}/portal
 
   Ctrl-C stops everything.

@@ -1,87 +1,134 @@
-// npm run stripe:trigger -- <event type> (--user <uuid> | --token <jwt>) [--url <webhook url>]
+// npm run stripe:trigger -- <flow> (--user <uuid> | --email <email> | --token <jwt>) [--url <webhook url>]
 //
-// Sends a realistic, signed Stripe event to the local webhook, as Stripe would deliver
-// it: `stripe trigger` without a Stripe account or a network. The event is built from
-// the fixture of its type in test/fixtures/events, with fresh ids and the user's
-// stored Stripe customer (read from the local database) so it links up as in real life.
+// `stripe trigger` for this backend, without a Stripe account or a network: sends the
+// signed events Stripe would send for a flow (subscribe, renew, payment-failed, …), one
+// after the other, to the local webhook (or --url). Each flow continues the user's
+// story as the local database tells it: their customer, their current subscription
+// and its period (scripts/lib/stripe-flows.ts). `--dry-run` prints the events instead.
 
-import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import jwt from 'jsonwebtoken';
 import pg from 'pg';
 import Stripe from 'stripe';
-import { DEV_PORTS, LOCAL_STRIPE_WEBHOOK_SECRET } from './lib/local-defaults.ts';
+import { DEV_PORTS, LOCAL_STRIPE_PRICE_ID, LOCAL_STRIPE_WEBHOOK_SECRET } from './lib/local-defaults.ts';
+import { FlowError, FLOWS, isFlow, planFlow, readStoredBilling, type PlannedFlow, type StoredBilling } from './lib/stripe-flows.ts';
+import { localUserId } from './lib/tokens.ts';
 
-const { values, positionals } = parseArgs({
-  allowPositionals: true,
-  options: {
-    user: { type: 'string' },
-    token: { type: 'string' },
-    url: { type: 'string', default: `http://localhost:${DEV_PORTS.netlify}/api/stripe/webhook` },
-    'database-url': { type: 'string', default: process.env['DATABASE_URL'] ?? `postgresql://postgres:postgres@127.0.0.1:${DEV_PORTS.postgres}/postgres` },
-  },
-});
+const USAGE = `usage: npm run stripe:trigger -- <flow> (--user <uuid> | --email <email> | --token <jwt>) [--url <webhook url>] [--dry-run]
 
-const SUPPORTED = ['checkout.session.completed'] as const;
-type Supported = (typeof SUPPORTED)[number];
-const isSupported = (type: string | undefined): type is Supported => SUPPORTED.some((s) => s === type);
+  --user <uuid>          the Supabase user id (the dashboard shows it)
+  --email <email>        a test user of the dashboard's local sign-in (same email, same user)
+  --token <jwt>          an access token: its sub and email
+  --url <url>            where to send (default http://localhost:${DEV_PORTS.netlify}/api/stripe/webhook)
+  --database-url <url>   the local database to read the user's state from (default: npm run dev's)
+  --dry-run              print the events, send nothing
+
+flows:
+${Object.entries(FLOWS)
+  .map(([flow, what]) => `  ${flow.padEnd(27)}${what}`)
+  .join('\n')}`;
 
 function fail(message: string): never {
   console.error(message);
   process.exit(2);
 }
 
-const type = positionals[0];
-if (!isSupported(type)) fail(`usage: npm run stripe:trigger -- <${SUPPORTED.join('|')}> --user <uuid> | --token <jwt>`);
+let parsed;
+try {
+  parsed = parseArgs({
+    allowPositionals: true,
+    options: {
+      user: { type: 'string' },
+      email: { type: 'string' },
+      token: { type: 'string' },
+      url: { type: 'string', default: `http://localhost:${DEV_PORTS.netlify}/api/stripe/webhook` },
+      'database-url': { type: 'string', default: process.env['DATABASE_URL'] ?? `postgresql://postgres:postgres@127.0.0.1:${DEV_PORTS.postgres}/postgres` },
+      'dry-run': { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+} catch (error) {
+  fail(`${error instanceof Error ? error.message : String(error)}\n\n${USAGE}`);
+}
+const { values, positionals } = parsed;
 
-const decoded = values.token ? jwt.decode(values.token) : null;
-const userId = values.user ?? (decoded && typeof decoded === 'object' ? decoded.sub : undefined);
-if (!userId) fail('say whose event this is: --user <uuid> or --token <access token>');
-const email = decoded && typeof decoded === 'object' && typeof decoded['email'] === 'string' ? decoded['email'] : undefined;
+const flow = positionals[0];
+if (values.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
+if (!isFlow(flow)) fail(flow ? `unknown flow "${flow}"\n\n${USAGE}` : USAGE);
 
-const randomId = (prefix: string) => `${prefix}_${randomBytes(12).toString('base64url')}`;
+const claims = values.token ? jwt.decode(values.token) : null;
+const claim = (name: string): string | undefined => {
+  const value = claims && typeof claims === 'object' ? (claims as Record<string, unknown>)[name] : undefined;
+  return typeof value === 'string' && value !== '' ? value : undefined;
+};
+function whose(): string {
+  const id = values.user ?? (values.email ? localUserId(values.email) : claim('sub'));
+  if (!id) fail('say whose events these are: --user <uuid>, --email <email> or --token <access token>');
+  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id)) fail(`--user must be a UUID (a Supabase user id), not "${id}"`);
+  return id.toLowerCase();
+}
+const userId = whose();
+const email = values.email ?? claim('email');
 
-async function storedCustomer(id: string): Promise<string | undefined> {
+async function readState(): Promise<StoredBilling> {
   const client = new pg.Client({ connectionString: values['database-url'], connectionTimeoutMillis: 3000 });
   try {
     await client.connect();
-    const result = await client.query<{ stripe_customer_id: string }>('select stripe_customer_id from billing_customers where user_id = $1', [id]);
-    return result.rows[0]?.stripe_customer_id;
-  } catch {
-    return undefined;
+    return await readStoredBilling(client, userId);
+  } catch (error) {
+    return fail(
+      `cannot read the user's billing state from the local database (${error instanceof Error ? error.message : String(error)}).\n` +
+        'Is `npm run dev` running? Elsewhere, pass --database-url <superuser connection string>.',
+    );
   } finally {
     await client.end().catch(() => {});
   }
 }
 
-const template = JSON.parse(
-  readFileSync(new URL(`../test/fixtures/events/${type}.json`, import.meta.url), 'utf8'),
-) as { id: string; created: number; data: { object: Record<string, unknown> } };
+const stored = await readState();
+let planned: PlannedFlow;
+try {
+  planned = planFlow(flow, stored, {
+    userId,
+    email: email ?? null,
+    priceId: process.env['STRIPE_PRICE_ID'] ?? LOCAL_STRIPE_PRICE_ID,
+    appUrl: new URL(values.url).origin,
+  });
+} catch (error) {
+  if (error instanceof FlowError) fail(error.message);
+  throw error;
+}
 
-const customer = (await storedCustomer(userId)) ?? randomId('cus_local');
-const now = Math.floor(Date.now() / 1000);
-const event = structuredClone(template);
-event.id = randomId('evt_local');
-event.created = now;
-Object.assign(event.data.object, {
-  id: randomId('cs_test'),
-  created: now - 60,
-  client_reference_id: userId,
-  customer,
-  customer_email: null,
-  customer_details: { ...(event.data.object['customer_details'] as object), email: email ?? null },
-  metadata: { userId, ...(email && { email }) },
-  subscription: randomId('sub_local'),
-});
+const { events } = planned;
+if (values['dry-run']) {
+  console.log(JSON.stringify(events, null, 2));
+  process.exit(0);
+}
 
-const payload = JSON.stringify(event, null, 2);
 const secret = process.env['STRIPE_WEBHOOK_SECRET'] ?? LOCAL_STRIPE_WEBHOOK_SECRET;
-const signature = Stripe.webhooks.generateTestHeaderString({ payload, secret });
-const response = await fetch(values.url, {
-  method: 'POST',
-  headers: { 'content-type': 'application/json', 'stripe-signature': signature },
-  body: payload,
-});
-console.log(`${type} ${event.id} for user ${userId} (customer ${customer}) -> ${response.status} ${await response.text()}`);
-process.exitCode = response.ok ? 0 : 1;
+for (const event of events) {
+  const payload = JSON.stringify(event, null, 2);
+  const signature = Stripe.webhooks.generateTestHeaderString({ payload, secret });
+  let status: number;
+  let body: string;
+  try {
+    const response = await fetch(values.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'stripe-signature': signature },
+      body: payload,
+    });
+    status = response.status;
+    body = await response.text();
+  } catch (error) {
+    console.error(`${event.type} ${event.id}: ${values.url} did not answer (${error instanceof Error ? error.message : String(error)}). Is \`npm run dev\` running?`);
+    process.exit(1);
+  }
+  console.log(`${event.type.padEnd(38)} ${event.id} -> ${status} ${body}`);
+  // The rest of the story would not make sense without this event: stop here.
+  if (status < 200 || status >= 300) process.exit(1);
+}
+
+console.log(`${flow}: ${events.length} event(s) delivered for user ${userId} (customer ${planned.customerId}, subscription ${planned.subscriptionId})`);

@@ -1,0 +1,525 @@
+// @ts-check
+// The example dashboard: sign in as a test user of the local stack, show the user's
+// subscription in plain words, and send them to Stripe Checkout or the billing portal.
+// The billing API calls are the seed's own `fetch` snippets; nothing here needs a build.
+
+const API = '/api/stripe';
+const SUPABASE_KEY = 'dashboard.supabaseUrl';
+const EMAIL_KEY = 'dashboard.email';
+
+// Served from this machine: Stripe is then stripe-mock, whose Checkout and portal URLs
+// are fixtures that open no page. The page shows them, and how to play the customer
+// with `npm run stripe:trigger`, instead of leaving for them.
+const LOCAL = ['localhost', '127.0.0.1', '[::1]'].includes(location.hostname);
+
+/** In memory only: gone on reload, like any token kept out of storage. */
+let session = /** @type {{ token: string, user: { id: string, email: string } } | null} */ (null);
+let shown = /** @type {string | undefined} */ (undefined);
+let watching = /** @type {ReturnType<typeof setInterval> | undefined} */ (undefined);
+
+/** @param {string} id */
+function el(id) {
+  const found = document.getElementById(id);
+  if (!found) throw new Error(`#${id} is missing`);
+  return found;
+}
+
+// --- Local Supabase: where the test sign-in lives ---------------------------------
+
+/** @param {string} value */
+function isLoopbackUrl(value) {
+  try {
+    const url = new URL(value);
+    return url.protocol === 'http:' && ['localhost', '127.0.0.1', '[::1]'].includes(url.hostname);
+  } catch {
+    return false;
+  }
+}
+
+function supabaseUrl() {
+  const fromQuery = new URLSearchParams(location.search).get('supabase');
+  if (fromQuery && isLoopbackUrl(fromQuery)) sessionStorage.setItem(SUPABASE_KEY, fromQuery.replace(/\/+$/, ''));
+  const meta = document.querySelector('meta[name="local-supabase-url"]');
+  return sessionStorage.getItem(SUPABASE_KEY) ?? meta?.getAttribute('content') ?? 'http://127.0.0.1:54321';
+}
+
+// --- Messages -------------------------------------------------------------------------
+
+/** Shows an error in the alert region (announced), as the API worded it. @param {string} message */
+function showError(message) {
+  const box = el('error');
+  box.textContent = message;
+  box.hidden = false;
+}
+
+function clearError() {
+  const box = el('error');
+  box.hidden = true;
+  box.textContent = '';
+}
+
+/** @param {string} message */
+function notify(message) {
+  el('notice').textContent = message;
+}
+
+/** @param {boolean} busy */
+function setBusy(busy) {
+  for (const button of document.querySelectorAll('[data-action], #signin-form button')) {
+    if (button instanceof HTMLButtonElement) button.disabled = busy;
+  }
+  el('status').setAttribute('aria-busy', String(busy));
+}
+
+/** Runs a user action with the buttons disabled and any error shown. @param {() => Promise<void>} action */
+async function act(action) {
+  clearError();
+  notify('');
+  setBusy(true);
+  try {
+    await action();
+  } catch (error) {
+    showError(error instanceof Error ? error.message : String(error));
+  } finally {
+    setBusy(false);
+  }
+}
+
+// --- Sign-in ------------------------------------------------------------------------
+
+/** @param {string} email */
+async function signIn(email) {
+  const base = supabaseUrl();
+  let response;
+  try {
+    response = await fetch(`${base}/auth/v1/dev/token`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ email }),
+    });
+  } catch {
+    throw new Error(`The test sign-in at ${base} did not answer. It exists only while the local stack runs (npm run dev).`);
+  }
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok || typeof data.access_token !== 'string') {
+    throw new Error(data.error ?? `The test sign-in failed (HTTP ${response.status}).`);
+  }
+  session = { token: data.access_token, user: data.user };
+  sessionStorage.setItem(EMAIL_KEY, data.user.email);
+
+  el('who-email').textContent = data.user.email;
+  el('who-id').textContent = data.user.id;
+  renderLocalHelp(data.user.id);
+  el('signin').hidden = true;
+  el('account').hidden = false;
+}
+
+function signOut() {
+  session = null;
+  shown = undefined;
+  stopWatching();
+  sessionStorage.removeItem(EMAIL_KEY);
+  el('account').hidden = true;
+  el('handoff').hidden = true;
+  el('signin').hidden = false;
+  notify('Signed out.');
+  el('email').focus();
+}
+
+// --- The billing API ------------------------------------------------------------------
+
+function token() {
+  if (!session) throw new Error('Sign in first.');
+  return session.token;
+}
+
+/** The API's JSON, or its own error message. @param {Response} response */
+async function readJson(response) {
+  try {
+    return await response.json();
+  } catch {
+    throw new Error(`The billing API answered HTTP ${response.status} without JSON.`);
+  }
+}
+
+/** @param {Response} response @param {{ error?: string }} data */
+function apiError(response, data) {
+  if (response.status === 401) {
+    // The token expired (an hour) or is not valid for this server: sign in again.
+    session = null;
+    el('account').hidden = true;
+    el('signin').hidden = false;
+  }
+  return new Error(data.error ?? `The billing API answered HTTP ${response.status}.`);
+}
+
+async function readSubscription() {
+  const response = await fetch(`${API}/subscription`, {
+    headers: { 'Authorization': `Bearer ${token()}` },
+  });
+  const data = await readJson(response);
+  if (!response.ok) throw apiError(response, data);
+  return data.subscription;
+}
+
+async function subscribe() {
+  const response = await fetch('/api/stripe/checkout', {
+    method: 'POST',
+    headers: {
+      'Authorization': `Bearer ${token()}`,
+      'Content-Type': 'application/json'
+    }
+  });
+
+  const data = await readJson(response);
+  if (data.url) {
+    goToStripe(data.url, 'checkout'); // Redirect to Stripe checkout
+  } else {
+    throw apiError(response, data);
+  }
+}
+
+async function manageBilling() {
+  const response = await fetch('/api/stripe/portal', {
+    method: 'POST',
+    headers: {
+      'Authorization': `Bearer ${token()}`,
+      'Content-Type': 'application/json'
+    }
+  });
+
+  const data = await readJson(response);
+  if (data.url) {
+    goToStripe(data.url, 'portal'); // Redirect to billing portal
+  } else {
+    throw apiError(response, data);
+  }
+}
+
+/** @param {string} url @param {'checkout' | 'portal'} kind */
+function goToStripe(url, kind) {
+  if (LOCAL) {
+    showHandOff(url, kind);
+    return;
+  }
+  window.location.href = url;
+}
+
+// --- Local hand-off: what Stripe would show, and how to play it ---------------------
+
+/** @param {string} flow */
+function triggerCommand(flow) {
+  return `npm run stripe:trigger -- ${flow} --user ${session?.user.id ?? '<user id>'}`;
+}
+
+/** @param {string} url @param {'checkout' | 'portal'} kind */
+function showHandOff(url, kind) {
+  const checkout = kind === 'checkout';
+  el('handoff-heading').textContent = checkout ? 'Checkout is ready (stripe-mock)' : 'Billing portal is ready (stripe-mock)';
+  el('handoff-text').textContent = checkout
+    ? 'On a deployed site this button takes the user to Stripe Checkout. Locally, Stripe is stripe-mock: its Checkout URL opens no payment page, so play the customer who pays from a terminal.'
+    : 'On a deployed site this button takes the user to the Stripe billing portal. Locally, Stripe is stripe-mock: its portal URL opens no page, so play what the customer does there from a terminal.';
+  el('handoff-url').textContent = url;
+  el('handoff-command').textContent = checkout ? triggerCommand('subscribe') : `${triggerCommand('cancel-at-period-end')}\n${triggerCommand('cancel')}`;
+  const follow = el('handoff-follow');
+  follow.textContent = checkout ? 'Continue to Stripe Checkout anyway' : 'Continue to the billing portal anyway';
+  follow.onclick = () => {
+    window.location.href = url;
+  };
+  el('handoff').hidden = false;
+  el('handoff-heading').focus();
+  startWatching();
+}
+
+function closeHandOff() {
+  el('handoff').hidden = true;
+  stopWatching();
+  el('account-heading').focus();
+}
+
+/** @type {[flow: string, what: string][]} */
+const FLOWS = [
+  ['subscribe', 'the customer pays at Checkout; the subscription becomes active'],
+  ['trial', 'a 14-day trial starts instead'],
+  ['renew', 'the next month is paid'],
+  ['payment-failed', 'the renewal payment fails; past due, with a grace period'],
+  ['recover', 'a retry succeeds; active again'],
+  ['cancel-at-period-end', 'the customer cancels in the portal; it ends with the period'],
+  ['cancel', 'the subscription ends now'],
+];
+
+/** @param {string} userId */
+function renderLocalHelp(userId) {
+  const help = el('local-help');
+  help.hidden = !LOCAL;
+  if (!LOCAL) return;
+  const list = el('local-commands');
+  list.replaceChildren(
+    ...FLOWS.map(([flow, what]) => {
+      const item = document.createElement('li');
+      const label = document.createElement('span');
+      const name = document.createElement('strong');
+      name.textContent = flow;
+      label.append(name, `: ${what}`);
+      const pre = document.createElement('pre');
+      const code = document.createElement('code');
+      code.textContent = `npm run stripe:trigger -- ${flow} --user ${userId}`;
+      pre.append(code);
+      item.append(label, pre);
+      return item;
+    }),
+  );
+}
+
+// --- The subscription, in plain words -------------------------------------------------
+
+const dateFormat = new Intl.DateTimeFormat('en', { dateStyle: 'long' });
+/** @param {string | null | undefined} iso */
+const day = (iso) => (iso ? dateFormat.format(new Date(iso)) : 'unknown');
+
+/** @param {number} amount @param {string} currency */
+function money(amount, currency) {
+  const format = new Intl.NumberFormat('en', { style: 'currency', currency: currency.toUpperCase() });
+  const digits = format.resolvedOptions().maximumFractionDigits ?? 2;
+  return format.format(amount / 10 ** digits);
+}
+
+/**
+ * @typedef {{ status: string, at: string, amount: number, currency: string, invoiceUrl: string | null, nextPaymentAttempt: string | null }} Payment
+ * @typedef {{ status: string, access: boolean, accessReason: string, priceId: string | null, currentPeriodEnd: string | null,
+ *   cancelAtPeriodEnd: boolean, trialEnd: string | null, graceUntil: string | null, lastPayment: Payment | null }} Subscription
+ */
+
+/** @param {Subscription | null} s @returns {{ title: string, tone: string, summary: string, details: [string, string | Node][] }} */
+function describe(s) {
+  if (!s) {
+    return { title: 'No subscription', tone: 'neutral', summary: 'You are on the free plan. Subscribe to get Analytics Pro.', details: [['Access', 'No']] };
+  }
+  const details = /** @type {[string, string | Node][]} */ ([]);
+  let title;
+  let tone = s.access ? 'ok' : 'bad';
+  let summary;
+  switch (s.accessReason) {
+    case 'active':
+      title = 'Active';
+      summary = `Your subscription renews on ${day(s.currentPeriodEnd)}.`;
+      details.push(['Access', 'Yes'], ['Renews on', day(s.currentPeriodEnd)]);
+      break;
+    case 'trialing':
+      title = 'Free trial';
+      summary = `Your trial ends on ${day(s.trialEnd)}; then your card is charged.`;
+      details.push(['Access', 'Yes'], ['Trial ends', day(s.trialEnd)]);
+      break;
+    case 'canceling':
+      title = `Active until ${day(s.currentPeriodEnd)}`;
+      tone = 'warn';
+      summary = `You canceled: your subscription will not renew. You keep access until ${day(s.currentPeriodEnd)}.`;
+      details.push(['Access', `Yes, until ${day(s.currentPeriodEnd)}`], ['Ends on', day(s.currentPeriodEnd)]);
+      break;
+    case 'period_ended':
+      title = 'Ended';
+      summary = `Your subscription ended on ${day(s.currentPeriodEnd)}.`;
+      details.push(['Access', 'No']);
+      break;
+    case 'grace_period':
+      title = 'Payment failed';
+      tone = 'warn';
+      summary = `We could not charge your card. Update it in Manage billing: you keep access until ${day(s.graceUntil)}.`;
+      details.push(['Access', `Yes, until ${day(s.graceUntil)}`]);
+      break;
+    case 'grace_expired':
+      title = 'Payment overdue';
+      summary = 'We could not charge your card and the grace period is over. Update your card in Manage billing.';
+      details.push(['Access', 'No']);
+      break;
+    case 'canceled':
+      title = 'Canceled';
+      summary = 'Your subscription has ended. Subscribe again any time.';
+      details.push(['Access', 'No']);
+      break;
+    case 'unpaid':
+      title = 'Unpaid';
+      summary = 'Payments failed and Stripe stopped retrying. Pay the open invoice in Manage billing.';
+      details.push(['Access', 'No']);
+      break;
+    case 'paused':
+      title = 'Paused';
+      summary = 'Your subscription is paused. Resume it in Manage billing.';
+      details.push(['Access', 'No']);
+      break;
+    case 'incomplete':
+      title = 'Waiting for payment';
+      tone = 'warn';
+      summary = 'The first payment is not confirmed yet.';
+      details.push(['Access', 'No']);
+      break;
+    case 'incomplete_expired':
+      title = 'Checkout not completed';
+      summary = 'The first payment never went through. Subscribe again any time.';
+      details.push(['Access', 'No']);
+      break;
+    default:
+      title = s.status;
+      summary = '';
+      details.push(['Access', s.access ? 'Yes' : 'No']);
+  }
+  if (s.lastPayment) details.push(['Last payment', describePayment(s.lastPayment)]);
+  return { title, tone, summary, details };
+}
+
+/** @param {Payment} p @returns {Node} */
+function describePayment(p) {
+  const amount = money(p.amount, p.currency);
+  const text =
+    p.status === 'paid'
+      ? `${amount}, paid on ${day(p.at)}`
+      : p.status === 'failed'
+        ? `${amount}, failed on ${day(p.at)}${p.nextPaymentAttempt ? `; next attempt on ${day(p.nextPaymentAttempt)}` : ''}`
+        : `${amount}, needs your confirmation (since ${day(p.at)})`;
+  const out = document.createDocumentFragment();
+  out.append(text);
+  if (p.invoiceUrl) {
+    const link = document.createElement('a');
+    link.href = p.invoiceUrl;
+    link.textContent = 'invoice';
+    link.rel = 'noopener';
+    out.append(' (', link, ')');
+  }
+  return out;
+}
+
+/** Renders only what changed, so the live region announces real changes. @param {Subscription | null} subscription */
+function render(subscription) {
+  const key = JSON.stringify(subscription);
+  if (key === shown) return false;
+  shown = key;
+  const view = describe(subscription);
+  const title = el('status-title');
+  title.textContent = view.title;
+  title.dataset['tone'] = view.tone;
+  el('status-summary').textContent = view.summary;
+  el('status-details').replaceChildren(
+    ...view.details.flatMap(([term, value]) => {
+      const dt = document.createElement('dt');
+      dt.textContent = term;
+      const dd = document.createElement('dd');
+      dd.append(value);
+      return [dt, dd];
+    }),
+  );
+  // The action that fits gets the emphasis; both stay usable, so the API can say no.
+  const canSubscribe = !subscription || ['canceled', 'incomplete_expired'].includes(subscription.status);
+  el('subscribe').className = canSubscribe ? 'primary' : '';
+  el('portal').className = canSubscribe ? '' : 'primary';
+  return true;
+}
+
+/** Shows a fresh read. A change closes the Stripe hand-off: its job is done. @param {Subscription | null} subscription */
+function show(subscription) {
+  if (!render(subscription) || el('handoff').hidden) return;
+  const hadFocus = el('handoff').contains(document.activeElement);
+  el('handoff').hidden = true;
+  stopWatching();
+  notify('Your subscription changed.');
+  if (hadFocus) el('account-heading').focus();
+}
+
+async function refresh() {
+  show(await readSubscription());
+}
+
+// --- Watching for the webhook's effect ---------------------------------------------
+
+function startWatching() {
+  stopWatching();
+  const until = Date.now() + 10 * 60_000;
+  watching = setInterval(() => {
+    if (!session || Date.now() > until) return stopWatching();
+    if (document.visibilityState !== 'visible') return;
+    readSubscription().then(show).catch(() => {});
+  }, 2000);
+}
+
+function stopWatching() {
+  if (watching !== undefined) clearInterval(watching);
+  watching = undefined;
+}
+
+/**
+ * Back from Checkout (`?checkout=success&session_id=…`): the webhook may land a moment
+ * after the user does, so read the status again until it gives access (up to a minute).
+ */
+async function confirmCheckout() {
+  notify('Thanks! Stripe is confirming your payment…');
+  const deadline = Date.now() + 60_000;
+  for (let wait = 1000; ; wait = Math.min(wait * 2, 8000)) {
+    const subscription = await readSubscription();
+    render(subscription);
+    if (subscription?.access) {
+      notify('Payment confirmed: your subscription is active.');
+      return;
+    }
+    if (Date.now() + wait > deadline) break;
+    await new Promise((resolve) => setTimeout(resolve, wait));
+  }
+  notify(
+    LOCAL
+      ? `Stripe has not confirmed the payment yet. Locally, send it with: ${triggerCommand('subscribe')}`
+      : 'Stripe has not confirmed the payment yet. This page updates when you press Refresh.',
+  );
+}
+
+// --- Start ----------------------------------------------------------------------------
+
+function start() {
+  const params = new URLSearchParams(location.search);
+  const checkout = params.get('checkout');
+  supabaseUrl(); // remembers ?supabase= for this tab
+  if (params.has('checkout') || params.has('session_id') || params.has('supabase')) {
+    history.replaceState(null, '', location.pathname);
+  }
+
+  el('signin-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const input = /** @type {HTMLInputElement} */ (el('email'));
+    if (!input.checkValidity()) {
+      showError('Enter an email address, like ada@example.com.');
+      input.focus();
+      return;
+    }
+    void act(async () => {
+      await signIn(input.value);
+      await refresh();
+      el('account-heading').focus();
+    });
+  });
+  el('signout').addEventListener('click', signOut);
+  el('subscribe').addEventListener('click', () => void act(subscribe));
+  el('portal').addEventListener('click', () => void act(manageBilling));
+  el('refresh').addEventListener('click', () => void act(refresh));
+  el('handoff-close').addEventListener('click', closeHandOff);
+
+  // Back in this tab (after a terminal, or Stripe): read the status again.
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'visible' && session) refresh().catch(() => {});
+  });
+
+  // The email of this tab's test user survives a visit to Stripe (sessionStorage,
+  // this tab only), as a Supabase session would; the token itself is never stored.
+  const email = sessionStorage.getItem(EMAIL_KEY);
+  if (email) {
+    /** @type {HTMLInputElement} */ (el('email')).value = email;
+    void act(async () => {
+      await signIn(email);
+      if (checkout === 'success') await confirmCheckout();
+      else {
+        if (checkout === 'canceled') notify('Checkout canceled: nothing was charged.');
+        await refresh();
+      }
+    });
+  } else if (checkout === 'success') {
+    notify('Back from Checkout: sign in to see your subscription.');
+  }
+}
+
+start();

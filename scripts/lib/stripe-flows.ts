@@ -1,0 +1,374 @@
+// What Stripe sends, event by event, when a customer subscribes, renews, fails to pay,
+// recovers, cancels or starts a trial: `stripe trigger` for this backend, offline.
+//
+// A flow continues the story the local database already tells (the user's customer,
+// their current subscription, its period and last invoice), so `renew` renews the
+// subscription `subscribe` created and `cancel` cancels it. Event times start after
+// the newest event already applied to that subscription and go up by a second per
+// event: the webhook keeps only newer state (see the subscription lifecycle migration).
+
+import type pg from 'pg';
+import type Stripe from 'stripe';
+import {
+  checkoutSessionCompletedEvent,
+  invoiceEvent,
+  stripeId,
+  subscriptionEvent,
+  type Parties,
+  type SubscriptionState,
+} from './stripe-events.ts';
+
+export const FLOWS = {
+  subscribe: 'pays at Checkout: customer.subscription.created (incomplete), invoice.paid, customer.subscription.updated (active), checkout.session.completed',
+  trial: 'starts a 14-day trial at Checkout: customer.subscription.created (trialing), invoice.paid (0), checkout.session.completed',
+  'trial-will-end': 'Stripe\'s reminder, three days before a trial ends: customer.subscription.trial_will_end',
+  renew: 'the next period is paid: customer.subscription.updated (new period, active), invoice.paid',
+  'payment-failed': 'the renewal (or its retry) is declined: invoice.payment_failed, customer.subscription.updated (past_due)',
+  recover: 'a retry succeeds: invoice.paid, customer.subscription.updated (active)',
+  'cancel-at-period-end': 'cancels in the portal: customer.subscription.updated (cancel_at_period_end)',
+  cancel: 'the subscription ends now: customer.subscription.deleted (canceled)',
+  'checkout.session.completed': 'the seed\'s single event: links the user to a new subscription, provisionally active',
+} as const;
+
+export type Flow = keyof typeof FLOWS;
+
+export function isFlow(name: string | undefined): name is Flow {
+  return name !== undefined && Object.hasOwn(FLOWS, name);
+}
+
+/** The flow does not fit the user's stored state (e.g. `renew` without a subscription). */
+export class FlowError extends Error {
+  override name = 'FlowError';
+}
+
+/** What the local database holds for a user. Times in Unix seconds. */
+export interface StoredBilling {
+  customerId: string | null;
+  email: string | null;
+  subscription: {
+    id: string;
+    status: Stripe.Subscription.Status;
+    priceId: string | null;
+    created: number | null;
+    periodStart: number | null;
+    periodEnd: number | null;
+    cancelAtPeriodEnd: boolean;
+    canceledAt: number | null;
+    trialStart: number | null;
+    trialEnd: number | null;
+    latestInvoiceId: string | null;
+    lastPaymentAmount: number | null;
+    lastPaymentCurrency: string | null;
+  } | null;
+  /** The newest event time stored for that subscription (state, invoice or trial notice). */
+  lastEventAt: number | null;
+}
+
+interface Row {
+  customer_id: string | null;
+  email: string | null;
+  subscription_id: string | null;
+  status: Stripe.Subscription.Status | null;
+  price_id: string | null;
+  stripe_created_at: Date | null;
+  current_period_start: Date | null;
+  current_period_end: Date | null;
+  cancel_at_period_end: boolean | null;
+  canceled_at: Date | null;
+  trial_start: Date | null;
+  trial_end: Date | null;
+  latest_invoice_id: string | null;
+  last_payment_amount: string | null;
+  last_payment_currency: string | null;
+  last_event_at: Date | null;
+}
+
+const seconds = (date: Date | null): number | null => (date ? Math.floor(date.getTime() / 1000) : null);
+
+/** Reads the user's customer and current subscription (the one the API shows) as a superuser. */
+export async function readStoredBilling(db: pg.ClientBase | pg.Pool, userId: string): Promise<StoredBilling> {
+  const { rows } = await db.query<Row>(
+    `select c.stripe_customer_id as customer_id, c.email,
+            a.stripe_subscription_id as subscription_id, a.status, s.price_id, s.stripe_created_at,
+            s.current_period_start, s.current_period_end, a.cancel_at_period_end, s.canceled_at,
+            s.trial_start, s.trial_end, s.latest_invoice_id, s.last_payment_amount, s.last_payment_currency,
+            greatest(s.state_event_created, s.invoice_event_created, s.trial_will_end_at) as last_event_at
+       from (select $1::uuid as user_id) u
+       left join public.billing_customers c on c.user_id = u.user_id
+       left join public.billing_accounts a on a.user_id = u.user_id
+       left join public.billing_subscriptions s on s.stripe_subscription_id = a.stripe_subscription_id`,
+    [userId],
+  );
+  const row = rows[0];
+  if (!row) return { customerId: null, email: null, subscription: null, lastEventAt: null };
+  return {
+    customerId: row.customer_id,
+    email: row.email,
+    subscription:
+      row.subscription_id && row.status
+        ? {
+            id: row.subscription_id,
+            status: row.status,
+            priceId: row.price_id,
+            created: seconds(row.stripe_created_at),
+            periodStart: seconds(row.current_period_start),
+            periodEnd: seconds(row.current_period_end),
+            cancelAtPeriodEnd: row.cancel_at_period_end ?? false,
+            canceledAt: seconds(row.canceled_at),
+            trialStart: seconds(row.trial_start),
+            trialEnd: seconds(row.trial_end),
+            latestInvoiceId: row.latest_invoice_id,
+            lastPaymentAmount: row.last_payment_amount === null ? null : Number(row.last_payment_amount),
+            lastPaymentCurrency: row.last_payment_currency,
+          }
+        : null,
+    lastEventAt: seconds(row.last_event_at),
+  };
+}
+
+export interface FlowOptions {
+  userId: string;
+  /** For metadata and the checkout session; else the stored one. */
+  email?: string | null;
+  /** The price a new subscription is for (STRIPE_PRICE_ID). */
+  priceId: string;
+  /** Per period, in the smallest currency unit; default 900 (the fixtures' €9.00). */
+  amount?: number;
+  currency?: string;
+  /** Unix seconds; default now. Events start at max(now, the newest stored event + 1). */
+  now?: number;
+  /** Where Checkout would have returned to (the session's success_url). */
+  appUrl?: string;
+}
+
+const DAY = 86_400;
+const TRIAL_DAYS = 14;
+const RETRY_AFTER_DAYS = 3;
+
+/** Stripe's monthly billing: the same day next month, or the month's last day. */
+export function addMonth(at: number): number {
+  const date = new Date(at * 1000);
+  const dayOfMonth = date.getUTCDate();
+  date.setUTCMonth(date.getUTCMonth() + 1);
+  if (date.getUTCDate() !== dayOfMonth) date.setUTCDate(0);
+  return Math.floor(date.getTime() / 1000);
+}
+
+const ENDED: readonly string[] = ['canceled', 'incomplete_expired'];
+
+export interface PlannedFlow {
+  customerId: string;
+  subscriptionId: string;
+  /** In the order Stripe sends them, `created` going up a second at a time. */
+  events: Stripe.Event[];
+}
+
+/** The events of `flow` for this user, continuing what `stored` says. Throws FlowError if it does not fit. */
+export function planFlow(flow: Flow, stored: StoredBilling, options: FlowOptions): PlannedFlow {
+  const events = flowEvents(flow, stored, options);
+  const ids = events[0] && storyOf(events[0]);
+  if (!ids) throw new Error(`${flow}: its first event names no customer and subscription`);
+  return { ...ids, events };
+}
+
+/** The customer and subscription an event of these flows is about. */
+export function storyOf(event: Stripe.Event): { customerId: string; subscriptionId: string } | undefined {
+  const object = event.data.object as {
+    object?: string;
+    id?: string;
+    customer?: unknown;
+    subscription?: unknown;
+    parent?: { subscription_details?: { subscription?: unknown } };
+  };
+  const subscription =
+    object.object === 'subscription' ? object.id : object.object === 'invoice' ? object.parent?.subscription_details?.subscription : object.subscription;
+  return typeof object.customer === 'string' && typeof subscription === 'string' ? { customerId: object.customer, subscriptionId: subscription } : undefined;
+}
+
+function flowEvents(flow: Flow, stored: StoredBilling, options: FlowOptions): Stripe.Event[] {
+  const now = options.now ?? Math.floor(Date.now() / 1000);
+  let clock = Math.max(now, (stored.lastEventAt ?? 0) + 1);
+  const tick = () => clock++;
+  const current = stored.subscription && !ENDED.includes(stored.subscription.status) ? stored.subscription : null;
+  const amount = options.amount ?? (current?.lastPaymentAmount || 900);
+  const email = options.email ?? stored.email;
+
+  const parties = (subscriptionId: string, priceId: string, currency: string): Parties => ({
+    userId: options.userId,
+    email,
+    customerId: stored.customerId ?? stripeId('cus', 14),
+    subscriptionId,
+    priceId,
+    amount,
+    currency,
+  });
+
+  const newSubscription = (trial: boolean): Stripe.Event[] => {
+    if (current) {
+      throw new FlowError(`user ${options.userId} already has a subscription (${current.status}); Checkout would refuse a second one. Try renew, payment-failed or cancel.`);
+    }
+    const p = parties(stripeId('sub'), options.priceId, options.currency ?? 'eur');
+    const invoiceId = stripeId('in');
+    const start = tick();
+    const state: SubscriptionState = {
+      status: trial ? 'trialing' : 'incomplete',
+      created: start,
+      periodStart: start,
+      periodEnd: trial ? start + TRIAL_DAYS * DAY : addMonth(start),
+      cancelAtPeriodEnd: false,
+      canceledAt: null,
+      endedAt: null,
+      trialStart: trial ? start : null,
+      trialEnd: trial ? start + TRIAL_DAYS * DAY : null,
+      latestInvoice: invoiceId,
+    };
+    const invoice = { id: invoiceId, billingReason: 'subscription_create' as const, periodStart: start, periodEnd: state.periodEnd, attemptCount: 1, nextPaymentAttempt: null };
+    const session = { invoiceId, ...(options.appUrl && { appUrl: options.appUrl }) };
+    if (trial) {
+      return [
+        subscriptionEvent('customer.subscription.created', p, start, state),
+        invoiceEvent('invoice.paid', p, tick(), { ...invoice, amount: 0 }),
+        checkoutSessionCompletedEvent(p, tick(), { ...session, amountTotal: 0 }),
+      ];
+    }
+    return [
+      subscriptionEvent('customer.subscription.created', p, start, state),
+      invoiceEvent('invoice.paid', p, tick(), { ...invoice, amount }),
+      subscriptionEvent('customer.subscription.updated', p, tick(), { ...state, status: 'active' }, { previous: { status: 'incomplete' } }),
+      checkoutSessionCompletedEvent(p, tick(), { ...session, amountTotal: amount }),
+    ];
+  };
+
+  if (flow === 'subscribe') return newSubscription(false);
+  if (flow === 'trial') return newSubscription(true);
+  if (flow === 'checkout.session.completed') {
+    const p = parties(stripeId('sub'), options.priceId, options.currency ?? 'eur');
+    return [checkoutSessionCompletedEvent(p, tick(), { invoiceId: null, amountTotal: amount, ...(options.appUrl && { appUrl: options.appUrl }) })];
+  }
+
+  if (!current || !stored.customerId) {
+    const had = stored.subscription ? `its subscription is ${stored.subscription.status}` : 'it has no subscription';
+    throw new FlowError(`${flow} needs a live subscription, and ${had} for user ${options.userId}. Run subscribe (or trial) first.`);
+  }
+  const p = parties(current.id, current.priceId ?? options.priceId, current.lastPaymentCurrency ?? options.currency ?? 'eur');
+  const periodStart = current.periodStart ?? clock;
+  const periodEnd = current.periodEnd ?? addMonth(periodStart);
+  const state: SubscriptionState = {
+    status: current.status,
+    created: current.created ?? periodStart,
+    periodStart,
+    periodEnd,
+    cancelAtPeriodEnd: current.cancelAtPeriodEnd,
+    canceledAt: current.canceledAt,
+    endedAt: null,
+    trialStart: current.trialStart,
+    trialEnd: current.trialEnd,
+    latestInvoice: current.latestInvoiceId,
+  };
+  const requireStatus = (...statuses: Stripe.Subscription.Status[]) => {
+    if (!statuses.includes(current.status)) {
+      throw new FlowError(`${flow} needs a subscription that is ${statuses.join(' or ')}; user ${options.userId}'s is ${current.status}.`);
+    }
+  };
+  const requireRenewing = () => {
+    if (current.cancelAtPeriodEnd) {
+      throw new FlowError(`user ${options.userId}'s subscription cancels at the end of its period: it will not renew. Run cancel to end it.`);
+    }
+  };
+  // The next period, starting where the current one ends (the renewal date).
+  const renewal = (): SubscriptionState => ({ ...state, periodStart: periodEnd, periodEnd: addMonth(periodEnd), latestInvoice: stripeId('in') });
+
+  switch (flow) {
+    case 'trial-will-end': {
+      requireStatus('trialing');
+      return [subscriptionEvent('customer.subscription.trial_will_end', p, tick(), state)];
+    }
+    case 'renew': {
+      requireStatus('active', 'trialing');
+      requireRenewing();
+      const next: SubscriptionState = { ...renewal(), status: 'active' };
+      return [
+        subscriptionEvent('customer.subscription.updated', p, tick(), next, {
+          previous: { ...(state.status !== 'active' && { status: state.status }), latest_invoice: state.latestInvoice },
+        }),
+        invoiceEvent('invoice.paid', p, tick(), {
+          id: next.latestInvoice ?? stripeId('in'),
+          billingReason: 'subscription_cycle',
+          periodStart: next.periodStart,
+          periodEnd: next.periodEnd,
+          amount,
+          attemptCount: 1,
+          nextPaymentAttempt: null,
+        }),
+      ];
+    }
+    case 'payment-failed': {
+      requireStatus('active', 'trialing', 'past_due');
+      if (current.status === 'past_due') {
+        // A retry of the same invoice is declined again: the subscription stays past due.
+        const at = tick();
+        return [
+          invoiceEvent('invoice.payment_failed', p, at, {
+            id: current.latestInvoiceId ?? stripeId('in'),
+            billingReason: 'subscription_cycle',
+            periodStart,
+            periodEnd,
+            amount,
+            attemptCount: 2,
+            nextPaymentAttempt: at + RETRY_AFTER_DAYS * DAY,
+          }),
+        ];
+      }
+      requireRenewing();
+      const next: SubscriptionState = { ...renewal(), status: 'past_due' };
+      const at = tick();
+      return [
+        invoiceEvent('invoice.payment_failed', p, at, {
+          id: next.latestInvoice ?? stripeId('in'),
+          billingReason: 'subscription_cycle',
+          periodStart: next.periodStart,
+          periodEnd: next.periodEnd,
+          amount,
+          attemptCount: 1,
+          nextPaymentAttempt: at + RETRY_AFTER_DAYS * DAY,
+        }),
+        subscriptionEvent('customer.subscription.updated', p, tick(), next, {
+          previous: { status: state.status, latest_invoice: state.latestInvoice },
+        }),
+      ];
+    }
+    case 'recover': {
+      requireStatus('past_due', 'unpaid');
+      return [
+        invoiceEvent('invoice.paid', p, tick(), {
+          id: current.latestInvoiceId ?? stripeId('in'),
+          billingReason: 'subscription_cycle',
+          periodStart,
+          periodEnd,
+          amount,
+          attemptCount: 2,
+          nextPaymentAttempt: null,
+        }),
+        subscriptionEvent('customer.subscription.updated', p, tick(), { ...state, status: 'active' }, { previous: { status: state.status } }),
+      ];
+    }
+    case 'cancel-at-period-end': {
+      requireStatus('active', 'trialing', 'past_due');
+      if (current.cancelAtPeriodEnd) throw new FlowError(`user ${options.userId}'s subscription already cancels at the end of its period.`);
+      const at = tick();
+      return [
+        subscriptionEvent(
+          'customer.subscription.updated',
+          p,
+          at,
+          { ...state, cancelAtPeriodEnd: true, canceledAt: at },
+          { previous: { cancel_at_period_end: false, cancel_at: null, canceled_at: null }, cause: 'customer' },
+        ),
+      ];
+    }
+    case 'cancel': {
+      const at = tick();
+      return [subscriptionEvent('customer.subscription.deleted', p, at, { ...state, status: 'canceled', canceledAt: state.canceledAt ?? at, endedAt: at })];
+    }
+  }
+}
