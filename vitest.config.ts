@@ -11,5 +11,7 @@ export default defineConfig({
     maxWorkers: 2,
     // Function logs of passing tests are noise; a failing test shows its own.
     silent: 'passed-only',
+    // The JSON report lets CI print a plain "N passed, N failed" line.
+    reporters: ['default', ['json', { outputFile: 'test-results/vitest.json' }]],
   },
 });
