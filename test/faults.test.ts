@@ -3,8 +3,6 @@
 // down, slow or failing. This file runs its own local stack, so stopping parts of it
 // does not disturb the other test files.
 import { mkdtemp, rm } from 'node:fs/promises';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -15,7 +13,8 @@ import webhook from '../netlify/functions/stripe-webhook.mts';
 import { LOCAL_JWT_SECRET } from '../scripts/lib/local-defaults.ts';
 import { startLocalStack, type LocalStack } from '../scripts/stack/index.ts';
 import { checkoutCompletedEvent, newIds } from './support/events.ts';
-import { authedPost, env, newUser, signedDelivery, stripeRequests } from './support/stack.ts';
+import { proxyInPlaceOf, type Proxy } from './support/proxy.ts';
+import { authedPost, newUser, signedDelivery, stripeRequests } from './support/stack.ts';
 
 const T = 1_790_000_000;
 /** What a function may take to answer when something it needs has failed. Netlify
@@ -142,34 +141,21 @@ describe('the database fails during a webhook', () => {
 describe('Stripe fails during checkout and portal', () => {
   type Mode = 'ok' | 'slow' | '5xx' | 'sessions-fail';
   let mode: Mode = 'ok';
-  let proxy: http.Server;
-  let savedBase: string | undefined;
+  let proxy: Proxy;
 
   beforeAll(async () => {
-    const upstream = new URL(env('STRIPE_API_BASE'));
-    proxy = http.createServer((req, res) => {
-      if (mode === 'slow') return; // never answers: the client's timeout must end it
+    proxy = await proxyInPlaceOf('STRIPE_API_BASE', (req, res) => {
+      if (mode === 'slow') return true; // never answers: the client's timeout must end it
       if (mode === '5xx' || (mode === 'sessions-fail' && req.url?.startsWith('/v1/checkout/sessions'))) {
         res.writeHead(500, { 'content-type': 'application/json', 'request-id': 'req_fault' });
         res.end(JSON.stringify({ error: { type: 'api_error', message: 'Simulated Stripe outage' } }));
-        return;
+        return true;
       }
-      const forward = http.request({ host: upstream.hostname, port: upstream.port, path: req.url, method: req.method, headers: req.headers }, (answer) => {
-        res.writeHead(answer.statusCode ?? 502, answer.headers);
-        answer.pipe(res);
-      });
-      req.pipe(forward);
+      return false;
     });
-    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-    savedBase = process.env['STRIPE_API_BASE'];
-    process.env['STRIPE_API_BASE'] = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
   });
 
-  afterAll(async () => {
-    process.env['STRIPE_API_BASE'] = savedBase;
-    proxy.closeAllConnections();
-    await new Promise((resolve) => proxy.close(resolve));
-  });
+  afterAll(() => proxy.close());
 
   it.each(['5xx', 'slow'] as const)('Stripe %s: checkout answers 500 within the bound, and nothing is stored', async (fault) => {
     const user = newUser();

@@ -1,7 +1,5 @@
 // What the functions must refuse, and how, with nothing written; and concurrency.
 import { generateKeyPairSync } from 'node:crypto';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import jwt from 'jsonwebtoken';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import checkout from '../netlify/functions/stripe-checkout.mts';
@@ -12,6 +10,7 @@ import webhook from '../netlify/functions/stripe-webhook.mts';
 import { customerIdempotencyKey } from '../src/billing/checkout.ts';
 import { MAX_EVENT_BYTES } from '../src/billing/webhook.ts';
 import { checkoutCompletedEvent, newIds } from './support/events.ts';
+import { proxyInPlaceOf, type Proxy } from './support/proxy.ts';
 import { authedPost, env, expectCors, newUser, query, signedDelivery, stripeRequests } from './support/stack.ts';
 
 const T = 1_790_000_000;
@@ -112,33 +111,18 @@ describe('tokens signed with the project’s asymmetric keys', () => {
   // A stand-in for Supabase's gateway: the JWKS at /auth/v1/.well-known/jwks.json,
   // and everything else forwarded to the local stack's gateway.
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  let server: http.Server;
-  let savedUrl: string | undefined;
+  let proxy: Proxy;
 
   beforeAll(async () => {
-    const upstream = new URL(env('SUPABASE_URL'));
-    server = http.createServer((req, res) => {
-      if (req.url === '/auth/v1/.well-known/jwks.json') {
-        res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ keys: [{ ...publicKey.export({ format: 'jwk' }), kid: 'key-es-1', alg: 'ES256', use: 'sig' }] }));
-        return;
-      }
-      const forward = http.request({ host: upstream.hostname, port: upstream.port, path: req.url, method: req.method, headers: req.headers }, (answer) => {
-        res.writeHead(answer.statusCode ?? 502, answer.headers);
-        answer.pipe(res);
-      });
-      req.pipe(forward);
+    proxy = await proxyInPlaceOf('SUPABASE_URL', (req, res) => {
+      if (req.url !== '/auth/v1/.well-known/jwks.json') return false;
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ keys: [{ ...publicKey.export({ format: 'jwk' }), kid: 'key-es-1', alg: 'ES256', use: 'sig' }] }));
+      return true;
     });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    savedUrl = process.env['SUPABASE_URL'];
-    process.env['SUPABASE_URL'] = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   });
 
-  afterAll(async () => {
-    process.env['SUPABASE_URL'] = savedUrl;
-    server.closeAllConnections();
-    await new Promise((resolve) => server.close(resolve));
-  });
+  afterAll(() => proxy.close());
 
   it('an ES256 token from the JWKS opens checkout; HS256 keeps working beside it', async () => {
     const userId = crypto.randomUUID();
