@@ -4,7 +4,6 @@ import { CONFIG_VARIABLES, loadWebhookConfig } from '../../src/config.ts';
 import { readTextWithin } from '../../src/http/body.ts';
 import { defineEndpoint } from '../../src/http/endpoint.ts';
 import { createStore } from '../../src/store.ts';
-import { createStripe } from '../../src/stripe-client.ts';
 
 export default defineEndpoint({
   name: 'webhook',
@@ -12,7 +11,8 @@ export default defineEndpoint({
   envVars: CONFIG_VARIABLES,
   deps: (env) => {
     const config = loadWebhookConfig(env);
-    return { config, stripe: createStripe(config.stripe), store: createStore(config.store) };
+    // No Stripe client: verifying a delivery needs only the secret (src/billing/signature.ts).
+    return { config, store: createStore(config.store) };
   },
   run: async (req, deps, scope) => {
     // The signature covers the exact bytes Stripe sent: read them before anything parses them.
