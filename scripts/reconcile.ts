@@ -79,7 +79,7 @@ try {
   throw error;
 }
 
-const stripe = createStripe(config.stripe);
+const stripe = await createStripe(config.stripe);
 const store = createStore(config.store);
 const dryRun = values['dry-run'] ?? false;
 

@@ -17,9 +17,9 @@ import {
   type ReconcileProgress,
 } from '../src/billing/reconcile.ts';
 import { snapshotOf } from '../src/billing/events.ts';
-import { ConfigError, loadReconcileConfig } from '../src/config.ts';
+import { ConfigError, loadReconcileConfig, type StripeConfig } from '../src/config.ts';
 import { createStore } from '../src/store.ts';
-import { createStripe } from '../src/stripe-client.ts';
+import { stripeOptions } from '../src/stripe-client.ts';
 import { subscriptionEvent, type Ids } from './support/events.ts';
 import { env, newUser, query, signedDelivery, stripeRequests, type TestUser } from './support/stack.ts';
 
@@ -46,14 +46,16 @@ interface Row {
 
 const config = () => loadReconcileConfig(process.env);
 const store = () => createStore(config().store);
-const deps = (stripe: Stripe = createStripe(config().stripe)): ReconcileDeps => ({ stripe, store: store(), livemode: false });
+/** The Stripe client the functions build, made synchronously for the tests. */
+const stripeFor = (c: StripeConfig): Stripe => new Stripe(c.secretKey, stripeOptions(c));
+const deps = (stripe: Stripe = stripeFor(config().stripe)): ReconcileDeps => ({ stripe, store: store(), livemode: false });
 
 let fixture: Stripe.Subscription;
 let fixtureCustomer: string;
 
 beforeAll(async () => {
   // What stripe-mock answers, read rather than assumed.
-  const list = await createStripe(config().stripe).subscriptions.list({ status: 'all', limit: 100 });
+  const list = await stripeFor(config().stripe).subscriptions.list({ status: 'all', limit: 100 });
   expect(list.data).toHaveLength(1);
   fixture = list.data[0] as Stripe.Subscription;
   fixtureCustomer = fixture.customer as string;
@@ -271,7 +273,7 @@ describe('rate limits and pagination', () => {
     const server = await startStripeStub(stub);
     stubs.push(server);
     // The real client factory (maxNetworkRetries 1), pointed at the stub.
-    return { stub: server, deps: deps(createStripe({ ...config().stripe, apiBase: server.url })) };
+    return { stub: server, deps: deps(stripeFor({ ...config().stripe, apiBase: server.url })) };
   }
 
   let sleeps: number[];

@@ -4,7 +4,7 @@ import { startCheckout } from '../../src/billing/checkout.ts';
 import { CONFIG_VARIABLES, loadCheckoutConfig } from '../../src/config.ts';
 import { defineEndpoint } from '../../src/http/endpoint.ts';
 import { createStore } from '../../src/store.ts';
-import { createStripe } from '../../src/stripe-client.ts';
+import { lazyStripe } from '../../src/stripe-client.ts';
 
 export default defineEndpoint({
   name: 'checkout',
@@ -12,7 +12,7 @@ export default defineEndpoint({
   envVars: CONFIG_VARIABLES,
   deps: (env) => {
     const config = loadCheckoutConfig(env);
-    return { config, verifier: createTokenVerifier(config.auth), stripe: createStripe(config.stripe), store: createStore(config.store) };
+    return { config, verifier: createTokenVerifier(config.auth), stripe: lazyStripe(config.stripe), store: createStore(config.store) };
   },
   run: async (req, deps, scope) => {
     const user = await deps.verifier.verify(bearerToken(req.headers.get('authorization')));

@@ -4,7 +4,7 @@ import { openPortal } from '../../src/billing/portal.ts';
 import { CONFIG_VARIABLES, loadPortalConfig } from '../../src/config.ts';
 import { defineEndpoint } from '../../src/http/endpoint.ts';
 import { createStore } from '../../src/store.ts';
-import { createStripe } from '../../src/stripe-client.ts';
+import { lazyStripe } from '../../src/stripe-client.ts';
 
 export default defineEndpoint({
   name: 'portal',
@@ -12,7 +12,7 @@ export default defineEndpoint({
   envVars: CONFIG_VARIABLES,
   deps: (env) => {
     const config = loadPortalConfig(env);
-    return { config, verifier: createTokenVerifier(config.auth), stripe: createStripe(config.stripe), store: createStore(config.store) };
+    return { config, verifier: createTokenVerifier(config.auth), stripe: lazyStripe(config.stripe), store: createStore(config.store) };
   },
   run: async (req, deps, scope) => {
     const user = await deps.verifier.verify(bearerToken(req.headers.get('authorization')));

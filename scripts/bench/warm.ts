@@ -73,7 +73,7 @@ const handler = (name: string): Handler => {
 // The baseline's clients: the same factories and options the functions use.
 const checkoutConfig: CheckoutConfig = loadCheckoutConfig(process.env);
 const store: BillingStore = createStore(checkoutConfig.store);
-const stripe: Stripe = createStripe(checkoutConfig.stripe);
+const stripe: Stripe = await createStripe(checkoutConfig.stripe);
 const webhookSecret = config.env['STRIPE_WEBHOOK_SECRET'] ?? '';
 const events = new EventFactory(config.fixturesDir);
 const appUrl = checkoutConfig.appUrl;

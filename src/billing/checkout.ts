@@ -3,25 +3,30 @@ import type { AuthUser } from '../auth.ts';
 import type { CheckoutConfig } from '../config.ts';
 import { AlreadySubscribedError } from '../errors.ts';
 import type { BillingStore } from '../store.ts';
+import type { StripeLoader } from '../stripe-client.ts';
 import { canStartCheckout } from './access.ts';
 import { dashboardUrl } from './urls.ts';
 
 export interface CheckoutDeps {
   config: CheckoutConfig;
-  stripe: Stripe;
+  stripe: StripeLoader;
   store: BillingStore;
 }
 
 /** Starts a Stripe Checkout for the user's subscription and returns its URL. */
 export async function startCheckout(deps: CheckoutDeps, user: AuthUser): Promise<{ url: string; customerCreated: boolean }> {
+  // Load the Stripe SDK while the database answers (a cold start's longest waits).
+  const loading = deps.stripe();
+  loading.catch(() => {}); // awaited below, unless the user may not check out
   const account = await deps.store.getAccount(user.id);
   if (!canStartCheckout(account?.subscription?.status ?? null)) throw new AlreadySubscribedError();
+  const stripe = await loading;
 
   const existing = account?.stripeCustomerId ?? null;
-  const customerId = existing ?? (await createCustomer(deps, user, account?.deletedCustomerId ?? null));
+  const customerId = existing ?? (await createCustomer(stripe, deps.store, user, account?.deletedCustomerId ?? null));
   const metadata = { userId: user.id, ...(user.email && { email: user.email }) };
 
-  const session = await deps.stripe.checkout.sessions.create({
+  const session = await stripe.checkout.sessions.create({
     mode: 'subscription',
     customer: customerId,
     // "Card payments only". This API version replaced payment_method_types with
@@ -44,12 +49,12 @@ export async function startCheckout(deps: CheckoutDeps, user: AuthUser): Promise
  * first link it stores, so both sessions use the same customer even past the key's
  * 24-hour lifetime.
  */
-async function createCustomer(deps: CheckoutDeps, user: AuthUser, deletedCustomerId: string | null): Promise<string> {
-  const customer = await deps.stripe.customers.create(
+async function createCustomer(stripe: Stripe, store: BillingStore, user: AuthUser, deletedCustomerId: string | null): Promise<string> {
+  const customer = await stripe.customers.create(
     { ...(user.email && { email: user.email }), metadata: { userId: user.id } },
     { idempotencyKey: customerIdempotencyKey(user.id, deletedCustomerId) },
   );
-  return deps.store.linkCustomer(user.id, customer.id, user.email);
+  return store.linkCustomer(user.id, customer.id, user.email);
 }
 
 /** One key per user, and a new one after their customer was deleted in Stripe (the old
