@@ -21,12 +21,6 @@ import { env, freshEvent, newUser, signedDelivery, type TestUser } from './suppo
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 
-// ---------------------------------------------------------------------------------------
-// Cases documented but not answered yet: written below, run, and expected NOT to conform
-// yet (reported as skipped with the reason). A pending case that conforms fails, so that
-// whoever lands the feature empties its entry here. A key is an operation and status
-// ("POST /api/stripe/webhook 413", every case of it) or one case's full title.
-const PENDING_IMPLEMENTATION: Readonly<Record<string, string>> = {};
 
 // ---------------------------------------------------------------------------------------
 // The spec
@@ -580,7 +574,6 @@ function targets(op: DocumentedOperation, req: Request, status?: number): boolea
 }
 
 const title = (c: Case) => `${c.op} ${c.status}: ${c.name}`;
-const pendingReason = (c: Case) => PENDING_IMPLEMENTATION[title(c)] ?? PENDING_IMPLEMENTATION[`${c.op} ${c.status}`];
 
 async function withEnv<T>(changes: Record<string, string | undefined>, run: () => Promise<T>): Promise<T> {
   const saved = Object.fromEntries(Object.keys(changes).map((name) => [name, process.env[name]]));
@@ -611,24 +604,15 @@ async function quietly<T>(run: () => Promise<T>): Promise<T> {
 
 describe('docs/openapi.yaml, against the functions', () => {
   for (const c of cases) {
-    it(title(c), async (ctx) => {
+    it(title(c), async () => {
       const op = operationNamed(c.op);
       const req = await c.request();
       const pathname = new URL(req.url).pathname;
       expect(targets(op, req, c.status), 'the request goes to the operation the case names').toBe(true);
       const handler = await handlerFor(pathname);
-      const pending = pendingReason(c);
-      if (!handler) {
-        if (pending) ctx.skip(`pending: ${pending} (no function serves ${pathname})`);
-        throw new Error(`no function serves ${pathname} (netlify.toml, config.path)`);
-      }
+      if (!handler) throw new Error(`no function serves ${pathname} (netlify.toml, config.path)`);
       const response = await quietly(() => withEnv(c.env?.() ?? {}, () => handler(req)));
-      const problems = await conformance(op, c.status, req.method, response);
-      if (pending) {
-        if (problems.length > 0) ctx.skip(`pending: ${pending}; now: ${problems.join('; ')}`);
-        throw new Error(`conforms now: remove ${JSON.stringify(title(c))} (or its operation and status) from PENDING_IMPLEMENTATION`);
-      }
-      expect(problems).toEqual([]);
+      expect(await conformance(op, c.status, req.method, response)).toEqual([]);
     });
   }
 });
@@ -680,10 +664,6 @@ describe('docs/openapi.yaml, the document', () => {
     expect([...exercised].filter((key) => !documented.has(key)), 'exercised, but not documented').toEqual([]);
     const titles = new Set(cases.map(title));
     expect(titles.size, 'case titles are unique').toBe(cases.length);
-    expect(
-      Object.keys(PENDING_IMPLEMENTATION).filter((key) => !titles.has(key) && !exercised.has(key)),
-      'PENDING_IMPLEMENTATION names no case',
-    ).toEqual([]);
   });
 
   it('routes every documented path to its own function, not the catch-all', async () => {
