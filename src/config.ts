@@ -44,6 +44,8 @@ export interface StoreConfig {
   supabaseUrl: URL;
   /** SUPABASE_SERVICE_ROLE_KEY: bypasses row-level security; server side only. */
   serviceRoleKey: string;
+  /** The project's REST API (PostgREST behind Supabase's gateway): `<SUPABASE_URL>/rest/v1`. */
+  restUrl: URL;
 }
 
 export interface AuthConfig {
@@ -162,9 +164,11 @@ function readStripe(r: Reader): StripeConfig {
 }
 
 function readStore(r: Reader): StoreConfig {
+  const supabaseUrl = r.url('SUPABASE_URL', r.required('SUPABASE_URL')) ?? UNSET_URL;
   return {
-    supabaseUrl: r.url('SUPABASE_URL', r.required('SUPABASE_URL')) ?? UNSET_URL,
+    supabaseUrl,
     serviceRoleKey: r.required('SUPABASE_SERVICE_ROLE_KEY'),
+    restUrl: new URL('rest/v1', withTrailingSlash(supabaseUrl)),
   };
 }
 

