@@ -17,7 +17,7 @@ import { customerOfUser, reconcileSubscriptions, type ReconcileProgress, type Re
 import { ConfigError, loadReconcileConfig, type Env } from '../src/config.ts';
 import { createStore } from '../src/store.ts';
 import { createStripe } from '../src/stripe-client.ts';
-import { DEV_PORTS, LOCAL_JWT_SECRET, LOCAL_STRIPE_SECRET_KEY } from './lib/local-defaults.ts';
+import { DEV_PORTS, LOCAL_JWT_SECRET, LOCAL_STRIPE_PRICE_ID, LOCAL_STRIPE_PRODUCT_ID, LOCAL_STRIPE_SECRET_KEY } from './lib/local-defaults.ts';
 import { serviceRoleKey } from './lib/tokens.ts';
 
 const USAGE = 'usage: npm run billing:reconcile [-- [--user <uuid>] [--dry-run] [--local]]';
@@ -58,11 +58,13 @@ function environment(): Env {
     SUPABASE_SERVICE_ROLE_KEY: serviceRoleKey(LOCAL_JWT_SECRET),
     STRIPE_SECRET_KEY: LOCAL_STRIPE_SECRET_KEY,
     STRIPE_API_BASE: `http://127.0.0.1:${DEV_PORTS.stripeBridge}`,
+    STRIPE_PRICE_ID: LOCAL_STRIPE_PRICE_ID,
+    STRIPE_PRODUCT_ID: LOCAL_STRIPE_PRODUCT_ID,
   };
   console.error(`using the local stack (npm run dev): Supabase ${local['SUPABASE_URL']}, Stripe ${local['STRIPE_API_BASE']}`);
   // Where a variable is set, it wins: e.g. STRIPE_API_BASE for a stripe-mock elsewhere.
   const env: Record<string, string | undefined> = { ...local };
-  for (const name of ['SUPABASE_SERVICE_ROLE_KEY', 'STRIPE_SECRET_KEY', 'STRIPE_API_BASE']) {
+  for (const name of ['SUPABASE_SERVICE_ROLE_KEY', 'STRIPE_SECRET_KEY', 'STRIPE_API_BASE', 'STRIPE_PRICE_ID', 'STRIPE_PRODUCT_ID']) {
     const value = process.env[name]?.trim();
     if (value) env[name] = value;
   }
@@ -124,7 +126,7 @@ function summary(r: ReconcileReport): string {
 }
 
 const report = await reconcileSubscriptions(
-  { stripe, store, livemode: config.stripe.mode === 'live' },
+  { stripe, store, livemode: config.stripe.mode === 'live', scope: config.scope },
   { ...(customerId && { customerId }), dryRun, onProgress: (p) => console.error(progressLine(p)) },
 );
 for (const failure of report.failures) {

@@ -1,7 +1,9 @@
 // Configuration from environment variables: read on first use, never at import,
 // typed, and loud about what is missing. Each endpoint asks only for what it uses,
-// so a deploy without, say, STRIPE_PRICE_ID still verifies and applies webhooks.
+// so a deploy without, say, URL still verifies and applies webhooks.
 // Every variable here is documented, line for line, in .env.example.
+
+import { productScope, type ProductScope } from './billing/product-scope.ts';
 
 export type Env = Readonly<Record<string, string | undefined>>;
 
@@ -9,6 +11,7 @@ export type Env = Readonly<Record<string, string | undefined>>;
 export const CONFIG_VARIABLES = [
   'STRIPE_SECRET_KEY',
   'STRIPE_PRICE_ID',
+  'STRIPE_PRODUCT_ID',
   'STRIPE_WEBHOOK_SECRET',
   'STRIPE_API_BASE',
   'URL',
@@ -88,8 +91,12 @@ export const DEFAULT_GRACE_DAYS = 7;
 export interface WebhookConfig {
   stripe: StripeConfig;
   store: StoreConfig;
-  /** STRIPE_WEBHOOK_SECRET: the endpoint's signing secret, `whsec_…`. */
-  webhookSecret: string;
+  /** STRIPE_WEBHOOK_SECRET: the endpoint's signing secret, `whsec_…`; several, comma
+   *  separated, while a secret is rolled or for a second endpoint. Any one verifying is enough. */
+  webhookSecrets: readonly string[];
+  /** What this backend sells (STRIPE_PRICE_ID, STRIPE_PRODUCT_ID): only subscriptions to
+   *  it are the user's subscription here. */
+  scope: ProductScope;
 }
 
 type Problems = { variable: string; problem: string }[];
@@ -132,6 +139,11 @@ class Reader {
     if (value && !prefixes.some((p) => value.startsWith(p))) {
       this.problems.push({ variable: name, problem: `must start with ${prefixes.join(' or ')}` });
     }
+  }
+
+  /** A comma-separated list; empty entries are dropped. */
+  list(value: string | undefined): string[] {
+    return (value ?? '').split(',').map((entry) => entry.trim()).filter((entry) => entry !== '');
   }
 
   integer(name: string, fallback: number, min: number, max: number): number {
@@ -185,6 +197,14 @@ function readAppUrl(r: Reader): URL {
   return r.url('URL', r.required('URL')) ?? UNSET_URL;
 }
 
+function readScope(r: Reader): ProductScope {
+  const priceId = r.required('STRIPE_PRICE_ID');
+  r.prefixed('STRIPE_PRICE_ID', priceId, ['price_']);
+  const productIds = r.list(r.optional('STRIPE_PRODUCT_ID'));
+  for (const id of productIds) r.prefixed('STRIPE_PRODUCT_ID', id, ['prod_']);
+  return productScope([priceId], productIds);
+}
+
 function withTrailingSlash(url: URL): URL {
   return url.pathname.endsWith('/') ? url : new URL(`${url.href}/`);
 }
@@ -234,9 +254,10 @@ export function loadWebhookConfig(env: Env): WebhookConfig {
   const config: WebhookConfig = {
     stripe: readStripe(r),
     store: readStore(r),
-    webhookSecret: r.required('STRIPE_WEBHOOK_SECRET'),
+    webhookSecrets: r.list(r.required('STRIPE_WEBHOOK_SECRET')),
+    scope: readScope(r),
   };
-  r.prefixed('STRIPE_WEBHOOK_SECRET', config.webhookSecret, ['whsec_']);
+  for (const secret of config.webhookSecrets) r.prefixed('STRIPE_WEBHOOK_SECRET', secret, ['whsec_']);
   r.done();
   return config;
 }
@@ -244,12 +265,13 @@ export function loadWebhookConfig(env: Env): WebhookConfig {
 export interface ReconcileConfig {
   stripe: StripeConfig;
   store: StoreConfig;
+  scope: ProductScope;
 }
 
-/** npm run billing:reconcile: Stripe to read from, the store to write to; nothing else. */
+/** npm run billing:reconcile: Stripe to read from, the store to write to, and what we sell. */
 export function loadReconcileConfig(env: Env): ReconcileConfig {
   const r = new Reader(env);
-  const config: ReconcileConfig = { stripe: readStripe(r), store: readStore(r) };
+  const config: ReconcileConfig = { stripe: readStripe(r), store: readStore(r), scope: readScope(r) };
   r.done();
   return config;
 }

@@ -40,8 +40,26 @@ export type Database = {
         Returns: string;
       };
       billing_apply_event: {
-        Args: { p_event_id: string; p_event_type: string; p_event_created: string; p_livemode: boolean; p_change: Json };
-        Returns: string;
+        Args: {
+          p_event_id: string;
+          p_event_type: string;
+          p_event_created: string;
+          p_livemode: boolean;
+          p_api_version: string | null;
+          p_change: Json;
+        };
+        Returns: Json;
+      };
+      billing_record_failed_event: {
+        Args: {
+          p_event_id: string;
+          p_event_type: string;
+          p_event_created: string;
+          p_livemode: boolean;
+          p_api_version: string | null;
+          p_reason: string;
+        };
+        Returns: undefined;
       };
     };
     Enums: Record<never, never>;

@@ -46,7 +46,11 @@ export type SubscriptionSnapshot = {
   user_id: string | null;
   status: SubscriptionStatus;
   price_id: string | null;
+  product_id: string | null;
   quantity: number | null;
+  /** Whether it is a subscription to what this backend sells (product-scope.ts); only
+   *  such a subscription is the user's subscription here. */
+  for_this_product: boolean;
   current_period_start: string | null;
   current_period_end: string | null;
   cancel_at_period_end: boolean;
@@ -81,22 +85,37 @@ export type StateChange =
   | { kind: 'trial_will_end'; subscription_id: string; customer_id: string }
   | { kind: 'customer_deleted'; customer_id: string };
 
-export interface EventToApply {
+/** A verified event, as recorded in stripe_events whatever becomes of it. */
+export interface EventReceipt {
   id: string;
   type: string;
   created: number;
   livemode: boolean;
+  /** The API version the event was rendered in; null for our own synthetic events. */
+  apiVersion: string | null;
+}
+
+export interface EventToApply extends EventReceipt {
   change: StateChange;
 }
 
-/** 'duplicate': the event id was processed before, and nothing was written now. */
-export type ApplyOutcome = 'applied' | 'stale' | 'ignored' | 'duplicate';
+/** 'duplicate': the event id was processed before, and nothing was written now.
+ *  'skipped': the database refused it on purpose; `reason` says why. */
+export type ApplyOutcome = 'applied' | 'stale' | 'ignored' | 'duplicate' | 'skipped';
+
+export interface ApplyResult {
+  outcome: ApplyOutcome;
+  reason?: string;
+}
 
 export interface BillingStore {
   getAccount(userId: string): Promise<BillingAccount | null>;
   /** Stores the user's customer unless one is stored already; returns the stored one. */
   linkCustomer(userId: string, stripeCustomerId: string, email: string | undefined): Promise<string>;
-  applyEvent(event: EventToApply): Promise<ApplyOutcome>;
+  applyEvent(event: EventToApply): Promise<ApplyResult>;
+  /** Records a verified event that could not be applied, with why, for a replay. A
+   *  later successful apply of the same event id still applies it (once). */
+  recordFailedEvent(event: EventReceipt, reason: string, options?: { timeoutMs?: number }): Promise<void>;
 }
 
 export class StoreError extends Error {
@@ -111,10 +130,13 @@ export class StoreError extends Error {
 const ACCOUNT_COLUMNS =
   'user_id,stripe_customer_id,deleted_customer_id,stripe_subscription_id,status,price_id,current_period_start,current_period_end,cancel_at_period_end,trial_end,payment_failed_at,last_payment_status,last_payment_at,last_payment_amount,last_payment_currency,hosted_invoice_url,next_payment_attempt';
 
-const APPLY_OUTCOMES: readonly unknown[] = ['applied', 'stale', 'ignored', 'duplicate'] satisfies ApplyOutcome[];
+const APPLY_OUTCOMES: readonly unknown[] = ['applied', 'stale', 'ignored', 'duplicate', 'skipped'] satisfies ApplyOutcome[];
 
-function isApplyOutcome(value: unknown): value is ApplyOutcome {
-  return APPLY_OUTCOMES.includes(value);
+function toApplyResult(value: unknown): ApplyResult | null {
+  if (typeof value !== 'object' || value === null) return null;
+  const { outcome, reason } = value as Record<string, unknown>;
+  if (!APPLY_OUTCOMES.includes(outcome)) return null;
+  return { outcome: outcome as ApplyOutcome, ...(typeof reason === 'string' && { reason }) };
 }
 
 export function createStore(config: StoreConfig, fetchImpl: typeof fetch = fetch): BillingStore {
@@ -158,11 +180,26 @@ export function createStore(config: StoreConfig, fetchImpl: typeof fetch = fetch
         p_event_type: event.type,
         p_event_created: new Date(event.created * 1000).toISOString(),
         p_livemode: event.livemode,
+        p_api_version: event.apiVersion,
         p_change: event.change satisfies Json,
       });
       if (error) throw new StoreError('applyEvent', error.message);
-      if (!isApplyOutcome(data)) throw new StoreError('applyEvent', `unexpected outcome ${JSON.stringify(data)}`);
-      return data;
+      const result = toApplyResult(data);
+      if (!result) throw new StoreError('applyEvent', `unexpected outcome ${JSON.stringify(data)}`);
+      return result;
+    },
+
+    async recordFailedEvent(event, reason, options = {}) {
+      const call = db.rpc('billing_record_failed_event', {
+        p_event_id: event.id,
+        p_event_type: event.type,
+        p_event_created: new Date(event.created * 1000).toISOString(),
+        p_livemode: event.livemode,
+        p_api_version: event.apiVersion,
+        p_reason: reason,
+      });
+      const { error } = await (options.timeoutMs === undefined ? call : call.abortSignal(AbortSignal.timeout(options.timeoutMs)));
+      if (error) throw new StoreError('recordFailedEvent', error.message);
     },
   };
 }

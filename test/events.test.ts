@@ -1,7 +1,13 @@
 import type Stripe from 'stripe';
 import { describe, expect, it } from 'vitest';
-import { reduceEvent } from '../src/billing/events.ts';
+import { reduceEvent as reduceWithScope, type EventEnvelope } from '../src/billing/events.ts';
+import { productScope } from '../src/billing/product-scope.ts';
+import { FIXTURE_IDS } from '../scripts/lib/stripe-events.ts';
 import { loadEvent } from './support/stack.ts';
+
+/** What the tests' webhook sells: the fixtures' price. */
+const SCOPE = productScope([FIXTURE_IDS.priceId]);
+const reduceEvent = (event: EventEnvelope) => reduceWithScope(event, SCOPE);
 
 function checkoutEvent(edit: (session: Record<string, unknown>) => void = () => {}): Stripe.Event {
   const event = structuredClone(loadEvent('checkout.session.completed'));
@@ -23,10 +29,9 @@ describe('reduceEvent', () => {
     });
   });
 
-  it('falls back to metadata.userId and reads expanded objects', () => {
+  it('reads expanded objects', () => {
     const reduction = reduceEvent(
       checkoutEvent((s) => {
-        s['client_reference_id'] = null;
         s['customer'] = { id: 'cus_expanded' };
         s['subscription'] = { id: 'sub_expanded' };
       }),
@@ -50,6 +55,24 @@ describe('reduceEvent', () => {
     ['a checkout without a subscription', (s: Record<string, unknown>) => void (s['subscription'] = null)],
   ])('skips %s', (_name, edit) => {
     expect(reduceEvent(checkoutEvent(edit))).toMatchObject({ action: 'skip' });
+  });
+
+  it.each([
+    ['a Payment Link session, whose buyer set client_reference_id', (s: Record<string, unknown>) => {
+      s['payment_link'] = 'plink_1SXq0aLkdIwHu7ixLink';
+      s['metadata'] = {};
+    }],
+    ['a session whose metadata names another user than client_reference_id', (s: Record<string, unknown>) => {
+      s['client_reference_id'] = '0d6f6c1e-1111-4c1e-9d1b-2f6a7c8d9e01';
+    }],
+    ['a session with a user id in metadata only', (s: Record<string, unknown>) => {
+      s['client_reference_id'] = null;
+    }],
+    ['a Payment Link session even with our metadata', (s: Record<string, unknown>) => {
+      s['payment_link'] = 'plink_1SXq0aLkdIwHu7ixLink';
+    }],
+  ])('does not link %s: not created by our checkout', (_name, edit) => {
+    expect(reduceEvent(checkoutEvent(edit))).toEqual({ action: 'skip', reason: 'checkout session not created by this backend' });
   });
 
   it('skips types it does not handle', () => {
@@ -80,7 +103,9 @@ describe('reduceEvent: one fixture per handled type', () => {
             user_id: '5b0c3f5e-8f4a-4c1e-9d1b-2f6a7c8d9e01',
             status: subscription.status,
             price_id: 'price_1SXq0aLkdIwHu7ixMonthly',
+            product_id: 'prod_TUq1Analytics',
             quantity: 1,
+            for_this_product: true,
             current_period_start: new Date((item?.current_period_start ?? 0) * 1000).toISOString(),
             current_period_end: new Date((item?.current_period_end ?? 0) * 1000).toISOString(),
             cancel_at_period_end: subscription.cancel_at_period_end,
@@ -138,5 +163,64 @@ describe('reduceEvent: one fixture per handled type', () => {
     const event = structuredClone(loadEvent('customer.subscription.created'));
     event.data.object['metadata'] = { userId: 'user_123' };
     expect(reduceEvent(event)).toMatchObject({ action: 'apply', change: { subscription: { user_id: null } } });
+  });
+});
+
+describe('reduceEvent: subscriptions to other products', () => {
+  const otherProduct = (event: Stripe.Event) => {
+    const sub = event.data.object as unknown as Stripe.Subscription;
+    const item = sub.items.data[0];
+    if (!item) throw new Error('fixture has an item');
+    Object.assign(item.price, { id: 'price_other_product', product: 'prod_other' });
+    return event;
+  };
+
+  it('records a subscription to another product on the same account, marked as not ours', () => {
+    const event = otherProduct(structuredClone(loadEvent('customer.subscription.created')));
+    expect(reduceEvent(event)).toMatchObject({
+      action: 'apply',
+      change: { subscription: { price_id: 'price_other_product', product_id: 'prod_other', for_this_product: false } },
+    });
+  });
+
+  it('counts any price of a product in STRIPE_PRODUCT_ID, so a new price keeps its subscribers', () => {
+    const event = otherProduct(structuredClone(loadEvent('customer.subscription.created')));
+    const byProduct = reduceWithScope(event, productScope(['price_new'], ['prod_other']));
+    expect(byProduct).toMatchObject({ change: { subscription: { for_this_product: true } } });
+  });
+
+  it('stores the item of this product when the subscription has several', () => {
+    const event = structuredClone(loadEvent('customer.subscription.updated'));
+    const items = (event.data.object as unknown as Stripe.Subscription).items.data;
+    const ours = items[0];
+    if (!ours) throw new Error('fixture has an item');
+    items.unshift({ ...ours, id: 'si_addon', price: { ...ours.price, id: 'price_addon', product: 'prod_addon' } });
+    expect(reduceEvent(event)).toMatchObject({
+      change: { subscription: { price_id: FIXTURE_IDS.priceId, for_this_product: true } },
+    });
+  });
+});
+
+describe('reduceEvent: verified but unreadable', () => {
+  it.each([
+    ['a subscription with no billing period anywhere', 'customer.subscription.updated', (o: Record<string, unknown>) => {
+      for (const item of (o['items'] as { data: Record<string, unknown>[] }).data) {
+        delete item['current_period_start'];
+        delete item['current_period_end'];
+      }
+    }, 'no billing period'],
+    ['a subscription in a status this code does not know', 'customer.subscription.updated', (o: Record<string, unknown>) => void (o['status'] = 'suspended'), 'unknown status "suspended"'],
+    ['a period that is not a time', 'customer.subscription.created', (o: Record<string, unknown>) => {
+      const [item] = (o['items'] as { data: Record<string, unknown>[] }).data;
+      if (item) item['current_period_end'] = 1e300;
+    }, 'current_period_end is not a number'],
+    ['an invoice without a customer', 'invoice.payment_failed', (o: Record<string, unknown>) => void (o['customer'] = null), 'customer is missing'],
+    ['an invoice whose amount is missing', 'invoice.paid', (o: Record<string, unknown>) => void delete o['amount_paid'], 'amount_paid is missing'],
+  ])('%s is unreadable, with a reason naming the field', (_name, type, edit, reason) => {
+    const event = structuredClone(loadEvent(type));
+    edit(event.data.object);
+    const reduction = reduceEvent(event);
+    expect(reduction.action).toBe('unreadable');
+    expect(reduction.action === 'unreadable' && reduction.reason).toContain(reason);
   });
 });

@@ -116,7 +116,7 @@ describe('the database fails during a webhook', () => {
     expect(await sql('select outcome from stripe_events where id = $1', [event.id])).toEqual([{ outcome: 'applied' }]);
   });
 
-  it('a database that waits on a lock: 500 after the lock timeout, nothing recorded; then applied', async () => {
+  it('a database that waits on a lock: 500 after the lock timeout, recorded as failed but not processed; then applied', async () => {
     const ids = newIds(newUser().id);
     const event = checkoutCompletedEvent(ids, T);
     const payload = JSON.stringify(event);
@@ -129,7 +129,11 @@ describe('the database fails during a webhook', () => {
       expect(response.status).toBe(500);
       expect(ms).toBeGreaterThan(2_500);
       expect(ms).toBeLessThan(BOUND_MS);
-      expect(await sql('select 1 from stripe_events where id = $1', [event.id])).toHaveLength(0);
+      // The attempt is on record, with why, so it can be found; nothing was applied.
+      const [attempt] = await sql<{ outcome: string; reason: string }>('select outcome, reason from stripe_events where id = $1', [event.id]);
+      expect(attempt?.outcome).toBe('failed');
+      expect(attempt?.reason).toContain('lock timeout');
+      expect(await sql('select 1 from billing_subscriptions where stripe_subscription_id = $1', [ids.subscriptionId])).toHaveLength(0);
     } finally {
       await holder.end();
     }

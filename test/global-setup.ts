@@ -9,6 +9,7 @@ import type { TestProject } from 'vitest/node';
 import {
   LOCAL_JWT_SECRET,
   LOCAL_STRIPE_PRICE_ID,
+  LOCAL_STRIPE_PRODUCT_ID,
   LOCAL_STRIPE_SECRET_KEY,
   LOCAL_STRIPE_WEBHOOK_SECRET,
 } from '../scripts/lib/local-defaults.ts';
@@ -41,6 +42,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
     STRIPE_API_BASE: bridge.url,
     STRIPE_SECRET_KEY: LOCAL_STRIPE_SECRET_KEY,
     STRIPE_PRICE_ID: LOCAL_STRIPE_PRICE_ID,
+    STRIPE_PRODUCT_ID: LOCAL_STRIPE_PRODUCT_ID,
     STRIPE_WEBHOOK_SECRET: LOCAL_STRIPE_WEBHOOK_SECRET,
     URL: 'https://analytics.example.com',
   });

@@ -17,6 +17,8 @@ import {
   type ReconcileProgress,
 } from '../src/billing/reconcile.ts';
 import { snapshotOf } from '../src/billing/events.ts';
+import { productScope } from '../src/billing/product-scope.ts';
+import { readSubscription } from '../src/billing/stripe-objects.ts';
 import { ConfigError, loadReconcileConfig, type StripeConfig } from '../src/config.ts';
 import { createStore } from '../src/store.ts';
 import { stripeOptions } from '../src/stripe-client.ts';
@@ -48,7 +50,9 @@ const config = () => loadReconcileConfig(process.env);
 const store = () => createStore(config().store);
 /** The Stripe client the functions build, made synchronously for the tests. */
 const stripeFor = (c: StripeConfig): Stripe => new Stripe(c.secretKey, stripeOptions(c));
-const deps = (stripe: Stripe = stripeFor(config().stripe)): ReconcileDeps => ({ stripe, store: store(), livemode: false });
+const deps = (stripe: Stripe = stripeFor(config().stripe)): ReconcileDeps => ({ stripe, store: store(), livemode: false, scope: scope() });
+/** What this test sells: the price of stripe-mock's one subscription. */
+const scope = () => productScope([fixture.items.data[0]?.price.id ?? 'price_missing']);
 
 let fixture: Stripe.Subscription;
 let fixtureCustomer: string;
@@ -105,7 +109,7 @@ describe('reconcileSubscriptions', () => {
     });
     expect(progress).toEqual([expect.objectContaining({ type: 'page', page: 1, seen: 1, applied: 1, stale: 0 })]);
 
-    const snapshot = snapshotOf(fixture);
+    const snapshot = snapshotOf(readSubscription(fixture), scope());
     const stored = await row();
     expect(stored).toMatchObject({ user_id: user.id, stripe_customer_id: fixtureCustomer, status: fixture.status, price_id: snapshot?.price_id });
     expect(stored?.current_period_start?.toISOString()).toBe(snapshot?.current_period_start);
@@ -362,9 +366,10 @@ describe('rate limits and pagination', () => {
 });
 
 describe('loadReconcileConfig', () => {
-  it('needs Stripe and Supabase only, and names what is missing', () => {
+  it('needs Stripe, Supabase and what we sell only, and names what is missing', () => {
     const loaded = loadReconcileConfig({
       STRIPE_SECRET_KEY: 'sk_live_abc',
+      STRIPE_PRICE_ID: 'price_abc',
       SUPABASE_URL: 'https://abcd.supabase.co',
       SUPABASE_SERVICE_ROLE_KEY: 'service-role',
     });
@@ -378,6 +383,6 @@ describe('loadReconcileConfig', () => {
       error = caught;
     }
     expect(error).toBeInstanceOf(ConfigError);
-    expect((error as ConfigError).variables).toEqual(['SUPABASE_URL', 'SUPABASE_SERVICE_ROLE_KEY']);
+    expect((error as ConfigError).variables).toEqual(['SUPABASE_URL', 'SUPABASE_SERVICE_ROLE_KEY', 'STRIPE_PRICE_ID']);
   });
 });

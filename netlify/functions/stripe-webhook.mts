@@ -1,5 +1,5 @@
 // POST /api/stripe/webhook: Stripe's event deliveries, verified and applied at most once.
-import { MAX_EVENT_BYTES, receiveStripeEvent } from '../../src/billing/webhook.ts';
+import { applyStripeEvent, MAX_EVENT_BYTES, verifyStripeEvent } from '../../src/billing/webhook.ts';
 import { CONFIG_VARIABLES, loadWebhookConfig } from '../../src/config.ts';
 import { readTextWithin } from '../../src/http/body.ts';
 import { defineEndpoint } from '../../src/http/endpoint.ts';
@@ -17,9 +17,13 @@ export default defineEndpoint({
   run: async (req, deps, scope) => {
     // The signature covers the exact bytes Stripe sent: read them before anything parses them.
     const rawBody = await readTextWithin(req, MAX_EVENT_BYTES);
-    const { warn, ...result } = await receiveStripeEvent(deps, rawBody, req.headers.get('stripe-signature'));
+    const event = verifyStripeEvent(deps.config, rawBody, req.headers.get('stripe-signature'));
+    // Before applying, so that every line about this delivery, a failure's too, names it.
+    const about = { eventId: event.id, eventType: event.type, apiVersion: event.apiVersion };
+    scope.annotate(about);
+    const { alert, ...result } = await applyStripeEvent(deps, event);
     scope.annotate(result);
-    if (warn) scope.log.warn('event not applied', result);
+    if (alert) scope.log[alert]('event not applied', { ...about, ...result });
     return { body: { received: true } };
   },
 });

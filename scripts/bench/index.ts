@@ -16,11 +16,12 @@ import { loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type Stripe from 'stripe';
-import { LOCAL_JWT_SECRET, LOCAL_STRIPE_PRICE_ID, LOCAL_STRIPE_SECRET_KEY, LOCAL_STRIPE_WEBHOOK_SECRET } from '../lib/local-defaults.ts';
+import { LOCAL_JWT_SECRET, LOCAL_STRIPE_PRICE_ID, LOCAL_STRIPE_PRODUCT_ID, LOCAL_STRIPE_SECRET_KEY, LOCAL_STRIPE_WEBHOOK_SECRET } from '../lib/local-defaults.ts';
 import { issuerFor, mintAccessToken } from '../lib/tokens.ts';
 import { startLocalStack, type LocalStack } from '../stack/index.ts';
 import { startStripeMockBridge, type StripeMockBridge } from '../stack/stripe-mock-bridge.ts';
 import { reduceEvent } from '../../src/billing/events.ts';
+import { productScope } from '../../src/billing/product-scope.ts';
 import { loadStatusConfig } from '../../src/config.ts';
 import { createStore } from '../../src/store.ts';
 import { buildAll, BUILD_MODES, entries, shippedByNetlify, type Built } from './build.ts';
@@ -30,7 +31,6 @@ import type { SeedUser, WarmConfig, WarmResult } from './protocol.ts';
 import { machine, previousResults, writeReport, type ColdEntry, type Report } from './report.ts';
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const FIXTURES = path.join(REPO_ROOT, 'test/fixtures/events');
 
 function knob(name: string, fallback: number): number {
   const raw = process.env[name];
@@ -55,6 +55,7 @@ const BATCH: Record<string, number> = {
   '50': Math.max(100, Math.round(200 * SCALE)),
 };
 const SEEDED_USERS = 16;
+const SCOPE = productScope([LOCAL_STRIPE_PRICE_ID], [LOCAL_STRIPE_PRODUCT_ID]);
 
 const progress = (line: string) => process.stderr.write(`[bench] ${line}\n`);
 const started = performance.now();
@@ -114,12 +115,13 @@ async function main(): Promise<void> {
     STRIPE_API_BASE: bridge.url,
     STRIPE_SECRET_KEY: LOCAL_STRIPE_SECRET_KEY,
     STRIPE_PRICE_ID: LOCAL_STRIPE_PRICE_ID,
+    STRIPE_PRODUCT_ID: LOCAL_STRIPE_PRODUCT_ID,
     STRIPE_WEBHOOK_SECRET: LOCAL_STRIPE_WEBHOOK_SECRET,
     URL: 'https://analytics.example.com',
   };
   progress(`stack up (${elapsed()})`);
 
-  const factory = new EventFactory(FIXTURES);
+  const factory = new EventFactory();
   const { returning, subscribed } = await seed(env, factory);
 
   progress('bundling');
@@ -139,7 +141,6 @@ async function main(): Promise<void> {
     env,
     bundles,
     bridgeUrl: bridge.url,
-    fixturesDir: FIXTURES,
     returning,
     subscribed,
     rounds: ROUNDS,
@@ -181,9 +182,9 @@ async function seed(env: Record<string, string>, factory: EventFactory): Promise
       continue;
     }
     for (const event of factory.history(customer, now - 3600)) {
-      const reduction = reduceEvent(JSON.parse(payloadOf(event)) as Stripe.Event);
+      const reduction = reduceEvent(JSON.parse(payloadOf(event)) as Stripe.Event, SCOPE);
       if (reduction.action !== 'apply') throw new Error(`seed: ${event.type} not applied`);
-      await store.applyEvent({ id: event.id, type: event.type, created: event.created, livemode: event.livemode, change: reduction.change });
+      await store.applyEvent({ id: event.id, type: event.type, created: event.created, livemode: event.livemode, apiVersion: null, change: reduction.change });
     }
     subscribed.push(user);
   }

@@ -18,7 +18,7 @@ import type Stripe from 'stripe';
 import { issuerFor, mintAccessToken } from '../lib/tokens.ts';
 import { reduceEvent } from '../../src/billing/events.ts';
 import { dashboardUrl } from '../../src/billing/urls.ts';
-import { loadCheckoutConfig, type CheckoutConfig } from '../../src/config.ts';
+import { loadCheckoutConfig, loadWebhookConfig, type CheckoutConfig } from '../../src/config.ts';
 import { createStore, type BillingStore, type EventToApply } from '../../src/store.ts';
 import { createStripe } from '../../src/stripe-client.ts';
 import { EventFactory, HANDLED_TYPES, newCustomer, payloadOf, signPayload, UNHANDLED_TYPE, type Customer, type StripeEventShape } from './events.ts';
@@ -72,10 +72,11 @@ const handler = (name: string): Handler => {
 
 // The baseline's clients: the same factories and options the functions use.
 const checkoutConfig: CheckoutConfig = loadCheckoutConfig(process.env);
+const scope = loadWebhookConfig(process.env).scope;
 const store: BillingStore = createStore(checkoutConfig.store);
 const stripe: Stripe = await createStripe(checkoutConfig.stripe);
 const webhookSecret = config.env['STRIPE_WEBHOOK_SECRET'] ?? '';
-const events = new EventFactory(config.fixturesDir);
+const events = new EventFactory();
 const appUrl = checkoutConfig.appUrl;
 
 // The requests, as the dashboard and Stripe send them ------------------------------
@@ -121,15 +122,15 @@ async function directStatus(user: SeedUser): Promise<void> {
 
 const directOutcomes: Record<string, number> = {};
 async function directApply(event: EventToApply): Promise<void> {
-  const outcome = await store.applyEvent(event);
+  const { outcome } = await store.applyEvent(event);
   directOutcomes[outcome] = (directOutcomes[outcome] ?? 0) + 1;
 }
 
 /** What the webhook writes for an event: reduced here, before any timing. */
 function toApply(event: StripeEventShape): EventToApply {
-  const reduction = reduceEvent(JSON.parse(payloadOf(event)) as Stripe.Event);
+  const reduction = reduceEvent(JSON.parse(payloadOf(event)) as Stripe.Event, scope);
   if (reduction.action !== 'apply') throw new Error(`${event.type} is not applied: ${reduction.reason}`);
-  return { id: event.id, type: event.type, created: event.created, livemode: event.livemode, change: reduction.change };
+  return { id: event.id, type: event.type, created: event.created, livemode: event.livemode, apiVersion: null, change: reduction.change };
 }
 
 async function expectOk(response: Response, expected = 200): Promise<void> {

@@ -21,6 +21,7 @@ import { fileURLToPath } from 'node:url';
 import {
   LOCAL_JWT_SECRET,
   LOCAL_STRIPE_PRICE_ID,
+  LOCAL_STRIPE_PRODUCT_ID,
   LOCAL_STRIPE_SECRET_KEY,
   LOCAL_STRIPE_WEBHOOK_SECRET,
 } from '../lib/local-defaults.ts';
@@ -139,6 +140,7 @@ async function main(): Promise<number> {
       STRIPE_API_BASE: bridge.url,
       STRIPE_SECRET_KEY: LOCAL_STRIPE_SECRET_KEY,
       STRIPE_PRICE_ID: LOCAL_STRIPE_PRICE_ID,
+      STRIPE_PRODUCT_ID: LOCAL_STRIPE_PRODUCT_ID,
       STRIPE_WEBHOOK_SECRET: LOCAL_STRIPE_WEBHOOK_SECRET,
       URL: `http://localhost:${port}`,
     },

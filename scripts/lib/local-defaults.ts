@@ -6,6 +6,8 @@ export const LOCAL_JWT_SECRET = 'super-secret-jwt-token-with-at-least-32-charact
 /** stripe-mock accepts any key of the form sk_test_…. */
 export const LOCAL_STRIPE_SECRET_KEY = 'sk_test_123';
 export const LOCAL_STRIPE_PRICE_ID = 'price_local_monthly';
+/** The product of the fixtures' prices (test/fixtures/events): any of its prices counts as ours. */
+export const LOCAL_STRIPE_PRODUCT_ID = 'prod_TUq1Analytics';
 export const LOCAL_STRIPE_WEBHOOK_SECRET = 'whsec_local_development_only';
 
 export const DEV_PORTS = { netlify: 8888, gateway: 54321, postgres: 54322, postgrest: 54323, stripeMock: 12111, stripeBridge: 12110 };

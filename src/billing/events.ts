@@ -1,10 +1,22 @@
 // Reduces a verified Stripe event to the state change we store, or to nothing when the
 // event is not one we act on. Pure: no I/O, so every rule here is unit-testable.
-// Everything comes from the event's own object: no extra Stripe call is needed.
+// Everything comes from the event's own object: no extra Stripe call is needed. The
+// object is read through stripe-objects.ts, whatever API version rendered it.
 
 import type Stripe from 'stripe';
 import type { InvoiceOutcome, PaymentOutcome, StateChange, SubscriptionSnapshot } from '../store.ts';
 import { SUBSCRIPTION_STATUSES, type SubscriptionStatus } from './access.ts';
+import { isForThisProduct, type ProductScope } from './product-scope.ts';
+import {
+  readCheckoutSession,
+  readCustomerId,
+  readInvoice,
+  readSubscription,
+  UnreadableObjectError,
+  type CheckoutSessionFacts,
+  type InvoiceFacts,
+  type SubscriptionFacts,
+} from './stripe-objects.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -34,101 +46,123 @@ export const HANDLED_EVENT_TYPES: ReadonlySet<Stripe.Event.Type> = new Set<Strip
 export type Reduction =
   | { action: 'apply'; change: StateChange }
   /** Acknowledged without a write; `reason` is for the log. */
-  | { action: 'skip'; reason: string };
+  | { action: 'skip'; reason: string }
+  /** Verified, but its object lacks what we need: acknowledged, logged and recorded as
+   *  failed, since no redelivery of the same bytes can fix it. */
+  | { action: 'unreadable'; reason: string };
 
 const skip = (reason: string): Reduction => ({ action: 'skip', reason });
 
-export function reduceEvent(event: Stripe.Event): Reduction {
+/** The minimum of an event this module reads; the object is read by stripe-objects.ts. */
+export interface EventEnvelope {
+  type: string;
+  data: { object: unknown };
+}
+
+export function reduceEvent(event: EventEnvelope, scope: ProductScope): Reduction {
+  try {
+    return reduceReadable(event, scope);
+  } catch (error) {
+    if (error instanceof UnreadableObjectError) return { action: 'unreadable', reason: error.message };
+    throw error;
+  }
+}
+
+function reduceReadable(event: EventEnvelope, scope: ProductScope): Reduction {
+  const object = event.data.object;
   switch (event.type) {
     case 'checkout.session.completed':
-      return reduceCheckoutCompleted(event.data.object);
+      return reduceCheckoutCompleted(readCheckoutSession(object));
     case 'customer.subscription.created':
     case 'customer.subscription.updated':
     case 'customer.subscription.deleted':
     case 'customer.subscription.paused':
-    case 'customer.subscription.resumed': {
-      const subscription = snapshotOf(event.data.object);
-      return subscription ? { action: 'apply', change: { kind: 'subscription', subscription } } : skip('subscription without a known status');
-    }
+    case 'customer.subscription.resumed':
+      return { action: 'apply', change: { kind: 'subscription', subscription: snapshotOf(readSubscription(object), scope) } };
     case 'invoice.paid':
     case 'invoice.payment_failed':
     case 'invoice.payment_action_required': {
-      const invoice = invoiceOutcomeOf(event.data.object, INVOICE_OUTCOMES[event.type]);
+      const invoice = invoiceOutcomeOf(readInvoice(object), INVOICE_OUTCOMES[event.type]);
       return invoice ? { action: 'apply', change: { kind: 'invoice', invoice } } : skip('invoice not for a subscription');
     }
     case 'customer.subscription.trial_will_end': {
-      const customerId = idOf(event.data.object.customer);
-      if (!customerId) return skip('subscription without a customer');
-      return { action: 'apply', change: { kind: 'trial_will_end', subscription_id: event.data.object.id, customer_id: customerId } };
+      const { id, customerId } = readSubscription(object);
+      return { action: 'apply', change: { kind: 'trial_will_end', subscription_id: id, customer_id: customerId } };
     }
     case 'customer.deleted':
-      return { action: 'apply', change: { kind: 'customer_deleted', customer_id: event.data.object.id } };
+      return { action: 'apply', change: { kind: 'customer_deleted', customer_id: readCustomerId(object) } };
     default:
       return skip('unhandled event type');
   }
 }
 
-function reduceCheckoutCompleted(session: Stripe.Checkout.Session): Reduction {
+/** The mark our checkout leaves on the sessions it creates (see checkout.ts): the user
+ *  id both as client_reference_id and in metadata. A Payment Link or pricing table
+ *  lets the buyer set client_reference_id, but never per-buyer metadata. */
+export function isOurCheckoutSession(session: CheckoutSessionFacts): boolean {
+  return session.paymentLinkId === null && session.clientReferenceId !== null && session.metadata['userId'] === session.clientReferenceId;
+}
+
+function reduceCheckoutCompleted(session: CheckoutSessionFacts): Reduction {
   if (session.mode !== 'subscription') return skip('not a subscription checkout');
-  const userId = userIdOf(session.client_reference_id) ?? userIdOf(session.metadata?.['userId']);
-  // A Payment Link or a session made elsewhere: not ours to link to a user.
+  // Made elsewhere on the same account: not ours to link to a user. The database also
+  // checks that the session's customer is the one our checkout stored for the user.
+  if (!isOurCheckoutSession(session)) return skip('checkout session not created by this backend');
+  const userId = userIdOf(session.clientReferenceId);
   if (!userId) return skip('checkout session has no user id');
-  const customerId = idOf(session.customer);
-  const subscriptionId = idOf(session.subscription);
-  if (!customerId || !subscriptionId) return skip('checkout session has no customer or subscription');
+  if (!session.customerId || !session.subscriptionId) return skip('checkout session has no customer or subscription');
   return {
     action: 'apply',
     change: {
       kind: 'checkout_completed',
       user_id: userId,
-      customer_id: customerId,
-      subscription_id: subscriptionId,
-      email: session.customer_details?.email ?? session.customer_email ?? session.metadata?.['email'] ?? null,
+      customer_id: session.customerId,
+      subscription_id: session.subscriptionId,
+      email: session.email,
     },
   };
 }
 
-/** The stored view of a subscription. Since API version 2025-03-31 the billing period
- *  lives on each item; with several items the subscription's period spans them all. */
-export function snapshotOf(subscription: Stripe.Subscription): SubscriptionSnapshot | null {
-  const customerId = idOf(subscription.customer);
-  if (!customerId || !isStatus(subscription.status)) return null;
-  const items = subscription.items.data;
-  const first = items[0];
-  const starts = items.map((item) => item.current_period_start);
-  const ends = items.map((item) => item.current_period_end);
+/** The stored view of a subscription. With several items the period spans them all and
+ *  the first item of this product is the one whose price is stored. */
+export function snapshotOf(subscription: SubscriptionFacts, scope: ProductScope): SubscriptionSnapshot {
+  if (!isStatus(subscription.status)) {
+    throw new UnreadableObjectError(`subscription ${subscription.id}: unknown status ${JSON.stringify(subscription.status)}`);
+  }
+  const ours = subscription.items.find((item) => isForThisProduct([item], scope));
+  const shown = ours ?? subscription.items[0];
   return {
     id: subscription.id,
-    customer_id: customerId,
+    customer_id: subscription.customerId,
     user_id: userIdOf(subscription.metadata['userId']),
     status: subscription.status,
-    price_id: first?.price.id ?? null,
-    quantity: first?.quantity ?? null,
-    current_period_start: starts.length > 0 ? iso(Math.min(...starts)) : null,
-    current_period_end: ends.length > 0 ? iso(Math.max(...ends)) : null,
-    cancel_at_period_end: subscription.cancel_at_period_end,
-    cancel_at: iso(subscription.cancel_at),
-    canceled_at: iso(subscription.canceled_at),
-    ended_at: iso(subscription.ended_at),
-    trial_start: iso(subscription.trial_start),
-    trial_end: iso(subscription.trial_end),
+    price_id: shown?.price.id ?? null,
+    product_id: shown?.price.productId ?? null,
+    quantity: shown?.quantity ?? null,
+    for_this_product: ours !== undefined,
+    current_period_start: iso(subscription.currentPeriodStart),
+    current_period_end: iso(subscription.currentPeriodEnd),
+    cancel_at_period_end: subscription.cancelAtPeriodEnd,
+    cancel_at: iso(subscription.cancelAt),
+    canceled_at: iso(subscription.canceledAt),
+    ended_at: iso(subscription.endedAt),
+    trial_start: iso(subscription.trialStart),
+    trial_end: iso(subscription.trialEnd),
     created: iso(subscription.created),
   };
 }
 
-function invoiceOutcomeOf(invoice: Stripe.Invoice, outcome: PaymentOutcome): InvoiceOutcome | null {
-  const subscriptionId = idOf(invoice.parent?.subscription_details?.subscription);
-  const customerId = idOf(invoice.customer);
-  if (!subscriptionId || !customerId || !invoice.id) return null;
+function invoiceOutcomeOf(invoice: InvoiceFacts, outcome: PaymentOutcome): InvoiceOutcome | null {
+  if (!invoice.subscriptionId) return null;
   return {
     id: invoice.id,
-    customer_id: customerId,
-    subscription_id: subscriptionId,
+    customer_id: invoice.customerId,
+    subscription_id: invoice.subscriptionId,
     outcome,
-    amount: outcome === 'paid' ? invoice.amount_paid : invoice.amount_due,
+    amount: outcome === 'paid' ? invoice.amountPaid : invoice.amountDue,
     currency: invoice.currency,
-    hosted_invoice_url: invoice.hosted_invoice_url ?? null,
-    next_payment_attempt: iso(invoice.next_payment_attempt),
+    hosted_invoice_url: invoice.hostedInvoiceUrl,
+    next_payment_attempt: iso(invoice.nextPaymentAttempt),
   };
 }
 
@@ -141,13 +175,7 @@ function userIdOf(value: string | null | undefined): string | null {
 }
 
 function iso(seconds: number): string;
-function iso(seconds: number | null | undefined): string | null;
-function iso(seconds: number | null | undefined): string | null {
-  return typeof seconds === 'number' ? new Date(seconds * 1000).toISOString() : null;
-}
-
-/** Stripe fields that hold either an id or the expanded object. */
-function idOf(value: string | { id: string } | null | undefined): string | null {
-  if (!value) return null;
-  return typeof value === 'string' ? value : value.id;
+function iso(seconds: number | null): string | null;
+function iso(seconds: number | null): string | null {
+  return seconds === null ? null : new Date(seconds * 1000).toISOString();
 }

@@ -35,6 +35,8 @@
 import Stripe from 'stripe';
 import type { ApplyOutcome, BillingStore } from '../store.ts';
 import { snapshotOf } from './events.ts';
+import type { ProductScope } from './product-scope.ts';
+import { readSubscription, UnreadableObjectError } from './stripe-objects.ts';
 
 export const RECONCILE_EVENT_TYPE = 'reconcile.subscription';
 /** Stripe's maximum page size. */
@@ -51,6 +53,8 @@ export interface ReconcileDeps {
   store: BillingStore;
   /** The mode of the Stripe key (config.stripe.mode === 'live'); recorded on each event. */
   livemode: boolean;
+  /** What this backend sells: decides which subscriptions are the user's here. */
+  scope: ProductScope;
 }
 
 export interface ReconcileOptions {
@@ -73,7 +77,7 @@ export interface ReconcileCounts {
   stale: number;
   duplicate: number;
   ignored: number;
-  /** Not writable: snapshotOf found no customer or an unknown status. */
+  /** Not writable: the subscription could not be read (each is also a 'read' failure). */
   skipped: number;
   /** Dry run only: snapshots that would have been written. */
   planned: number;
@@ -83,7 +87,7 @@ export interface ReconcileCounts {
 
 export interface ReconcileFailure {
   /** 'list': a page could not be fetched, and the run stopped there. */
-  stage: 'list' | 'apply';
+  stage: 'list' | 'read' | 'apply';
   subscriptionId: string | null;
   message: string;
 }
@@ -189,9 +193,13 @@ export async function reconcileSubscriptions(deps: ReconcileDeps, options: Recon
 
     for (const subscription of list.data) {
       report.seen += 1;
-      const snapshot = snapshotOf(subscription);
-      if (!snapshot) {
+      let snapshot;
+      try {
+        snapshot = snapshotOf(readSubscription(subscription), deps.scope);
+      } catch (error) {
+        if (!(error instanceof UnreadableObjectError)) throw error;
         report.skipped += 1;
+        report.failures.push({ stage: 'read', subscriptionId: subscription.id, message: error.message });
         continue;
       }
       if (dryRun) {
@@ -200,13 +208,14 @@ export async function reconcileSubscriptions(deps: ReconcileDeps, options: Recon
       }
       let outcome: ApplyOutcome;
       try {
-        outcome = await deps.store.applyEvent({
+        outcome = (await deps.store.applyEvent({
           id: `reconcile_${subscription.id}_${fetchedAt.getTime()}`,
           type: RECONCILE_EVENT_TYPE,
           created,
           livemode: deps.livemode,
+          apiVersion: null,
           change: { kind: 'subscription', subscription: snapshot },
-        });
+        })).outcome;
       } catch (error) {
         report.failures.push({ stage: 'apply', subscriptionId: subscription.id, message: messageOf(error) });
         consecutiveFailures += 1;

@@ -1,7 +1,6 @@
-import type Stripe from 'stripe';
 import type { WebhookConfig } from '../config.ts';
 import { InvalidEventError, InvalidSignatureError } from '../errors.ts';
-import type { ApplyOutcome, BillingStore } from '../store.ts';
+import type { ApplyOutcome, ApplyResult, BillingStore, EventReceipt } from '../store.ts';
 import { reduceEvent } from './events.ts';
 import { checkStripeSignature } from './signature.ts';
 
@@ -9,73 +8,98 @@ import { checkStripeSignature } from './signature.ts';
 export const SIGNATURE_TOLERANCE_SECONDS = 300;
 /** Stripe's events are far smaller; anything bigger is not from Stripe. */
 export const MAX_EVENT_BYTES = 1024 * 1024;
+/** Recording a failed attempt on the way to a 500 must not push the answer past
+ *  Netlify's 10 s: the apply already had up to STORE_TIMEOUT_MS. */
+const FAILURE_RECORD_TIMEOUT_MS = 1_000;
 
 export interface WebhookDeps {
   config: WebhookConfig;
   store: BillingStore;
 }
 
-export interface WebhookResult {
-  eventId: string;
-  eventType: string;
-  outcome: ApplyOutcome | 'skipped';
-  reason?: string;
-  /** Deserves a warning in the log. */
-  warn?: boolean;
+/** A verified delivery: the envelope this code relies on, its object still unread. */
+export interface VerifiedEvent extends EventReceipt {
+  data: { object: unknown };
 }
 
-/** Verifies the signature over the raw body, then applies the event at most once. */
-export async function receiveStripeEvent(
-  deps: WebhookDeps,
-  rawBody: string,
-  signature: string | null,
-): Promise<WebhookResult> {
+export interface WebhookResult {
+  outcome: ApplyOutcome | 'skipped' | 'failed';
+  reason?: string;
+  /** Deserves a line of its own in the log, at this level. */
+  alert?: 'warn' | 'error';
+}
+
+/** Checks the signature over the raw body (400 if it fails) and returns the event. */
+export function verifyStripeEvent(config: WebhookConfig, rawBody: string, signature: string | null): VerifiedEvent {
   if (!signature) throw new InvalidSignatureError('Missing stripe-signature header');
-  if (checkStripeSignature(rawBody, signature, deps.config.webhookSecret, SIGNATURE_TOLERANCE_SECONDS) !== null) {
-    throw new InvalidSignatureError();
-  }
-  let event: unknown;
+  // Any one secret verifying is enough: a rolled secret, or a second endpoint.
+  const verified = config.webhookSecrets.some(
+    (secret) => checkStripeSignature(rawBody, signature, secret, SIGNATURE_TOLERANCE_SECONDS) === null,
+  );
+  if (!verified) throw new InvalidSignatureError();
+  let parsed: unknown;
   try {
-    event = JSON.parse(rawBody);
+    parsed = JSON.parse(rawBody);
   } catch {
     throw new InvalidEventError(); // a valid signature over something that is not JSON
   }
-  if (!isEvent(event)) throw new InvalidEventError();
+  const event = envelopeOf(parsed);
+  if (!event) throw new InvalidEventError();
+  return event;
+}
 
+/**
+ * Applies a verified event at most once. Throws only for what a retry can fix (the
+ * database down, a lock timeout): the webhook then answers 500 and Stripe redelivers.
+ * An event that cannot be read is acknowledged and recorded as failed, with why.
+ */
+export async function applyStripeEvent(deps: WebhookDeps, event: VerifiedEvent): Promise<WebhookResult> {
   // A test-mode event reaching a live deploy (or the reverse) is somebody's
   // misconfigured endpoint: acknowledge it so Stripe stops, and never apply it.
   if (event.livemode !== (deps.config.stripe.mode === 'live')) {
-    return { eventId: event.id, eventType: event.type, outcome: 'skipped', reason: 'livemode does not match STRIPE_SECRET_KEY', warn: true };
+    return { outcome: 'skipped', reason: 'livemode does not match STRIPE_SECRET_KEY', alert: 'warn' };
   }
 
-  const reduction = reduceEvent(event);
-  if (reduction.action === 'skip') {
-    return { eventId: event.id, eventType: event.type, outcome: 'skipped', reason: reduction.reason };
+  const reduction = reduceEvent(event, deps.config.scope);
+  if (reduction.action === 'skip') return { outcome: 'skipped', reason: reduction.reason };
+  const receipt: EventReceipt = { id: event.id, type: event.type, created: event.created, livemode: event.livemode, apiVersion: event.apiVersion };
+  if (reduction.action === 'unreadable') {
+    await deps.store.recordFailedEvent(receipt, reduction.reason);
+    return { outcome: 'failed', reason: reduction.reason, alert: 'error' };
   }
-  const outcome = await deps.store.applyEvent({
-    id: event.id,
-    type: event.type,
-    created: event.created,
-    livemode: event.livemode,
-    change: reduction.change,
-  });
-  return { eventId: event.id, eventType: event.type, outcome };
+  let result: ApplyResult;
+  try {
+    result = await deps.store.applyEvent({ ...receipt, change: reduction.change });
+  } catch (error) {
+    // Nothing was applied (the transaction rolled back). Say so where it can be found,
+    // if the database still answers; Stripe's redelivery then applies the event.
+    const reason = error instanceof Error ? error.message : String(error);
+    await deps.store.recordFailedEvent(receipt, reason, { timeoutMs: FAILURE_RECORD_TIMEOUT_MS }).catch(() => {});
+    throw error;
+  }
+  return result.reason === undefined ? { outcome: result.outcome } : { outcome: result.outcome, reason: result.reason, alert: 'warn' };
 }
 
 /** The parts of an event this code relies on; the signature proves who sent it, not its shape. */
-function isEvent(value: unknown): value is Stripe.Event {
-  if (typeof value !== 'object' || value === null) return false;
+function envelopeOf(value: unknown): VerifiedEvent | null {
+  if (typeof value !== 'object' || value === null) return null;
   const event = value as Record<string, unknown>;
   const data = event['data'];
-  return (
-    typeof event['id'] === 'string' &&
-    event['id'].startsWith('evt_') &&
-    event['object'] === 'event' &&
-    typeof event['type'] === 'string' &&
-    typeof event['created'] === 'number' &&
-    typeof event['livemode'] === 'boolean' &&
-    typeof data === 'object' &&
-    data !== null &&
-    typeof (data as Record<string, unknown>)['object'] === 'object'
-  );
+  const { id, type, created, livemode } = event;
+  if (
+    typeof id !== 'string' ||
+    !id.startsWith('evt_') ||
+    event['object'] !== 'event' ||
+    typeof type !== 'string' ||
+    typeof created !== 'number' ||
+    !Number.isSafeInteger(created) ||
+    typeof livemode !== 'boolean' ||
+    typeof data !== 'object' ||
+    data === null ||
+    typeof (data as Record<string, unknown>)['object'] !== 'object'
+  ) {
+    return null;
+  }
+  const apiVersion = typeof event['api_version'] === 'string' ? event['api_version'] : null;
+  return { id, type, created, livemode, apiVersion, data: { object: (data as Record<string, unknown>)['object'] } };
 }
