@@ -1,18 +1,20 @@
-// Realistic, signed Stripe events for the benchmark: the fixtures of test/fixtures/events
-// (one real-shaped event per type) with fresh ids, so every delivery is new to the
-// database, signed the way Stripe signs them.
+// Signed Stripe events for the benchmark, from the shared builder
+// (scripts/lib/stripe-events.ts) with fresh ids, so every delivery is new to the
+// database, signed the way Stripe signs them (node:crypto: the bench's webhook process
+// must not load the Stripe SDK to make its load).
 
 import { createHmac, randomBytes, randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
-
-/** The ids the fixtures use, replaced in every copy. */
-const FIXTURE = {
-  userId: '5b0c3f5e-8f4a-4c1e-9d1b-2f6a7c8d9e01',
-  customerId: 'cus_TUq3pLrV0aXk9Z',
-  subscriptionId: 'sub_1SXqAzLkdIwHu7ixR4tYb8Qp',
-  email: 'ada@example.com',
-};
+import {
+  checkoutSessionCompletedEvent,
+  customerDeletedEvent,
+  FIXTURE_IDS,
+  fixtureEvent,
+  invoiceEvent,
+  stripeId,
+  subscriptionEvent,
+  type Parties,
+  type SubscriptionState,
+} from '../lib/stripe-events.ts';
 
 export const HANDLED_TYPES = [
   'checkout.session.completed',
@@ -52,39 +54,57 @@ export function newCustomer(): Customer {
   return { userId, customerId: `cus_bench${tag}`, subscriptionId: `sub_bench${tag}`, email: `bench-${userId.slice(0, 8)}@example.com` };
 }
 
+const DAY = 86_400;
+const AMOUNT = 900;
+
 export class EventFactory {
-  readonly #templates = new Map<string, string>();
-  readonly #dir: string;
-
-  constructor(fixturesDir: string) {
-    this.#dir = fixturesDir;
-  }
-
-  #template(type: string): string {
-    let text = this.#templates.get(type);
-    if (text === undefined) {
-      text = readFileSync(path.join(this.#dir, `${type}.json`), 'utf8');
-      this.#templates.set(type, text);
-    }
-    return text;
-  }
-
   /** A fresh event of `type` for `customer`, created at `created` (seconds). */
   event(type: string, customer: Customer, created: number): StripeEventShape {
-    const text = this.#template(type)
-      .replaceAll(FIXTURE.userId, customer.userId)
-      .replaceAll(FIXTURE.customerId, customer.customerId)
-      .replaceAll(FIXTURE.subscriptionId, customer.subscriptionId)
-      .replaceAll(FIXTURE.email, customer.email);
-    const event = JSON.parse(text) as StripeEventShape;
-    event.id = `evt_bench${randomBytes(12).toString('hex')}`;
-    event.created = created;
-    const object = event.data.object;
-    // Objects with an id of their own (invoices, sessions) get a fresh one too.
-    if (typeof object['id'] === 'string' && object['id'] !== customer.customerId && object['id'] !== customer.subscriptionId) {
-      object['id'] = `${String(object['id']).split('_').slice(0, -1).join('_') || 'obj'}_bench${randomBytes(8).toString('hex')}`;
+    const parties: Parties = { ...customer, priceId: FIXTURE_IDS.priceId, amount: AMOUNT, currency: 'eur' };
+    const state: SubscriptionState = {
+      status: type === 'customer.subscription.deleted' ? 'canceled' : type === 'customer.subscription.paused' ? 'paused' : 'active',
+      created: created - DAY,
+      periodStart: created - DAY,
+      periodEnd: created + 29 * DAY,
+      cancelAtPeriodEnd: false,
+      canceledAt: type === 'customer.subscription.deleted' ? created : null,
+      endedAt: type === 'customer.subscription.deleted' ? created : null,
+      trialStart: null,
+      trialEnd: null,
+      latestInvoice: null,
+    };
+    const invoice = {
+      id: stripeId('in'),
+      billingReason: 'subscription_cycle' as const,
+      periodStart: created - DAY,
+      periodEnd: created + 29 * DAY,
+      amount: AMOUNT,
+      attemptCount: 1,
+      nextPaymentAttempt: type === 'invoice.payment_failed' ? created + 3 * DAY : null,
+    };
+    switch (type) {
+      case 'checkout.session.completed':
+        return shape(checkoutSessionCompletedEvent(parties, created, { invoiceId: invoice.id, amountTotal: AMOUNT }));
+      case 'customer.subscription.created':
+      case 'customer.subscription.updated':
+      case 'customer.subscription.deleted':
+      case 'customer.subscription.paused':
+      case 'customer.subscription.resumed':
+      case 'customer.subscription.trial_will_end':
+        return shape(subscriptionEvent(type, parties, created, state));
+      case 'invoice.paid':
+      case 'invoice.payment_failed':
+      case 'invoice.payment_action_required':
+        return shape(invoiceEvent(type, parties, created, invoice));
+      case 'customer.deleted':
+        return shape(customerDeletedEvent(parties, created));
+      default: {
+        const event = fixtureEvent(type);
+        event.id = stripeId('evt');
+        event.created = created;
+        return shape(event);
+      }
     }
-    return event;
   }
 
   /** A new customer's first events, as Stripe sends them around a paid checkout. */
@@ -96,6 +116,10 @@ export class EventFactory {
       this.event('customer.subscription.updated', customer, created + 1),
     ];
   }
+}
+
+function shape(event: { id: string; type: string; created: number; livemode: boolean; data: unknown }): StripeEventShape {
+  return event as StripeEventShape;
 }
 
 /** Stripe's signature header: t=<seconds>,v1=<HMAC-SHA256 of "t.payload" with the secret>. */

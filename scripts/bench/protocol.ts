@@ -16,7 +16,6 @@ export interface WarmConfig {
   bundles: Record<string, string>;
   /** The stripe-mock bridge (for its request recorder). */
   bridgeUrl: string;
-  fixturesDir: string;
   /** Users with a stored Stripe customer and no subscription (checkout of a returning user). */
   returning: SeedUser[];
   /** Users with an active subscription (portal, status). */

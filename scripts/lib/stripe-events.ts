@@ -1,6 +1,9 @@
-// Realistic Stripe events for one customer's subscription, built from the fixtures in
-// test/fixtures/events (one real-shaped event per type) with the ids, times and state
-// of the story being told. Pure: no I/O beyond reading the fixtures once.
+// The one builder of Stripe objects for tests, `npm run stripe:trigger` and the bench:
+// realistic events for one customer's subscription, built from the fixtures in
+// test/fixtures/events (one real-shaped event per type, in the API version the SDK
+// pins) with the ids, times and state of the story being told, and rendered in any API
+// version a live webhook endpoint may still use (renderInVersion, below). Pure: no I/O
+// beyond reading the fixtures once.
 
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -29,6 +32,21 @@ export function stripeId(prefix: string, length = 24): string {
   return `${prefix}_${out}`;
 }
 
+/** The ids in the fixtures, for tests that read a fixture as it is. */
+export const FIXTURE_IDS = {
+  userId: '5b0c3f5e-8f4a-4c1e-9d1b-2f6a7c8d9e01',
+  customerId: 'cus_TUq3pLrV0aXk9Z',
+  subscriptionId: 'sub_1SXqAzLkdIwHu7ixR4tYb8Qp',
+  priceId: 'price_1SXq0aLkdIwHu7ixMonthly',
+  productId: 'prod_TUq1Analytics',
+  email: 'ada@example.com',
+} as const;
+
+/** A fresh copy of the fixture event of `type`, as it is: its ids, its times. */
+export function fixtureEvent(type: string): Stripe.Event {
+  return fixture(type);
+}
+
 /** Who the events are about. One customer, one subscription, one price. */
 export interface Parties {
   userId: string;
@@ -36,6 +54,8 @@ export interface Parties {
   customerId: string;
   subscriptionId: string;
   priceId: string;
+  /** The price's product; the fixtures' product when not given. */
+  productId?: string;
   /** Per period, in the smallest currency unit. */
   amount: number;
   currency: string;
@@ -59,7 +79,16 @@ export type SubscriptionEventType =
   | 'customer.subscription.created'
   | 'customer.subscription.updated'
   | 'customer.subscription.deleted'
+  | 'customer.subscription.paused'
+  | 'customer.subscription.resumed'
   | 'customer.subscription.trial_will_end';
+
+/** How the subscription's own fields differ from what our checkout makes. */
+export interface SubscriptionVariant {
+  /** No metadata.userId, as for a subscription created outside our checkout. */
+  withoutUserMetadata?: boolean;
+  quantity?: number;
+}
 
 /** Stripe's `request`: the API request that caused the event, or none (Stripe's own doing). */
 export type Cause = 'automatic' | 'customer';
@@ -80,7 +109,7 @@ function itemId(subscriptionId: string): string {
   return `si_${subscriptionId.slice(subscriptionId.indexOf('_') + 1, subscriptionId.indexOf('_') + 15)}`;
 }
 
-function subscriptionObject(sub: Obj, parties: Parties, state: SubscriptionState): void {
+function subscriptionObject(sub: Obj, parties: Parties, state: SubscriptionState, variant: SubscriptionVariant): void {
   Object.assign(sub, {
     id: parties.subscriptionId,
     customer: parties.customerId,
@@ -97,7 +126,8 @@ function subscriptionObject(sub: Obj, parties: Parties, state: SubscriptionState
     trial_end: state.trialEnd,
     latest_invoice: state.latestInvoice,
     currency: parties.currency,
-    metadata: { userId: parties.userId, ...(parties.email && { email: parties.email }) },
+    metadata: variant.withoutUserMetadata ? {} : { userId: parties.userId, ...(parties.email && { email: parties.email }) },
+    pause_collection: null,
   });
   const items = sub['items'] as { data: Obj[]; url: string };
   const item = items.data[0] ?? {};
@@ -109,7 +139,7 @@ function subscriptionObject(sub: Obj, parties: Parties, state: SubscriptionState
     created: state.created,
     current_period_start: state.periodStart,
     current_period_end: state.periodEnd,
-    quantity: 1,
+    quantity: variant.quantity ?? 1,
   });
   for (const key of ['price', 'plan']) {
     const price = item[key] as Obj;
@@ -117,6 +147,7 @@ function subscriptionObject(sub: Obj, parties: Parties, state: SubscriptionState
     price['currency'] = parties.currency;
     price[key === 'price' ? 'unit_amount' : 'amount'] = parties.amount;
     price[key === 'price' ? 'unit_amount_decimal' : 'amount_decimal'] = String(parties.amount);
+    price['product'] = parties.productId ?? FIXTURE_IDS.productId;
   }
 }
 
@@ -129,9 +160,9 @@ export function subscriptionEvent(
   parties: Parties,
   created: number,
   state: SubscriptionState,
-  options: { previous?: Obj; cause?: Cause } = {},
+  options: { previous?: Obj; cause?: Cause } & SubscriptionVariant = {},
 ): Stripe.Event {
-  const e = event(type, created, options.cause ?? 'automatic', (sub) => subscriptionObject(sub, parties, state));
+  const e = event(type, created, options.cause ?? 'automatic', (sub) => subscriptionObject(sub, parties, state, options));
   const data = e.data as { previous_attributes?: Obj };
   if (type === 'customer.subscription.updated' && options.previous) data.previous_attributes = options.previous;
   else delete data.previous_attributes;
@@ -200,6 +231,7 @@ export function invoiceEvent(type: InvoiceEventType, parties: Parties, created: 
     details['subscription_item'] = itemId(parties.subscriptionId);
     const pricing = line['pricing'] as { price_details: Obj };
     pricing.price_details['price'] = parties.priceId;
+    pricing.price_details['product'] = parties.productId ?? FIXTURE_IDS.productId;
   });
 }
 
@@ -230,4 +262,148 @@ export function checkoutSessionCompletedEvent(
       cancel_url: `${appUrl}/dashboard?checkout=canceled`,
     });
   });
+}
+
+/** The customer was deleted (in the Dashboard, or by the API). */
+export function customerDeletedEvent(parties: Pick<Parties, 'customerId' | 'email'>, created: number): Stripe.Event {
+  return event('customer.deleted', created, 'customer', (customer) => {
+    Object.assign(customer, { id: parties.customerId, email: parties.email, deleted: true });
+  });
+}
+
+// API versions ------------------------------------------------------------------------
+//
+// A webhook endpoint renders every event in the API version it was created with. These
+// are the versions a live account may still use for its endpoint, oldest first, each
+// the first of its release (where Stripe makes breaking changes), ending with the one
+// the SDK pins, in which the fixtures are written. What changed, from Stripe's changelog:
+//   2024-09-30.acacia  nothing this code reads (the release reworked Terminal, tax, usage billing)
+//   2025-03-31.basil   subscription: current_period_start/_end moved onto each item;
+//                      discount -> discounts; billing_thresholds gone.
+//                      invoice: subscription -> parent.subscription_details.subscription,
+//                      subscription_details -> parent.subscription_details; paid,
+//                      payment_intent, charge gone (status, payments); lines: price ->
+//                      pricing.price_details, subscription/subscription_item/proration ->
+//                      parent.subscription_item_details; tax amounts -> total_taxes
+//   2025-06-30.basil   subscription.billing_mode added (a monthly, additive version)
+//   2025-09-30.clover  new subscriptions default to flexible billing mode
+//   2026-03-25.dahlia  checkout session ui_mode: hosted -> hosted_page, embedded -> embedded_page
+//   2026-10-28.endive  (the SDK's) checkout session: allowed_payment_method_types added
+//                      beside payment_method_types (which the create request lost)
+
+export const PINNED_API_VERSION = '2026-10-28.endive';
+
+export const API_VERSIONS = [
+  '2024-06-20',
+  '2024-09-30.acacia',
+  '2025-03-31.basil',
+  '2025-09-30.clover',
+  '2026-03-25.dahlia',
+  PINNED_API_VERSION,
+] as const;
+
+export type ApiVersion = (typeof API_VERSIONS)[number];
+
+export function isApiVersion(value: string | undefined): value is ApiVersion {
+  return (API_VERSIONS as readonly (string | undefined)[]).includes(value);
+}
+
+/** Stripe's versions sort by their date prefix. */
+function before(version: ApiVersion, release: string): boolean {
+  return version.slice(0, 10) < release;
+}
+
+/**
+ * The same event as an endpoint on `version` would receive it. The fixtures are in
+ * the pinned version; each older release undoes what that release changed, newest
+ * first, for the objects this backend reads.
+ */
+export function renderInVersion<E extends Stripe.Event>(input: E, version: ApiVersion): E {
+  const event = structuredClone(input) as unknown as Obj & { data: { object: Obj; previous_attributes?: Obj } };
+  event['api_version'] = version;
+  const object = event.data.object;
+  const kind = object['object'];
+  if (before(version, '2026-09-30') && kind === 'checkout.session') {
+    delete object['allowed_payment_method_types'];
+  }
+  if (before(version, '2026-03-25') && kind === 'checkout.session') {
+    const renamed: Record<string, string> = { hosted_page: 'hosted', embedded_page: 'embedded', elements: 'custom' };
+    const mode = object['ui_mode'];
+    if (typeof mode === 'string' && renamed[mode]) object['ui_mode'] = renamed[mode];
+  }
+  if (before(version, '2025-06-30') && kind === 'subscription') {
+    delete object['billing_mode'];
+  }
+  if (before(version, '2025-03-31')) {
+    if (kind === 'subscription') subscriptionBeforeBasil(object, event.data.previous_attributes);
+    if (kind === 'invoice') invoiceBeforeBasil(object);
+    if (kind === 'checkout.session') {
+      const collected = object['collected_information'] as Obj | null;
+      object['shipping_details'] = collected?.['shipping_details'] ?? null;
+      delete object['collected_information'];
+    }
+  }
+  return event as unknown as E;
+}
+
+/** Before 2025-03-31.basil the period was the subscription's, not its items'. */
+function subscriptionBeforeBasil(sub: Obj, previous: Obj | undefined): void {
+  const items = ((sub['items'] as Obj)['data'] as Obj[]);
+  const starts = items.map((item) => item['current_period_start'] as number);
+  const ends = items.map((item) => item['current_period_end'] as number);
+  sub['current_period_start'] = Math.min(...starts);
+  sub['current_period_end'] = Math.max(...ends);
+  for (const item of items) {
+    delete item['current_period_start'];
+    delete item['current_period_end'];
+    item['billing_thresholds'] = null;
+  }
+  const discounts = sub['discounts'] as unknown[] | undefined;
+  sub['discount'] = discounts && discounts.length > 0 ? discounts[0] : null;
+  sub['billing_thresholds'] = null;
+  if (previous && Array.isArray((previous['items'] as Obj | undefined)?.['data'])) {
+    const [item] = (previous['items'] as { data: Obj[] }).data;
+    if (item && 'current_period_start' in item) previous['current_period_start'] = item['current_period_start'];
+    if (item && 'current_period_end' in item) previous['current_period_end'] = item['current_period_end'];
+    delete previous['items'];
+  }
+}
+
+/** Before 2025-03-31.basil an invoice named its subscription at the top. */
+function invoiceBeforeBasil(invoice: Obj): void {
+  const parent = invoice['parent'] as { subscription_details?: { subscription?: unknown; metadata?: unknown } | null } | null;
+  const details = parent?.subscription_details ?? null;
+  invoice['subscription'] = details?.subscription ?? null;
+  invoice['subscription_details'] = details ? { metadata: details.metadata ?? {} } : null;
+  delete invoice['parent'];
+  invoice['paid'] = invoice['status'] === 'paid';
+  invoice['paid_out_of_band'] = false;
+  invoice['payment_intent'] = invoice['amount_due'] === 0 ? null : stripeId('pi');
+  invoice['charge'] = invoice['status'] === 'paid' && invoice['amount_due'] !== 0 ? stripeId('ch') : null;
+  invoice['discount'] = null;
+  invoice['tax'] = null;
+  invoice['total_tax_amounts'] = [];
+  delete invoice['total_taxes'];
+  delete invoice['amount_overpaid'];
+  const lines = (invoice['lines'] as { data: Obj[] }).data;
+  for (const line of lines) {
+    const item = (line['parent'] as { subscription_item_details?: Obj | null } | null)?.subscription_item_details ?? null;
+    const priceDetails = (line['pricing'] as { price_details?: Obj } | null)?.price_details ?? null;
+    Object.assign(line, {
+      type: item ? 'subscription' : 'invoiceitem',
+      subscription: item?.['subscription'] ?? null,
+      subscription_item: item?.['subscription_item'] ?? null,
+      proration: item?.['proration'] ?? false,
+      proration_details: item?.['proration_details'] ?? { credited_items: null },
+      invoice_item: item?.['invoice_item'] ?? null,
+      price: priceDetails ? { id: priceDetails['price'], object: 'price', product: priceDetails['product'] } : null,
+      plan: priceDetails ? { id: priceDetails['price'], object: 'plan', product: priceDetails['product'] } : null,
+      tax_amounts: [],
+      tax_rates: [],
+    });
+    delete line['parent'];
+    delete line['pricing'];
+    delete line['taxes'];
+    delete line['pretax_credit_amounts'];
+  }
 }
