@@ -4,6 +4,8 @@
 
 import type Stripe from 'stripe';
 import { expect } from 'vitest';
+import webhook from '../../netlify/functions/stripe-webhook.mts';
+import { API_VERSIONS, renderInVersion, type ApiVersion } from '../../scripts/lib/stripe-events.ts';
 import {
   checkoutCompletedEvent,
   customerDeletedEvent,
@@ -15,7 +17,7 @@ import {
   type SubscriptionEventType,
   type SubscriptionState,
 } from './events.ts';
-import { query } from './stack.ts';
+import { query, signedDelivery } from './stack.ts';
 
 const DAY = 86_400;
 
@@ -49,6 +51,8 @@ export interface History {
   subscriptionIds: string[];
   sent: Sent[];
   steps: string[];
+  /** The API versions its events are rendered in (the pinned one until renderHistory). */
+  versions: ApiVersion[];
 }
 
 /** One user's billing history, as Stripe would send it, in true time order. */
@@ -132,7 +136,43 @@ export function generateHistory(rand: () => number, userId: string): History {
     steps.push('delete customer');
     sent.push({ kind: 'customer_deleted', event: customerDeletedEvent(ids, tick()) });
   }
-  return { userId, customerId, subscriptionIds, sent, steps };
+  return { userId, customerId, subscriptionIds, sent, steps, versions: [API_VERSIONS[API_VERSIONS.length - 1] as ApiVersion] };
+}
+
+/** The history as an endpoint on `version` receives it; or each event in a random version. */
+export function renderHistory(rand: () => number, history: History, how: ApiVersion | 'one version' | 'any version per event'): History {
+  const pickVersion = () => API_VERSIONS[Math.floor(rand() * API_VERSIONS.length)] as ApiVersion;
+  const one = how === 'one version' ? pickVersion() : how === 'any version per event' ? null : how;
+  const sent = history.sent.map((s) => ({ ...s, event: renderInVersion(s.event, one ?? pickVersion()) }));
+  const versions = [...new Set(sent.map((s) => s.event.api_version as ApiVersion))];
+  return { ...history, sent, versions };
+}
+
+/** Shuffled, with about a quarter of the events delivered twice or three times. */
+export function deliveries(rand: () => number, history: History): string[] {
+  const payloads = history.sent.flatMap(({ event }) => {
+    const payload = JSON.stringify(event);
+    const r = rand();
+    return r < 0.15 ? [payload, payload] : r < 0.25 ? [payload, payload, payload] : [payload];
+  });
+  for (let i = payloads.length - 1; i > 0; i -= 1) {
+    const j = Math.floor(rand() * (i + 1));
+    [payloads[i], payloads[j]] = [payloads[j] as string, payloads[i] as string];
+  }
+  return payloads;
+}
+
+/** Through the webhook function, in concurrent batches of 1 to 8. */
+export async function deliverConcurrently(rand: () => number, payloads: string[]): Promise<number[]> {
+  const statuses: number[] = [];
+  for (let i = 0; i < payloads.length;) {
+    const size = 1 + Math.floor(rand() * 8);
+    const batch = payloads.slice(i, i + size);
+    i += size;
+    const responses = await Promise.all(batch.map((payload) => webhook(signedDelivery(payload))));
+    statuses.push(...responses.map((r) => r.status));
+  }
+  return statuses;
 }
 
 /** Compares ordering keys as the database does: created, then rank, then id (byte order). */
@@ -204,6 +244,8 @@ interface Row {
 export async function expectStored(history: History, where: string): Promise<void> {
   const recorded = await query<{ id: string }>('select id from stripe_events where id = any($1)', [history.sent.map((s) => s.event.id)]);
   expect(recorded.length, `${where}: each event recorded once`).toBe(history.sent.length);
+  const failed = await query<{ id: string; reason: string }>("select id, reason from stripe_events where id = any($1) and outcome = 'failed'", [history.sent.map((s) => s.event.id)]);
+  expect(failed, `${where}: no event failed`).toEqual([]);
 
   const rows = await query<Row>('select * from billing_subscriptions where stripe_subscription_id = any($1)', [history.subscriptionIds]);
   expect(rows.length, where).toBe(history.subscriptionIds.length);
