@@ -12,15 +12,18 @@ import pg from 'pg';
 import Stripe from 'stripe';
 import { DEV_PORTS, LOCAL_STRIPE_PRICE_ID, LOCAL_STRIPE_WEBHOOK_SECRET } from './lib/local-defaults.ts';
 import { FlowError, FLOWS, isFlow, planFlow, readStoredBilling, type PlannedFlow, type StoredBilling } from './lib/stripe-flows.ts';
+import { API_VERSIONS, isApiVersion, PINNED_API_VERSION, renderInVersion } from './lib/stripe-events.ts';
 import { localUserId } from './lib/tokens.ts';
 
-const USAGE = `usage: npm run stripe:trigger -- <flow> (--user <uuid> | --email <email> | --token <jwt>) [--url <webhook url>] [--dry-run]
+const USAGE = `usage: npm run stripe:trigger -- <flow> (--user <uuid> | --email <email> | --token <jwt>) [--url <webhook url>] [--api-version <v>] [--dry-run]
 
   --user <uuid>          the Supabase user id (the dashboard shows it)
   --email <email>        a test user of the dashboard's local sign-in (same email, same user)
   --token <jwt>          an access token: its sub and email
   --url <url>            where to send (default http://localhost:${DEV_PORTS.netlify}/api/stripe/webhook)
   --database-url <url>   the local database to read the user's state from (default: npm run dev's)
+  --api-version <v>      render the events as an endpoint on this API version receives them
+                         (${API_VERSIONS.join(', ')}; default ${PINNED_API_VERSION})
   --dry-run              print the events, send nothing
 
 flows:
@@ -43,6 +46,7 @@ try {
       token: { type: 'string' },
       url: { type: 'string', default: `http://localhost:${DEV_PORTS.netlify}/api/stripe/webhook` },
       'database-url': { type: 'string', default: process.env['DATABASE_URL'] ?? `postgresql://postgres:postgres@127.0.0.1:${DEV_PORTS.postgres}/postgres` },
+      'api-version': { type: 'string', default: PINNED_API_VERSION },
       'dry-run': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -58,6 +62,8 @@ if (values.help) {
   process.exit(0);
 }
 if (!isFlow(flow)) fail(flow ? `unknown flow "${flow}"\n\n${USAGE}` : USAGE);
+const apiVersion = values['api-version'];
+if (!isApiVersion(apiVersion)) fail(`--api-version must be one of ${API_VERSIONS.join(', ')}, not "${apiVersion}"`);
 
 const claims = values.token ? jwt.decode(values.token) : null;
 const claim = (name: string): string | undefined => {
@@ -102,7 +108,7 @@ try {
   throw error;
 }
 
-const { events } = planned;
+const events = planned.events.map((event) => renderInVersion(event, apiVersion));
 if (values['dry-run']) {
   console.log(JSON.stringify(events, null, 2));
   process.exit(0);

@@ -247,6 +247,24 @@ describe('npm run stripe:trigger', () => {
     expect(await view(user)).toBeNull();
   });
 
+  it('--api-version renders the flow as an older endpoint receives it, with the same result', async () => {
+    const user = newUser();
+    const dry = await trigger('subscribe', '--user', user.id, '--api-version', '2024-06-20', '--dry-run');
+    expect(dry.code).toBe(0);
+    const events = JSON.parse(dry.stdout) as (Stripe.Event & { data: { object: Record<string, unknown> } })[];
+    expect(new Set(events.map((e) => e.api_version))).toEqual(new Set(['2024-06-20']));
+    const created = events.find((e) => e.type === 'customer.subscription.created');
+    expect(created?.data.object['current_period_end']).toEqual(expect.any(Number));
+
+    const sent = await trigger('subscribe', '--user', user.id, '--api-version', '2024-06-20');
+    expect(sent.code).toBe(0);
+    expect(await view(user)).toMatchObject({ status: 'active', access: true });
+
+    const wrong = await trigger('subscribe', '--user', user.id, '--api-version', '2019-01-01');
+    expect(wrong.code).toBe(2);
+    expect(wrong.stderr).toMatch(/--api-version must be one of 2024-06-20/);
+  });
+
   it('exits 2 with the reason for a flow that does not fit, an unknown flow, or no user', async () => {
     const user = newUser();
     const renew = await trigger('renew', '--user', user.id);
