@@ -14,19 +14,11 @@
 
 import { parseArgs } from 'node:util';
 import { customerOfUser, reconcileSubscriptions, type ReconcileProgress, type ReconcileReport } from '../src/billing/reconcile.ts';
-import { ConfigError, loadReconcileConfig, type Env } from '../src/config.ts';
 import { createStore } from '../src/store.ts';
 import { createStripe } from '../src/stripe-client.ts';
-import { DEV_PORTS, LOCAL_JWT_SECRET, LOCAL_STRIPE_PRICE_ID, LOCAL_STRIPE_PRODUCT_ID, LOCAL_STRIPE_SECRET_KEY } from './lib/local-defaults.ts';
-import { serviceRoleKey } from './lib/tokens.ts';
+import { fail, jobConfig, UUID } from './lib/job-cli.ts';
 
 const USAGE = 'usage: npm run billing:reconcile [-- [--user <uuid>] [--dry-run] [--local]]';
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-function fail(message: string, code = 2): never {
-  console.error(message);
-  process.exit(code);
-}
 
 let values: { user?: string | undefined; 'dry-run'?: boolean | undefined; local?: boolean | undefined; help?: boolean | undefined };
 try {
@@ -47,40 +39,7 @@ if (values.help) {
 }
 if (values.user !== undefined && !UUID.test(values.user)) fail(`--user must be a user id (a UUID), got ${JSON.stringify(values.user)}`);
 
-
-function environment(): Env {
-  if (!values.local) return process.env;
-  if (process.env['SUPABASE_URL']?.trim()) {
-    fail('--local uses the local stack of `npm run dev`, but SUPABASE_URL is set: unset it, or drop --local to use the environment.');
-  }
-  const local: Env = {
-    SUPABASE_URL: `http://127.0.0.1:${DEV_PORTS.gateway}`,
-    SUPABASE_SERVICE_ROLE_KEY: serviceRoleKey(LOCAL_JWT_SECRET),
-    STRIPE_SECRET_KEY: LOCAL_STRIPE_SECRET_KEY,
-    STRIPE_API_BASE: `http://127.0.0.1:${DEV_PORTS.stripeBridge}`,
-    STRIPE_PRICE_ID: LOCAL_STRIPE_PRICE_ID,
-    STRIPE_PRODUCT_ID: LOCAL_STRIPE_PRODUCT_ID,
-  };
-  console.error(`using the local stack (npm run dev): Supabase ${local['SUPABASE_URL']}, Stripe ${local['STRIPE_API_BASE']}`);
-  // Where a variable is set, it wins: e.g. STRIPE_API_BASE for a stripe-mock elsewhere.
-  const env: Record<string, string | undefined> = { ...local };
-  for (const name of ['SUPABASE_SERVICE_ROLE_KEY', 'STRIPE_SECRET_KEY', 'STRIPE_API_BASE', 'STRIPE_PRICE_ID', 'STRIPE_PRODUCT_ID']) {
-    const value = process.env[name]?.trim();
-    if (value) env[name] = value;
-  }
-  return env;
-}
-
-let config: ReturnType<typeof loadReconcileConfig>;
-try {
-  config = loadReconcileConfig(environment());
-} catch (error) {
-  if (error instanceof ConfigError) {
-    fail(`${error.message}\nSet ${error.variables.join(', ')} (see .env.example), or pass --local to use the stack of \`npm run dev\`.`);
-  }
-  throw error;
-}
-
+const config = jobConfig(values.local ?? false);
 const stripe = await createStripe(config.stripe);
 const store = createStore(config.store);
 const dryRun = values['dry-run'] ?? false;

@@ -262,16 +262,37 @@ export function loadWebhookConfig(env: Env): WebhookConfig {
   return config;
 }
 
-export interface ReconcileConfig {
+export interface SyncConfig extends StatusConfig {
+  stripe: StripeConfig;
+  scope: ProductScope;
+}
+
+/** POST /api/stripe/sync: reads Stripe, writes the store, answers the status body. */
+export function loadSyncConfig(env: Env): SyncConfig {
+  const r = new Reader(env);
+  const store = readStore(r);
+  const config: SyncConfig = {
+    stripe: readStripe(r),
+    store,
+    auth: readAuth(r, store),
+    scope: readScope(r),
+    graceDays: r.integer('BILLING_GRACE_DAYS', DEFAULT_GRACE_DAYS, 0, 90),
+  };
+  r.done();
+  return config;
+}
+
+export interface JobConfig {
   stripe: StripeConfig;
   store: StoreConfig;
   scope: ProductScope;
 }
 
-/** npm run billing:reconcile: Stripe to read from, the store to write to, and what we sell. */
-export function loadReconcileConfig(env: Env): ReconcileConfig {
+/** The jobs that read Stripe and write the store (billing:reconcile, billing:events,
+ *  billing:forget, the scheduled catch-up and reconcile): Stripe, the store, what we sell. */
+export function loadJobConfig(env: Env): JobConfig {
   const r = new Reader(env);
-  const config: ReconcileConfig = { stripe: readStripe(r), store: readStore(r), scope: readScope(r) };
+  const config: JobConfig = { stripe: readStripe(r), store: readStore(r), scope: readScope(r) };
   r.done();
   return config;
 }

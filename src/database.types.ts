@@ -27,10 +27,27 @@ export type BillingAccountRow = {
   next_payment_attempt: string | null;
 };
 
+export type StripeEventRow = {
+  id: string;
+  type: string;
+  livemode: boolean;
+  api_version: string | null;
+  stripe_created_at: string;
+  first_received_at: string;
+  last_received_at: string;
+  attempts: number;
+  outcome: string;
+  reason: string | null;
+  stripe_customer_id: string | null;
+  processed_at: string;
+};
+
 export type Database = {
   __InternalSupabase: { PostgrestVersion: '12' };
   public: {
-    Tables: Record<never, never>;
+    Tables: {
+      stripe_events: { Row: StripeEventRow; Insert: never; Update: never; Relationships: [] };
+    };
     Views: {
       billing_accounts: { Row: BillingAccountRow; Relationships: [] };
     };
@@ -50,16 +67,24 @@ export type Database = {
         };
         Returns: Json;
       };
-      billing_record_failed_event: {
+      billing_record_event: {
         Args: {
           p_event_id: string;
           p_event_type: string;
           p_event_created: string;
           p_livemode: boolean;
           p_api_version: string | null;
+          p_customer_id: string | null;
+          p_outcome: string;
           p_reason: string;
         };
-        Returns: undefined;
+        Returns: string;
+      };
+      billing_events_known: { Args: { p_event_ids: string[] }; Returns: string[] };
+      billing_job_acquire: { Args: { p_name: string; p_holder: string; p_lease_seconds: number }; Returns: Json | null };
+      billing_job_save: {
+        Args: { p_name: string; p_holder: string; p_state: Json; p_summary: Json | null; p_release: boolean };
+        Returns: boolean | null;
       };
     };
     Enums: Record<never, never>;

@@ -61,6 +61,27 @@ export class NoSubscriptionError extends HttpError {
   }
 }
 
+export class InvalidRequestError extends HttpError {
+  constructor(message: string) {
+    super(400, message);
+    this.name = 'InvalidRequestError';
+  }
+}
+
+export class CheckoutSessionNotFoundError extends HttpError {
+  constructor() {
+    super(404, 'Checkout session not found');
+    this.name = 'CheckoutSessionNotFoundError';
+  }
+}
+
+export class CheckoutNotCompleteError extends HttpError {
+  constructor() {
+    super(400, 'Checkout not complete');
+    this.name = 'CheckoutNotCompleteError';
+  }
+}
+
 export class InvalidEventError extends HttpError {
   constructor() {
     super(400, 'Not a Stripe event');

@@ -93,9 +93,12 @@ export interface EventReceipt {
   livemode: boolean;
   /** The API version the event was rendered in; null for our own synthetic events. */
   apiVersion: string | null;
+  /** The Stripe customer it is about, when its object names one. */
+  customerId: string | null;
 }
 
-export interface EventToApply extends EventReceipt {
+/** The database finds the customer in the change itself. */
+export interface EventToApply extends Omit<EventReceipt, 'customerId'> {
   change: StateChange;
 }
 
@@ -113,9 +116,40 @@ export interface BillingStore {
   /** Stores the user's customer unless one is stored already; returns the stored one. */
   linkCustomer(userId: string, stripeCustomerId: string, email: string | undefined): Promise<string>;
   applyEvent(event: EventToApply): Promise<ApplyResult>;
-  /** Records a verified event that could not be applied, with why, for a replay. A
-   *  later successful apply of the same event id still applies it (once). */
-  recordFailedEvent(event: EventReceipt, reason: string, options?: { timeoutMs?: number }): Promise<void>;
+  /** Records a verified event that was not applied, with why: 'skipped' (not ours to
+   *  act on) or 'failed' (for a replay: a later apply of the same id still applies it,
+   *  once). Returns the outcome now on record ('applied' if it was applied before). */
+  recordEvent(event: EventReceipt, outcome: 'skipped' | 'failed', reason: string, options?: { timeoutMs?: number }): Promise<string>;
+  /** Of these event ids, those the ledger holds as done (anything but failed). */
+  knownEventIds(ids: readonly string[]): Promise<Set<string>>;
+  listEvents(filter: EventFilter): Promise<RecordedEvent[]>;
+  /** Takes a scheduled job's lease; its saved state, or null while another run holds it. */
+  acquireJob(name: string, holder: string, leaseSeconds: number): Promise<Json | null>;
+  /** Saves the job's state (and summary); `release` ends the lease. False if the lease was lost. */
+  saveJob(name: string, holder: string, state: Json, summary: Json | null, release: boolean): Promise<boolean>;
+}
+
+export interface EventFilter {
+  outcome?: string;
+  type?: string;
+  /** ISO 8601; events created at or after. */
+  since?: string;
+  customerIds?: readonly string[];
+  limit: number;
+}
+
+/** A row of the event inbox (stripe_events). */
+export interface RecordedEvent {
+  id: string;
+  type: string;
+  apiVersion: string | null;
+  created: string;
+  firstReceivedAt: string;
+  lastReceivedAt: string;
+  attempts: number;
+  outcome: string;
+  reason: string | null;
+  customerId: string | null;
 }
 
 export class StoreError extends Error {
@@ -125,6 +159,8 @@ export class StoreError extends Error {
   }
 }
 
+
+const EVENT_COLUMNS = 'id,type,api_version,stripe_created_at,first_received_at,last_received_at,attempts,outcome,reason,stripe_customer_id';
 
 // One literal, so supabase-js can type the selected row.
 const ACCOUNT_COLUMNS =
@@ -189,17 +225,64 @@ export function createStore(config: StoreConfig, fetchImpl: typeof fetch = fetch
       return result;
     },
 
-    async recordFailedEvent(event, reason, options = {}) {
-      const call = db.rpc('billing_record_failed_event', {
+    async recordEvent(event, outcome, reason, options = {}) {
+      const call = db.rpc('billing_record_event', {
         p_event_id: event.id,
         p_event_type: event.type,
         p_event_created: new Date(event.created * 1000).toISOString(),
         p_livemode: event.livemode,
         p_api_version: event.apiVersion,
+        p_customer_id: event.customerId,
+        p_outcome: outcome,
         p_reason: reason,
       });
-      const { error } = await (options.timeoutMs === undefined ? call : call.abortSignal(AbortSignal.timeout(options.timeoutMs)));
-      if (error) throw new StoreError('recordFailedEvent', error.message);
+      const { data, error } = await (options.timeoutMs === undefined ? call : call.abortSignal(AbortSignal.timeout(options.timeoutMs)));
+      if (error) throw new StoreError('recordEvent', error.message);
+      if (typeof data !== 'string') throw new StoreError('recordEvent', 'no outcome returned');
+      return data;
+    },
+
+    async knownEventIds(ids) {
+      if (ids.length === 0) return new Set();
+      const { data, error } = await db.rpc('billing_events_known', { p_event_ids: [...ids] });
+      if (error) throw new StoreError('knownEventIds', error.message);
+      return new Set((data ?? []).map(String));
+    },
+
+    async listEvents(filter) {
+      let q = db.from('stripe_events').select(EVENT_COLUMNS);
+      if (filter.outcome) q = q.eq('outcome', filter.outcome);
+      if (filter.type) q = q.eq('type', filter.type);
+      if (filter.since) q = q.gte('stripe_created_at', filter.since);
+      if (filter.customerIds) q = q.in('stripe_customer_id', [...filter.customerIds]);
+      const { data, error } = await q.order('stripe_created_at', { ascending: false }).order('id').limit(filter.limit);
+      if (error) throw new StoreError('listEvents', error.message);
+      return data.map(
+        (row): RecordedEvent => ({
+          id: row.id,
+          type: row.type,
+          apiVersion: row.api_version,
+          created: new Date(row.stripe_created_at).toISOString(),
+          firstReceivedAt: new Date(row.first_received_at).toISOString(),
+          lastReceivedAt: new Date(row.last_received_at).toISOString(),
+          attempts: row.attempts,
+          outcome: row.outcome,
+          reason: row.reason,
+          customerId: row.stripe_customer_id,
+        }),
+      );
+    },
+
+    async acquireJob(name, holder, leaseSeconds) {
+      const { data, error } = await db.rpc('billing_job_acquire', { p_name: name, p_holder: holder, p_lease_seconds: leaseSeconds });
+      if (error) throw new StoreError('acquireJob', error.message);
+      return data ?? null;
+    },
+
+    async saveJob(name, holder, state, summary, release) {
+      const { data, error } = await db.rpc('billing_job_save', { p_name: name, p_holder: holder, p_state: state, p_summary: summary, p_release: release });
+      if (error) throw new StoreError('saveJob', error.message);
+      return data === true;
     },
   };
 }

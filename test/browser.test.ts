@@ -15,7 +15,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startNetlifyDev, type NetlifyDev } from '../scripts/lib/netlify-dev.ts';
 import { localUserId } from '../scripts/lib/tokens.ts';
 import { getFreePort } from '../scripts/stack/index.ts';
-import { env, newUser, query, stripeRequests } from './support/stack.ts';
+import { checkoutCompletedEvent, subscriptionEvent } from './support/events.ts';
+import { env, newUser, postStripeObject, query, stripeRequests } from './support/stack.ts';
 import { runTrigger } from './support/trigger.ts';
 
 const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium';
@@ -212,6 +213,42 @@ describe('the example dashboard in Chromium', () => {
       await context.close();
     }
   }, 90_000);
+
+  it('back from Checkout, the page is active before any webhook: it asks POST /api/stripe/sync', async () => {
+    const context = await browser.newContext({ viewport: { width: 900, height: 900 }, locale: 'en-US' });
+    await stubStripe(context);
+    const page = await context.newPage();
+    const email = `browser-sync-${Date.now()}@example.com`;
+    const userId = localUserId(email);
+    const title = page.locator('#status-title');
+    try {
+      await page.goto(`${netlify.url}/dashboard?supabase=${encodeURIComponent(env('SUPABASE_URL'))}`);
+      await page.getByLabel('Email').fill(email);
+      await page.getByRole('button', { name: 'Sign in as a test user' }).click();
+      await expect.poll(() => title.textContent(), { timeout: 10_000 }).toBe('No subscription');
+      await page.getByRole('button', { name: 'Subscribe' }).click();
+      await page.getByRole('region', { name: 'Checkout is ready (stripe-mock)' }).waitFor();
+
+      // The user pays; Stripe holds the complete session (served by the bridge), and
+      // sends the browser back before any webhook is delivered.
+      const [link] = await query<{ stripe_customer_id: string }>('select stripe_customer_id from billing_customers where user_id = $1', [userId]);
+      const ids = { userId, customerId: link?.stripe_customer_id ?? '', subscriptionId: `sub_browser${Date.now()}` };
+      const now = Math.floor(Date.now() / 1000);
+      const session = checkoutCompletedEvent(ids, now).data.object as unknown as Record<string, unknown>;
+      session['subscription'] = subscriptionEvent('customer.subscription.created', ids, now, { status: 'active', periodStart: now, periodEnd: now + 30 * 86_400 }).data.object;
+      await postStripeObject(`/v1/checkout/sessions/${String(session['id'])}`, session);
+
+      await page.goto(`${netlify.url}/dashboard?checkout=success&session_id=${String(session['id'])}`);
+      await expect.poll(() => title.textContent(), { timeout: 15_000 }).toBe('Active');
+      await expect.poll(() => page.locator('#notice').textContent(), { timeout: 10_000 }).toBe('Payment confirmed: your subscription is active.');
+      await shot(page, '13-active-by-sync');
+      const delivered = await query("select type from stripe_events where stripe_customer_id = $1 and type not like 'sync.%'", [ids.customerId]);
+      expect(delivered).toEqual([]);
+      expect(await stripeRequests((r) => r.method === 'GET' && r.path === `/v1/checkout/sessions/${String(session['id'])}`)).toHaveLength(1);
+    } finally {
+      await context.close();
+    }
+  });
 
   it('calls the API from another origin with the seed\'s fetch code: CORS and its preflight, in the browser', async () => {
     const user = newUser();

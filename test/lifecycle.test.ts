@@ -205,7 +205,9 @@ describe('order and duplicates', () => {
     event.livemode = true;
     expect(await deliver(event)).toEqual([200]);
     expect(await row(ids)).toBeUndefined();
-    expect(await query('select 1 from stripe_events where id = $1', [event.id])).toHaveLength(0);
+    expect(await query('select outcome, reason from stripe_events where id = $1', [event.id])).toEqual([
+      { outcome: 'skipped', reason: 'livemode does not match STRIPE_SECRET_KEY' },
+    ]);
   });
 });
 

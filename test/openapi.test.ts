@@ -17,7 +17,7 @@ import { issuerFor, mintAccessToken } from '../scripts/lib/tokens.ts';
 import { SUBSCRIPTION_STATUSES, type AccessReason } from '../src/billing/access.ts';
 import type { PaymentOutcome } from '../src/store.ts';
 import { checkoutCompletedEvent, invoiceEvent, newIds, subscriptionEvent, type Ids, type SubscriptionState } from './support/events.ts';
-import { env, freshEvent, newUser, signedDelivery, type TestUser } from './support/stack.ts';
+import { env, freshEvent, newUser, postStripeObject, query, signedDelivery, type TestUser } from './support/stack.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 
@@ -322,7 +322,23 @@ const CHECKOUT = '/api/stripe/checkout';
 const PORTAL = '/api/stripe/portal';
 const SUBSCRIPTION = '/api/stripe/subscription';
 const WEBHOOK = '/api/stripe/webhook';
+const SYNC = '/api/stripe/sync';
 const DOWN = 'http://127.0.0.1:9'; // the discard port: nothing listens
+
+/** A user whose customer our checkout stored, and a complete session of theirs that Stripe
+ *  holds (served by the local bridge: stripe-mock's sessions carry no metadata). */
+async function paidSession(edit: Record<string, unknown> = {}): Promise<{ user: TestUser; sessionId: string }> {
+  const user = newUser();
+  const ids = newIds(user.id);
+  await query('insert into billing_customers (user_id, stripe_customer_id) values ($1, $2)', [user.id, ids.customerId]);
+  const t = nowSeconds();
+  const session = checkoutCompletedEvent(ids, t).data.object as unknown as Record<string, unknown>;
+  session['subscription'] = subscriptionEvent('customer.subscription.created', ids, t, { status: 'active', periodStart: t, periodEnd: t + 30 * DAY }).data.object;
+  Object.assign(session, edit);
+  const sessionId = String(session['id']);
+  await postStripeObject(`/v1/checkout/sessions/${sessionId}`, session);
+  return { user, sessionId };
+}
 
 function authCases(op: string, method: 'GET' | 'POST', route: string): Case[] {
   const unauthorized = (name: string, init: Parameters<typeof request>[2]): Case => ({
@@ -551,6 +567,46 @@ const cases: Case[] = [
     env: () => ({ SUPABASE_URL: DOWN }),
   },
   { op: `OPTIONS ${WEBHOOK}`, status: 204, name: 'a preflight', request: () => preflight(WEBHOOK, 'POST') },
+
+  // POST /api/stripe/sync
+  {
+    op: `POST ${SYNC}`,
+    status: 200,
+    name: 'a paid session of the caller',
+    request: async () => {
+      const { user, sessionId } = await paidSession();
+      return request('POST', SYNC, { token: user.token, body: JSON.stringify({ sessionId }) });
+    },
+  },
+  {
+    op: `POST ${SYNC}`,
+    status: 400,
+    name: 'a session not paid yet',
+    request: async () => {
+      const { user, sessionId } = await paidSession({ status: 'open', subscription: null, payment_status: 'unpaid' });
+      return request('POST', SYNC, { token: user.token, body: JSON.stringify({ sessionId }) });
+    },
+  },
+  { op: `POST ${SYNC}`, status: 400, name: 'no session id', request: () => request('POST', SYNC, { token: newUser().token, body: '{}' }) },
+  {
+    op: `POST ${SYNC}`,
+    status: 404,
+    name: "another user's session",
+    request: async () => {
+      const { sessionId } = await paidSession();
+      return request('POST', SYNC, { token: newUser().token, body: JSON.stringify({ sessionId }) });
+    },
+  },
+  ...authCases(`POST ${SYNC}`, 'POST', SYNC),
+  ...methodCases(`POST ${SYNC}`, SYNC, ['GET', 'HEAD', 'PUT', 'PATCH', 'DELETE']),
+  {
+    op: `POST ${SYNC}`,
+    status: 500,
+    name: 'Stripe unreachable',
+    request: () => request('POST', SYNC, { token: newUser().token, body: JSON.stringify({ sessionId: 'cs_test_abc' }) }),
+    env: () => ({ STRIPE_API_BASE: DOWN }),
+  },
+  { op: `OPTIONS ${SYNC}`, status: 204, name: 'a preflight', request: () => preflight(SYNC, 'POST') },
 
   // /api/stripe/{anything else}
   ...(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'] as const).map(

@@ -19,7 +19,7 @@ import {
 import { snapshotOf } from '../src/billing/events.ts';
 import { productScope } from '../src/billing/product-scope.ts';
 import { readSubscription } from '../src/billing/stripe-objects.ts';
-import { ConfigError, loadReconcileConfig, type StripeConfig } from '../src/config.ts';
+import { ConfigError, loadJobConfig, type StripeConfig } from '../src/config.ts';
 import { createStore } from '../src/store.ts';
 import { stripeOptions } from '../src/stripe-client.ts';
 import { subscriptionEvent, type Ids } from './support/events.ts';
@@ -46,7 +46,7 @@ interface Row {
   updated_at: Date;
 }
 
-const config = () => loadReconcileConfig(process.env);
+const config = () => loadJobConfig(process.env);
 const store = () => createStore(config().store);
 /** The Stripe client the functions build, made synchronously for the tests. */
 const stripeFor = (c: StripeConfig): Stripe => new Stripe(c.secretKey, stripeOptions(c));
@@ -365,9 +365,9 @@ describe('rate limits and pagination', () => {
   });
 });
 
-describe('loadReconcileConfig', () => {
+describe('loadJobConfig', () => {
   it('needs Stripe, Supabase and what we sell only, and names what is missing', () => {
-    const loaded = loadReconcileConfig({
+    const loaded = loadJobConfig({
       STRIPE_SECRET_KEY: 'sk_live_abc',
       STRIPE_PRICE_ID: 'price_abc',
       SUPABASE_URL: 'https://abcd.supabase.co',
@@ -378,7 +378,7 @@ describe('loadReconcileConfig', () => {
 
     let error: unknown;
     try {
-      loadReconcileConfig({ STRIPE_SECRET_KEY: 'sk_test_1' });
+      loadJobConfig({ STRIPE_SECRET_KEY: 'sk_test_1' });
     } catch (caught) {
       error = caught;
     }

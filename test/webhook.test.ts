@@ -69,12 +69,12 @@ describe('POST /api/stripe/webhook', () => {
     expect(await query('select 1 from billing_subscriptions where user_id = $1', [user.id])).toHaveLength(1);
   });
 
-  it('acknowledges event types it does not handle with 200, writing nothing', async () => {
+  it('acknowledges event types it does not handle with 200, recording only that it came', async () => {
     const event = freshEvent('product.updated');
     const response = await webhook(signedDelivery(JSON.stringify(event)));
     expect(response.status).toBe(200);
     expect(await response.json()).toEqual({ received: true });
-    expect(await query('select 1 from stripe_events where id = $1', [event.id])).toHaveLength(0);
+    expect(await query('select outcome, reason from stripe_events where id = $1', [event.id])).toEqual([{ outcome: 'skipped', reason: 'unhandled event type' }]);
   });
 
   it('ignores a checkout that is not for a subscription', async () => {

@@ -162,6 +162,22 @@ async function readSubscription() {
   return data.subscription;
 }
 
+/**
+ * The session just paid, read from Stripe by the backend and applied now, so the page
+ * need not wait for the webhook. Answers the same body as GET /subscription; null when
+ * the backend cannot confirm it yet (the webhook will).
+ * @param {string} sessionId
+ */
+async function syncCheckout(sessionId) {
+  const response = await fetch(`${API}/sync`, {
+    method: 'POST',
+    headers: { 'Authorization': `Bearer ${token()}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ sessionId }),
+  });
+  const data = await readJson(response);
+  return response.ok ? data.subscription : null;
+}
+
 async function subscribe() {
   const response = await fetch('/api/stripe/checkout', {
     method: 'POST',
@@ -446,11 +462,19 @@ function stopWatching() {
 }
 
 /**
- * Back from Checkout (`?checkout=success&session_id=…`): the webhook may land a moment
+ * Back from Checkout (`?checkout=success&session_id=…`): ask the backend to read the
+ * session from Stripe now; if it cannot confirm it yet, the webhook may land a moment
  * after the user does, so read the status again until it gives access (up to a minute).
+ * @param {string | null} sessionId
  */
-async function confirmCheckout() {
+async function confirmCheckout(sessionId) {
   notify('Thanks! Stripe is confirming your payment…');
+  const synced = sessionId ? await syncCheckout(sessionId).catch(() => null) : null;
+  if (synced?.access) {
+    render(synced);
+    notify('Payment confirmed: your subscription is active.');
+    return;
+  }
   const deadline = Date.now() + 60_000;
   for (let wait = 1000; ; wait = Math.min(wait * 2, 8000)) {
     const subscription = await readSubscription();
@@ -474,6 +498,7 @@ async function confirmCheckout() {
 function start() {
   const params = new URLSearchParams(location.search);
   const checkout = params.get('checkout');
+  const checkoutSession = params.get('session_id');
   supabaseUrl(); // remembers ?supabase= for this tab
   if (params.has('checkout') || params.has('session_id') || params.has('supabase')) {
     history.replaceState(null, '', location.pathname);
@@ -511,7 +536,7 @@ function start() {
     /** @type {HTMLInputElement} */ (el('email')).value = email;
     void act(async () => {
       await signIn(email);
-      if (checkout === 'success') await confirmCheckout();
+      if (checkout === 'success') await confirmCheckout(checkoutSession);
       else {
         if (checkout === 'canceled') notify('Checkout canceled: nothing was charged.');
         await refresh();

@@ -9,6 +9,15 @@
 // 2. Recorder. stripe-mock is stateless and does not echo metadata or honour
 //    idempotency keys, so tests assert on what we sent: the bridge keeps the last
 //    requests and serves them at GET /__bridge/requests (DELETE clears them).
+// 3. An event log. stripe-mock answers /v1/events with one fixture event whatever is
+//    asked, so the catch-up and replays could not be tested against it. The bridge
+//    serves GET /v1/events (types[], created[gte|gt|lte|lt], limit, starting_after,
+//    newest first, as Stripe pages it) and GET /v1/events/{id} from the events a test
+//    posts to /__bridge/events (DELETE clears them). POST /__bridge/rate-limit
+//    {"times": n} makes the next n event reads answer 429, as Stripe's rate limiter does.
+// 4. Objects. GET of a path posted to /__bridge/objects ({"path", "body"}) answers that
+//    body: a Checkout Session or a subscription as a test needs it (the mock's fixtures
+//    carry no metadata). DELETE clears them.
 
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -47,22 +56,68 @@ export interface StripeMockBridge {
   close(): Promise<void>;
 }
 
+type StripeEventLike = { id: string; type: string; created: number };
+
+/** GET /v1/events as Stripe answers it, from the posted log. */
+function listEvents(log: readonly StripeEventLike[], query: URLSearchParams): { object: 'list'; url: string; has_more: boolean; data: StripeEventLike[] } {
+  // The SDK sends types[0]=…&types[1]=…; curl users send types[]=….
+  const types = new Set([...query].filter(([key]) => /^types(\[\d*\])?$/.test(key) || key === 'type').map(([, value]) => value));
+  const bound = (op: string) => (query.has(`created[${op}]`) ? Number(query.get(`created[${op}]`)) : null);
+  const [gte, gt, lte, lt] = [bound('gte'), bound('gt'), bound('lte'), bound('lt')];
+  const matching = log
+    .filter((e) => types.size === 0 || types.has(e.type))
+    .filter((e) => (gte === null || e.created >= gte) && (gt === null || e.created > gt) && (lte === null || e.created <= lte) && (lt === null || e.created < lt))
+    .sort((a, b) => b.created - a.created || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
+  const after = query.get('starting_after');
+  const from = after ? matching.findIndex((e) => e.id === after) + 1 : 0;
+  const limit = Math.min(Math.max(Number(query.get('limit') ?? 10), 1), 100);
+  const data = matching.slice(from, from + limit);
+  return { object: 'list', url: '/v1/events', has_more: from + limit < matching.length, data };
+}
+
+function json(res: http.ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { 'content-type': 'application/json', 'request-id': 'req_bridge' });
+  res.end(JSON.stringify(body));
+}
+
 export async function startStripeMockBridge(target: string, port = 0): Promise<StripeMockBridge> {
   const targetUrl = new URL(target);
   const recorded: RecordedStripeRequest[] = [];
+  const eventLog: StripeEventLike[] = [];
+  const objects = new Map<string, unknown>();
+  let rateLimited = 0;
 
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     req.on('end', () => {
       const url = new URL(req.url ?? '/', 'http://bridge');
+      const body = Buffer.concat(chunks).toString('utf8');
       if (url.pathname === '/__bridge/requests') {
         if (req.method === 'DELETE') recorded.length = 0;
-        res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(JSON.stringify(recorded));
+        json(res, 200, recorded);
         return;
       }
-      const body = Buffer.concat(chunks).toString('utf8');
+      if (url.pathname === '/__bridge/events') {
+        if (req.method === 'DELETE') eventLog.length = 0;
+        if (req.method === 'POST') eventLog.push(...(JSON.parse(body) as StripeEventLike[]));
+        json(res, 200, { count: eventLog.length });
+        return;
+      }
+      if (url.pathname === '/__bridge/rate-limit') {
+        rateLimited = (JSON.parse(body) as { times: number }).times;
+        json(res, 200, { times: rateLimited });
+        return;
+      }
+      if (url.pathname === '/__bridge/objects') {
+        if (req.method === 'DELETE') objects.clear();
+        if (req.method === 'POST') {
+          const { path, body: object } = JSON.parse(body) as { path: string; body: unknown };
+          objects.set(path, object);
+        }
+        json(res, 200, { count: objects.size });
+        return;
+      }
       recorded.push({
         method: req.method ?? 'GET',
         path: url.pathname,
@@ -71,6 +126,27 @@ export async function startStripeMockBridge(target: string, port = 0): Promise<S
         params: Object.fromEntries(req.method === 'GET' ? url.searchParams : new URLSearchParams(body)),
       });
       if (recorded.length > MAX_RECORDED) recorded.shift();
+
+      if (req.method === 'GET' && (url.pathname === '/v1/events' || url.pathname.startsWith('/v1/events/'))) {
+        if (rateLimited > 0) {
+          rateLimited -= 1;
+          json(res, 429, { error: { type: 'invalid_request_error', code: 'rate_limit', message: 'Too many requests (the bridge, as Stripe would)' } });
+          return;
+        }
+        if (url.pathname === '/v1/events') {
+          json(res, 200, listEvents(eventLog, url.searchParams));
+          return;
+        }
+        const id = decodeURIComponent(url.pathname.slice('/v1/events/'.length));
+        const event = eventLog.find((e) => e.id === id);
+        if (event) json(res, 200, event);
+        else json(res, 404, { error: { type: 'invalid_request_error', code: 'resource_missing', param: 'id', message: `No such event: '${id}'` } });
+        return;
+      }
+      if (req.method === 'GET' && objects.has(url.pathname)) {
+        json(res, 200, objects.get(url.pathname));
+        return;
+      }
 
       const forwarded = bridgeBody(url.pathname, body);
       const headers = { ...req.headers, host: targetUrl.host, 'content-length': String(Buffer.byteLength(forwarded)) };

@@ -110,7 +110,7 @@ export function rateLimitDelayMs(attempt: number): number {
   return Math.min(RATE_LIMIT_BASE_DELAY_MS * 2 ** (attempt - 1), RATE_LIMIT_MAX_DELAY_MS);
 }
 
-function isRateLimit(error: unknown): boolean {
+export function isRateLimit(error: unknown): boolean {
   return (
     error instanceof Stripe.errors.StripeRateLimitError ||
     (error instanceof Error && (error as { type?: unknown }).type === 'StripeRateLimitError')

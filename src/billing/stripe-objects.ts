@@ -185,6 +185,16 @@ export function readCheckoutSession(value: unknown): CheckoutSessionFacts {
   };
 }
 
+/** The customer an event's object is about, if it names one: the object itself when it
+ *  is a customer, else its `customer`. Never throws: this is for the record, not a rule. */
+export function customerIdOf(value: unknown): string | null {
+  if (!isObject(value)) return null;
+  if (value['object'] === 'customer' && typeof value['id'] === 'string') return value['id'];
+  const customer = value['customer'];
+  if (typeof customer === 'string' && customer !== '') return customer;
+  return isObject(customer) && typeof customer['id'] === 'string' ? customer['id'] : null;
+}
+
 /** A deleted customer's id (the event carries the customer as it was). */
 export function readCustomerId(value: unknown): string {
   return text(object(value, 'customer'), 'id', 'customer');

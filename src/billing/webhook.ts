@@ -1,7 +1,8 @@
 import type { WebhookConfig } from '../config.ts';
 import { InvalidEventError, InvalidSignatureError } from '../errors.ts';
 import type { ApplyOutcome, ApplyResult, BillingStore, EventReceipt } from '../store.ts';
-import { reduceEvent } from './events.ts';
+import { reduceEvent, type Reduction } from './events.ts';
+import { customerIdOf } from './stripe-objects.ts';
 import { checkStripeSignature } from './signature.ts';
 
 /** Stripe's own default: a signature older than this is a replay. */
@@ -12,9 +13,15 @@ export const MAX_EVENT_BYTES = 1024 * 1024;
  *  Netlify's 10 s: the apply already had up to STORE_TIMEOUT_MS. */
 const FAILURE_RECORD_TIMEOUT_MS = 1_000;
 
-export interface WebhookDeps {
-  config: WebhookConfig;
+/** What applying an event needs: the key's mode, what we sell, and the store. The
+ *  webhook, the catch-up and replays share it. */
+export interface ApplyDeps {
+  config: Pick<WebhookConfig, 'stripe' | 'scope'>;
   store: BillingStore;
+}
+
+export interface WebhookDeps extends ApplyDeps {
+  config: WebhookConfig;
 }
 
 /** A verified delivery: the envelope this code relies on, its object still unread. */
@@ -53,18 +60,20 @@ export function verifyStripeEvent(config: WebhookConfig, rawBody: string, signat
  * database down, a lock timeout): the webhook then answers 500 and Stripe redelivers.
  * An event that cannot be read is acknowledged and recorded as failed, with why.
  */
-export async function applyStripeEvent(deps: WebhookDeps, event: VerifiedEvent): Promise<WebhookResult> {
+export async function applyStripeEvent(deps: ApplyDeps, event: VerifiedEvent): Promise<WebhookResult> {
+  const { data: _data, ...receipt } = event;
   // A test-mode event reaching a live deploy (or the reverse) is somebody's
   // misconfigured endpoint: acknowledge it so Stripe stops, and never apply it.
-  if (event.livemode !== (deps.config.stripe.mode === 'live')) {
-    return { outcome: 'skipped', reason: 'livemode does not match STRIPE_SECRET_KEY', alert: 'warn' };
+  const misdirected = event.livemode !== (deps.config.stripe.mode === 'live');
+  const reduction: Reduction = misdirected
+    ? { action: 'skip', reason: 'livemode does not match STRIPE_SECRET_KEY' }
+    : reduceEvent(event, deps.config.scope);
+  if (reduction.action === 'skip') {
+    await deps.store.recordEvent(receipt, 'skipped', reduction.reason);
+    return { outcome: 'skipped', reason: reduction.reason, ...(misdirected && { alert: 'warn' as const }) };
   }
-
-  const reduction = reduceEvent(event, deps.config.scope);
-  if (reduction.action === 'skip') return { outcome: 'skipped', reason: reduction.reason };
-  const receipt: EventReceipt = { id: event.id, type: event.type, created: event.created, livemode: event.livemode, apiVersion: event.apiVersion };
   if (reduction.action === 'unreadable') {
-    await deps.store.recordFailedEvent(receipt, reduction.reason);
+    await deps.store.recordEvent(receipt, 'failed', reduction.reason);
     return { outcome: 'failed', reason: reduction.reason, alert: 'error' };
   }
   let result: ApplyResult;
@@ -74,10 +83,15 @@ export async function applyStripeEvent(deps: WebhookDeps, event: VerifiedEvent):
     // Nothing was applied (the transaction rolled back). Say so where it can be found,
     // if the database still answers; Stripe's redelivery then applies the event.
     const reason = error instanceof Error ? error.message : String(error);
-    await deps.store.recordFailedEvent(receipt, reason, { timeoutMs: FAILURE_RECORD_TIMEOUT_MS }).catch(() => {});
+    await deps.store.recordEvent(receipt, 'failed', reason, { timeoutMs: FAILURE_RECORD_TIMEOUT_MS }).catch(() => {});
     throw error;
   }
   return result.reason === undefined ? { outcome: result.outcome } : { outcome: result.outcome, reason: result.reason, alert: 'warn' };
+}
+
+/** An event read back from Stripe's Events API (catch-up, replay): the same envelope. */
+export function eventFromStripe(value: unknown): VerifiedEvent | null {
+  return envelopeOf(value);
 }
 
 /** The parts of an event this code relies on; the signature proves who sent it, not its shape. */
@@ -101,5 +115,6 @@ function envelopeOf(value: unknown): VerifiedEvent | null {
     return null;
   }
   const apiVersion = typeof event['api_version'] === 'string' ? event['api_version'] : null;
-  return { id, type, created, livemode, apiVersion, data: { object: (data as Record<string, unknown>)['object'] } };
+  const object = (data as Record<string, unknown>)['object'];
+  return { id, type, created, livemode, apiVersion, customerId: customerIdOf(object), data: { object } };
 }

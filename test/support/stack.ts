@@ -108,3 +108,18 @@ export function expectCors(response: Response): void {
     }
   }
 }
+
+// What Stripe holds, as the bridge serves it (scripts/stack/stripe-mock-bridge.ts) ------
+
+async function bridge(path: string, init: RequestInit): Promise<void> {
+  const response = await fetch(`${env('STRIPE_API_BASE')}${path}`, { ...init, headers: { 'content-type': 'application/json' } });
+  if (!response.ok) throw new Error(`bridge ${path}: ${response.status}`);
+}
+
+/** Adds events to Stripe's event log (GET /v1/events, /v1/events/{id}). */
+export const postStripeEvents = (events: readonly Stripe.Event[]) => bridge('/__bridge/events', { method: 'POST', body: JSON.stringify(events) });
+export const clearStripeEvents = () => bridge('/__bridge/events', { method: 'DELETE' });
+/** The next `times` event reads answer 429. */
+export const rateLimitStripeEvents = (times: number) => bridge('/__bridge/rate-limit', { method: 'POST', body: JSON.stringify({ times }) });
+/** GET `path` answers `body` (e.g. /v1/checkout/sessions/cs_…). */
+export const postStripeObject = (path: string, body: unknown) => bridge('/__bridge/objects', { method: 'POST', body: JSON.stringify({ path, body }) });

@@ -1,0 +1,19 @@
+// Scheduled, every 15 minutes: reads Stripe's event log since its cursor and applies
+// what the ledger lacks (src/billing/catch-up.ts), so missed webhooks heal themselves.
+import type { Config } from '@netlify/functions';
+import { catchUpEvents } from '../../src/billing/catch-up.ts';
+import { loadJobConfig } from '../../src/config.ts';
+import { defineScheduledJob } from '../../src/http/scheduled.ts';
+import { createStore } from '../../src/store.ts';
+import { lazyStripe } from '../../src/stripe-client.ts';
+
+export default defineScheduledJob({
+  name: 'catch-up',
+  deps: (env) => {
+    const config = loadJobConfig(env);
+    return { config, store: createStore(config.store), stripe: lazyStripe(config.stripe) };
+  },
+  run: async (deps, { holder }) => catchUpEvents({ ...deps, stripe: await deps.stripe() }, { holder }),
+});
+
+export const config: Config = { schedule: '*/15 * * * *' };

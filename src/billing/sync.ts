@@ -1,0 +1,86 @@
+// Eager sync after checkout: the dashboard, back on its return URL, asks for the
+// session it just paid, so the page shows the subscription at once instead of waiting
+// for the webhook. The session and its subscription are read from Stripe and applied
+// through the same forward-only write as a webhook (and as reconcile: a snapshot is
+// ordered at the second before it was read, so any webhook of a later change wins).
+
+import type Stripe from 'stripe';
+import type { AuthUser } from '../auth.ts';
+import type { SyncConfig } from '../config.ts';
+import { CheckoutNotCompleteError, CheckoutSessionNotFoundError, InvalidRequestError } from '../errors.ts';
+import type { BillingStore } from '../store.ts';
+import type { StripeLoader } from '../stripe-client.ts';
+import { isOurCheckoutSession, snapshotOf } from './events.ts';
+import { subscriptionStatus, type SubscriptionView } from './status.ts';
+import { readCheckoutSession, readSubscription } from './stripe-objects.ts';
+
+export const SYNC_EVENT_TYPE = 'sync.checkout_session';
+const SESSION_ID = /^cs_(test|live)_[A-Za-z0-9]{1,200}$/;
+
+export interface SyncDeps {
+  config: SyncConfig;
+  stripe: StripeLoader;
+  store: BillingStore;
+}
+
+/** The request body: `{"sessionId": "cs_…"}`. */
+export function sessionIdFrom(body: string): string {
+  let parsed: unknown;
+  try {
+    parsed = body === '' ? {} : JSON.parse(body);
+  } catch {
+    throw new InvalidRequestError('Body must be JSON: {"sessionId": "cs_…"}');
+  }
+  const sessionId = typeof parsed === 'object' && parsed !== null ? (parsed as Record<string, unknown>)['sessionId'] : undefined;
+  if (typeof sessionId !== 'string' || !SESSION_ID.test(sessionId)) throw new InvalidRequestError('sessionId must be a Checkout Session id (cs_…)');
+  return sessionId;
+}
+
+export async function syncCheckoutSession(
+  deps: SyncDeps,
+  user: AuthUser,
+  sessionId: string,
+  now: () => Date = () => new Date(),
+): Promise<{ subscription: SubscriptionView | null }> {
+  const loading = deps.stripe();
+  loading.catch(() => {}); // awaited below
+  const account = await deps.store.getAccount(user.id);
+  const stripe = await loading;
+
+  const fetchedAt = now(); // before the read: see src/billing/reconcile.ts, "Ordering"
+  const session = await retrieveSession(stripe, sessionId);
+  const facts = readCheckoutSession(session);
+  // Not the caller's (another user's, or made elsewhere): as if it did not exist.
+  const customerId = facts.customerId;
+  const mine = isOurCheckoutSession(facts) && facts.clientReferenceId === user.id && customerId !== null && customerId === account?.stripeCustomerId;
+  if (!mine || facts.mode !== 'subscription') throw new CheckoutSessionNotFoundError();
+  if (session.status !== 'complete' || !facts.subscriptionId) throw new CheckoutNotCompleteError();
+
+  const subscription =
+    typeof session.subscription === 'object' && session.subscription !== null
+      ? session.subscription
+      : await stripe.subscriptions.retrieve(facts.subscriptionId);
+  const created = Math.floor(fetchedAt.getTime() / 1000) - 1;
+  const livemode = deps.config.stripe.mode === 'live';
+  const receipt = { type: SYNC_EVENT_TYPE, created, livemode, apiVersion: null };
+  await deps.store.applyEvent({
+    ...receipt,
+    id: `sync_${facts.id}`,
+    change: { kind: 'checkout_completed', user_id: user.id, customer_id: customerId, subscription_id: facts.subscriptionId, email: facts.email },
+  });
+  await deps.store.applyEvent({
+    ...receipt,
+    id: `sync_${subscription.id}_${fetchedAt.getTime()}`,
+    change: { kind: 'subscription', subscription: snapshotOf(readSubscription(subscription), deps.config.scope) },
+  });
+  return subscriptionStatus(deps, user, now());
+}
+
+async function retrieveSession(stripe: Stripe, sessionId: string): Promise<Stripe.Checkout.Session> {
+  try {
+    return await stripe.checkout.sessions.retrieve(sessionId, { expand: ['subscription'] });
+  } catch (error) {
+    if ((error as { code?: unknown }).code === 'resource_missing') throw new CheckoutSessionNotFoundError();
+    throw error;
+  }
+}

@@ -1,0 +1,369 @@
+-- The event inbox: every verified delivery on record, what became of it, and which
+-- customer it was about; and the state of the scheduled jobs (catch-up, reconcile).
+--
+-- * stripe_events.stripe_customer_id: so `npm run billing:events --user` can list a
+--   user's events. billing_apply_event is the same as in 20261201000000 but for
+--   recording it (and clearing a failed attempt's reason once applied).
+-- * billing_record_event records a verified event that was not applied: 'skipped'
+--   (not ours to act on, with why) or 'failed' (with the error; not processed, so a
+--   redelivery, the catch-up or a replay still applies it once).
+-- * billing_jobs: one row per scheduled job: a lease so that two runs never overlap,
+--   and the job's cursor, so a run that stops at Netlify's limit resumes next time.
+
+alter table public.stripe_events add column stripe_customer_id text;
+create index stripe_events_customer_idx on public.stripe_events (stripe_customer_id, stripe_created_at desc);
+create index stripe_events_created_idx on public.stripe_events (stripe_created_at desc);
+
+create or replace function public.billing_apply_event(
+  p_event_id text,
+  p_event_type text,
+  p_event_created timestamptz,
+  p_livemode boolean,
+  p_api_version text,
+  p_change jsonb
+) returns jsonb
+language plpgsql
+security invoker
+set search_path = ''
+set lock_timeout = '3s'
+as $$
+declare
+  v_kind text := p_change ->> 'kind';
+  v_outcome text := 'ignored';
+  v_reason text;
+  v_rows integer;
+  v_user uuid;
+  v_customer text;
+  v_subscription text;
+  v_deleted_at timestamptz;
+  s jsonb;
+begin
+  -- Serialise deliveries of the same event id: the second waits here for the first
+  -- to commit and then sees the row; if the first rolled back, the second applies.
+  -- An event recorded as failed was never applied: its retry or replay applies it.
+  insert into public.stripe_events as e (id, type, livemode, stripe_created_at, api_version, outcome)
+  values (p_event_id, p_event_type, p_livemode, p_event_created, p_api_version, 'pending')
+  on conflict (id) do update
+    set outcome = 'pending', attempts = e.attempts + 1, last_received_at = now(),
+        api_version = coalesce(excluded.api_version, e.api_version)
+    where e.outcome = 'failed';
+  if not found then
+    update public.stripe_events
+      set attempts = attempts + 1, last_received_at = now()
+      where id = p_event_id;
+    return jsonb_build_object('outcome', 'duplicate');
+  end if;
+
+  -- Events of one customer apply one at a time. Without this, two concurrent events
+  -- each miss the other's uncommitted rows: a checkout's link and a subscription event
+  -- that needs it, or a customer's deletion and a checkout that links it again.
+  v_customer := coalesce(
+    p_change ->> 'customer_id',
+    p_change -> 'subscription' ->> 'customer_id',
+    p_change -> 'invoice' ->> 'customer_id'
+  );
+  if v_customer is not null then
+    perform pg_advisory_xact_lock(hashtextextended('billing_customer:' || v_customer, 0));
+  end if;
+
+  if v_kind = 'checkout_completed' then
+    v_user := (p_change ->> 'user_id')::uuid;
+    v_customer := p_change ->> 'customer_id';
+    v_subscription := p_change ->> 'subscription_id';
+    select deleted_at into v_deleted_at
+      from public.billing_deleted_customers where stripe_customer_id = v_customer;
+
+    -- Our checkout stores the user's customer before it creates the session, so the
+    -- session's customer is already theirs. A session that names a user but pays with
+    -- another customer (a Payment Link or pricing table where the buyer typed any user
+    -- id, or another user's customer) changes nothing: it never replaces a link.
+    if exists (select 1 from public.billing_customers c
+               where (c.user_id = v_user and c.stripe_customer_id <> v_customer)
+                  or (c.stripe_customer_id = v_customer and c.user_id <> v_user)) then
+      v_reason := 'checkout session''s customer is not the user''s customer';
+      update public.stripe_events set outcome = 'skipped', reason = v_reason,
+        stripe_customer_id = coalesce(p_change ->> 'customer_id', p_change -> 'subscription' ->> 'customer_id', p_change -> 'invoice' ->> 'customer_id')
+        where id = p_event_id;
+      return jsonb_build_object('outcome', 'skipped', 'reason', v_reason);
+    end if;
+
+    if v_deleted_at is null then
+      -- Neither is linked yet (a link lost, or a session older than this check).
+      insert into public.billing_customers (user_id, stripe_customer_id, email)
+      values (v_user, v_customer, p_change ->> 'email')
+      on conflict do nothing;
+    end if;
+
+    -- The session does not say the subscription's status: record 'active'
+    -- provisionally (no state key), so any subscription event replaces it.
+    insert into public.billing_subscriptions (
+      stripe_subscription_id, stripe_customer_id, user_id, status, stripe_created_at
+    ) values (v_subscription, v_customer, v_user, 'active', p_event_created)
+    on conflict (stripe_subscription_id) do update
+      set user_id = coalesce(public.billing_subscriptions.user_id, excluded.user_id),
+          status = coalesce(public.billing_subscriptions.status, excluded.status),
+          stripe_created_at = coalesce(public.billing_subscriptions.stripe_created_at, excluded.stripe_created_at),
+          updated_at = now();
+
+    -- Subscription events that arrived before this link now belong to the user.
+    update public.billing_subscriptions
+      set user_id = v_user, updated_at = now()
+      where stripe_customer_id = v_customer and user_id is null;
+    v_outcome := 'applied';
+
+  elsif v_kind = 'subscription' then
+    s := p_change -> 'subscription';
+    v_subscription := s ->> 'id';
+    v_customer := s ->> 'customer_id';
+    -- Who: the subscription's metadata, else the customer's link, else unknown for now
+    -- (checkout.session.completed links it when it comes).
+    v_user := coalesce(
+      (s ->> 'user_id')::uuid,
+      (select c.user_id from public.billing_customers c where c.stripe_customer_id = v_customer)
+    );
+
+    insert into public.billing_subscriptions as cur (
+      stripe_subscription_id, stripe_customer_id, user_id, status, price_id, product_id, quantity,
+      for_this_product, current_period_start, current_period_end, cancel_at_period_end, cancel_at,
+      canceled_at, ended_at, trial_start, trial_end, stripe_created_at,
+      state_event_created, state_event_id
+    ) values (
+      v_subscription, v_customer, v_user, s ->> 'status', s ->> 'price_id', s ->> 'product_id',
+      (s ->> 'quantity')::integer, coalesce((s ->> 'for_this_product')::boolean, true),
+      (s ->> 'current_period_start')::timestamptz, (s ->> 'current_period_end')::timestamptz,
+      coalesce((s ->> 'cancel_at_period_end')::boolean, false), (s ->> 'cancel_at')::timestamptz,
+      (s ->> 'canceled_at')::timestamptz, (s ->> 'ended_at')::timestamptz,
+      (s ->> 'trial_start')::timestamptz, (s ->> 'trial_end')::timestamptz, (s ->> 'created')::timestamptz,
+      p_event_created, p_event_id
+    )
+    on conflict (stripe_subscription_id) do update
+      set stripe_customer_id = excluded.stripe_customer_id,
+          status = excluded.status,
+          price_id = excluded.price_id,
+          product_id = excluded.product_id,
+          quantity = excluded.quantity,
+          for_this_product = excluded.for_this_product,
+          current_period_start = excluded.current_period_start,
+          current_period_end = excluded.current_period_end,
+          cancel_at_period_end = excluded.cancel_at_period_end,
+          cancel_at = excluded.cancel_at,
+          canceled_at = excluded.canceled_at,
+          ended_at = excluded.ended_at,
+          trial_start = excluded.trial_start,
+          trial_end = excluded.trial_end,
+          stripe_created_at = excluded.stripe_created_at,
+          state_event_created = excluded.state_event_created,
+          state_event_id = excluded.state_event_id,
+          updated_at = now()
+      where cur.state_event_created is null
+         or (excluded.state_event_created, public.billing_status_rank(excluded.status), excluded.state_event_id collate "C")
+          > (cur.state_event_created, public.billing_status_rank(cur.status), cur.state_event_id collate "C");
+    get diagnostics v_rows = row_count;
+    v_outcome := case when v_rows = 1 then 'applied' else 'stale' end;
+
+    -- Who it belongs to is not state but a fact: learn it even from a stale event.
+    if v_user is not null then
+      update public.billing_subscriptions
+        set user_id = v_user, updated_at = now()
+        where stripe_subscription_id = v_subscription and user_id is null;
+    end if;
+
+  elsif v_kind = 'invoice' then
+    s := p_change -> 'invoice';
+    v_subscription := s ->> 'subscription_id';
+    v_customer := s ->> 'customer_id';
+
+    -- An invoice may come before any subscription event: keep it on a row of its
+    -- own (no status yet) that the subscription's events fill in later.
+    insert into public.billing_subscriptions (stripe_subscription_id, stripe_customer_id, user_id)
+    values (
+      v_subscription, v_customer,
+      (select c.user_id from public.billing_customers c where c.stripe_customer_id = v_customer)
+    )
+    on conflict (stripe_subscription_id) do nothing;
+
+    update public.billing_subscriptions cur
+      set latest_invoice_id = s ->> 'id',
+          last_payment_status = s ->> 'outcome',
+          last_payment_at = p_event_created,
+          last_payment_amount = (s ->> 'amount')::bigint,
+          last_payment_currency = s ->> 'currency',
+          hosted_invoice_url = s ->> 'hosted_invoice_url',
+          next_payment_attempt = (s ->> 'next_payment_attempt')::timestamptz,
+          invoice_event_created = p_event_created,
+          invoice_event_id = p_event_id,
+          updated_at = now()
+      where cur.stripe_subscription_id = v_subscription
+        and (cur.invoice_event_created is null
+          or (p_event_created, public.billing_payment_rank(s ->> 'outcome'), p_event_id collate "C")
+           > (cur.invoice_event_created, public.billing_payment_rank(cur.last_payment_status), cur.invoice_event_id collate "C"));
+    get diagnostics v_rows = row_count;
+    v_outcome := case when v_rows = 1 then 'applied' else 'stale' end;
+
+    -- The grace period counts from the first failure after the last payment. The
+    -- last payment only moves forward, and failures before it are dropped, so the
+    -- result is the same in any order. (SET expressions read the row before the update.)
+    if s ->> 'outcome' = 'paid' then
+      update public.billing_subscriptions
+        set last_paid_at = greatest(last_paid_at, p_event_created),
+            payment_failures = array(
+              select f from unnest(payment_failures) f
+              where f > greatest(last_paid_at, p_event_created) order by f),
+            payment_failed_at = (
+              select min(f) from unnest(payment_failures) f
+              where f > greatest(last_paid_at, p_event_created)),
+            updated_at = now()
+        where stripe_subscription_id = v_subscription;
+      v_outcome := 'applied';
+    elsif s ->> 'outcome' = 'failed' then
+      update public.billing_subscriptions
+        set payment_failures = array_append(payment_failures, p_event_created),
+            payment_failed_at = least(payment_failed_at, p_event_created),
+            updated_at = now()
+        where stripe_subscription_id = v_subscription
+          and (last_paid_at is null or p_event_created > last_paid_at);
+      if found then
+        v_outcome := 'applied';
+      end if;
+    end if;
+
+  elsif v_kind = 'trial_will_end' then
+    update public.billing_subscriptions
+      set trial_will_end_at = greatest(trial_will_end_at, p_event_created), updated_at = now()
+      where stripe_subscription_id = p_change ->> 'subscription_id';
+    if not found then
+      insert into public.billing_subscriptions (stripe_subscription_id, stripe_customer_id, user_id, trial_will_end_at)
+      values (
+        p_change ->> 'subscription_id', p_change ->> 'customer_id',
+        (select c.user_id from public.billing_customers c where c.stripe_customer_id = p_change ->> 'customer_id'),
+        p_event_created
+      )
+      on conflict (stripe_subscription_id) do update
+        set trial_will_end_at = greatest(public.billing_subscriptions.trial_will_end_at, excluded.trial_will_end_at);
+    end if;
+    v_outcome := 'applied';
+
+  elsif v_kind = 'customer_deleted' then
+    v_customer := p_change ->> 'customer_id';
+    insert into public.billing_deleted_customers (stripe_customer_id, deleted_at, event_id)
+    values (v_customer, p_event_created, p_event_id)
+    on conflict (stripe_customer_id) do nothing;
+    -- The user is unlinked; their next checkout creates a new customer.
+    delete from public.billing_customers where stripe_customer_id = v_customer;
+    v_outcome := 'applied';
+  end if;
+
+  update public.stripe_events
+    set outcome = v_outcome, reason = null,
+        stripe_customer_id = coalesce(p_change ->> 'customer_id', p_change -> 'subscription' ->> 'customer_id', p_change -> 'invoice' ->> 'customer_id')
+    where id = p_event_id;
+  return jsonb_build_object('outcome', v_outcome);
+end;
+$$;
+
+drop function public.billing_record_failed_event(text, text, timestamptz, boolean, text, text);
+
+create function public.billing_record_event(
+  p_event_id text,
+  p_event_type text,
+  p_event_created timestamptz,
+  p_livemode boolean,
+  p_api_version text,
+  p_customer_id text,
+  p_outcome text,
+  p_reason text
+) returns text
+language plpgsql
+security invoker
+set search_path = ''
+as $$
+declare
+  v_outcome text;
+begin
+  if p_outcome not in ('skipped', 'failed') then
+    raise exception 'billing_record_event records skipped or failed events, not %', p_outcome;
+  end if;
+  -- A failed attempt's record gives way to what happened next; an applied (or
+  -- skipped) event is never overwritten, only counted.
+  insert into public.stripe_events as e
+    (id, type, livemode, stripe_created_at, api_version, stripe_customer_id, outcome, reason)
+  values (p_event_id, p_event_type, p_livemode, p_event_created, p_api_version, p_customer_id, p_outcome, p_reason)
+  on conflict (id) do update
+    set attempts = e.attempts + 1,
+        last_received_at = now(),
+        outcome = case when e.outcome = 'failed' then excluded.outcome else e.outcome end,
+        reason = case when e.outcome = 'failed' then excluded.reason else e.reason end,
+        api_version = coalesce(e.api_version, excluded.api_version),
+        stripe_customer_id = coalesce(e.stripe_customer_id, excluded.stripe_customer_id)
+  returning outcome into v_outcome;
+  return v_outcome;
+end;
+$$;
+
+create table public.billing_jobs (
+  name text primary key,
+  -- Held by a run until it ends or this passes (a run that died).
+  locked_until timestamptz,
+  locked_by text,
+  -- The job's own cursor and counters, as it last saved them.
+  state jsonb not null default '{}',
+  last_run_at timestamptz,
+  last_summary jsonb
+);
+alter table public.billing_jobs enable row level security;
+revoke all on public.billing_jobs from anon, authenticated, public;
+grant all on public.billing_jobs to service_role;
+
+-- Takes the job's lease if nobody holds it; returns its state, or null if it is held.
+create function public.billing_job_acquire(p_name text, p_holder text, p_lease_seconds integer)
+returns jsonb
+language sql
+security invoker
+set search_path = ''
+as $$
+  insert into public.billing_jobs as j (name, locked_until, locked_by)
+  values (p_name, now() + make_interval(secs => p_lease_seconds), p_holder)
+  on conflict (name) do update
+    set locked_until = excluded.locked_until, locked_by = excluded.locked_by
+    where j.locked_until is null or j.locked_until < now()
+  returning state;
+$$;
+
+-- Saves the job's state and, when p_release, lets the lease go. Only the holder can.
+create function public.billing_job_save(p_name text, p_holder text, p_state jsonb, p_summary jsonb, p_release boolean)
+returns boolean
+language sql
+security invoker
+set search_path = ''
+as $$
+  update public.billing_jobs
+    set state = p_state,
+        last_summary = coalesce(p_summary, last_summary),
+        last_run_at = case when p_release then now() else last_run_at end,
+        locked_until = case when p_release then null else locked_until end,
+        locked_by = case when p_release then null else locked_by end
+    where name = p_name and locked_by = p_holder
+  returning true;
+$$;
+
+-- Which of these events the ledger holds (applied, stale, skipped, ...), so the
+-- catch-up sends only the others (never seen, or failed) through the apply.
+create function public.billing_events_known(p_event_ids text[])
+returns setof text
+language sql
+stable
+security invoker
+set search_path = ''
+as $$
+  select id from public.stripe_events
+  where id = any(p_event_ids) and outcome not in ('failed', 'pending');
+$$;
+
+revoke execute on function public.billing_record_event(text, text, timestamptz, boolean, text, text, text, text) from public, anon, authenticated;
+revoke execute on function public.billing_job_acquire(text, text, integer) from public, anon, authenticated;
+revoke execute on function public.billing_job_save(text, text, jsonb, jsonb, boolean) from public, anon, authenticated;
+revoke execute on function public.billing_events_known(text[]) from public, anon, authenticated;
+grant execute on function public.billing_record_event(text, text, timestamptz, boolean, text, text, text, text) to service_role;
+grant execute on function public.billing_job_acquire(text, text, integer) to service_role;
+grant execute on function public.billing_job_save(text, text, jsonb, jsonb, boolean) to service_role;
+grant execute on function public.billing_events_known(text[]) to service_role;
