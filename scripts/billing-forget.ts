@@ -1,0 +1,44 @@
+// npm run billing:forget -- --user <uuid> [--local]
+//
+// Ends a user's billing when they delete their account (src/billing/forget.ts): their
+// live subscriptions canceled now, their Stripe customer deleted, their local link
+// removed (the subscription rows stay, reading as canceled). Safe to run again.
+// Configuration as for billing:reconcile (scripts/lib/job-cli.ts).
+//
+// One summary line to stdout. Exit status: 0 done, 1 failed, 2 usage or configuration error.
+
+import { parseArgs } from 'node:util';
+import { forgetUser } from '../src/billing/forget.ts';
+import { createStore } from '../src/store.ts';
+import { createStripe } from '../src/stripe-client.ts';
+import { fail, jobConfig, messageOf, UUID } from './lib/job-cli.ts';
+
+const USAGE = 'usage: npm run billing:forget -- --user <uuid> [--local]';
+
+let values;
+try {
+  ({ values } = parseArgs({ options: { user: { type: 'string' }, local: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h', default: false } } }));
+} catch (error) {
+  fail(`${messageOf(error)}\n${USAGE}`);
+}
+if (values.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
+const userId = values.user;
+if (userId === undefined || !UUID.test(userId)) fail(`--user must be a user id (a UUID)\n${USAGE}`);
+
+const config = jobConfig(values.local);
+const deps = { stripe: await createStripe(config.stripe), store: createStore(config.store), livemode: config.stripe.mode === 'live' };
+try {
+  const report = await forgetUser(deps, userId.toLowerCase());
+  const canceled = report.canceledSubscriptions.length;
+  console.log(
+    report.customerId
+      ? `forgot user ${report.userId}: customer ${report.customerId} ${report.customerDeleted}, ${canceled} subscription(s) canceled${canceled ? ` (${report.canceledSubscriptions.join(', ')})` : ''}`
+      : `user ${report.userId} has no Stripe customer: nothing to end`,
+  );
+} catch (error) {
+  console.error(`billing:forget failed for user ${userId}: ${messageOf(error)} (safe to run again)`);
+  process.exitCode = 1;
+}
