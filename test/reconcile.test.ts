@@ -10,7 +10,9 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import webhook from '../netlify/functions/stripe-webhook.mts';
 import {
   customerOfUser,
+  reconcileOnSchedule,
   reconcileSubscriptions,
+  RECONCILE_JOB,
   RECONCILE_EVENT_TYPE,
   type ReconcileDeps,
   type ReconcileOptions,
@@ -97,6 +99,7 @@ describe('reconcileSubscriptions', () => {
 
     expect(report).toMatchObject({
       complete: true,
+      resumeAfter: null,
       dryRun: false,
       pages: 1,
       seen: 1,
@@ -324,6 +327,33 @@ describe('rate limits and pagination', () => {
     expect(report.failures).toEqual([{ stage: 'list', subscriptionId: null, message: expect.stringMatching(/^page 1: Too many requests/) as unknown }]);
     expect(sleeps).toEqual([1000, 2000, 4000]);
     expect(stub.requests).toHaveLength(4);
+  });
+
+  it('on a schedule: one pass paged across runs within the budget, then not due for a day', async () => {
+    await linkedUser();
+    await query('delete from billing_jobs where name = $1', [RECONCILE_JOB]);
+    const { stub, deps: stubbed } = await stubbedDeps({
+      target: env('STRIPE_MOCK_URL'),
+      edit: (n, body) => {
+        if (n === 1) body['has_more'] = true;
+      },
+    });
+    let clock = Date.now();
+    const now = () => new Date(clock);
+    // A budget of 0: each run stops after its first page, as one at Netlify's 30 s would.
+    const first = await reconcileOnSchedule(stubbed, { holder: 'test-1', budgetMs: 0, now });
+    expect(first).toMatchObject({ status: 'paused', seen: 1, failed: 0 });
+    const second = await reconcileOnSchedule(stubbed, { holder: 'test-2', budgetMs: 0, now });
+    expect(second).toMatchObject({ status: 'done', seen: 1, failed: 0 });
+    expect(stub.requests.map((r) => r.url.searchParams.get('starting_after'))).toEqual([null, fixture.id]);
+
+    expect(await reconcileOnSchedule(stubbed, { holder: 'test-3', budgetMs: 0, now })).toMatchObject({ status: 'not due', seen: 0 });
+    expect(stub.requests).toHaveLength(2);
+    clock += 25 * 3600 * 1000;
+    expect(await reconcileOnSchedule(stubbed, { holder: 'test-4', now })).toMatchObject({ status: 'done', seen: 1 });
+    expect(stub.requests).toHaveLength(3);
+    const [job] = await query<{ locked_by: string | null; last_summary: { status: string } }>('select * from billing_jobs where name = $1', [RECONCILE_JOB]);
+    expect(job).toMatchObject({ locked_by: null, last_summary: { status: 'done' } });
   });
 
   it('follows has_more with starting_after, page by page', async () => {

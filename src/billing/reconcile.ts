@@ -67,6 +67,10 @@ export interface ReconcileOptions {
   sleep?: (ms: number) => Promise<void>;
   /** Retries of one page after HTTP 429, with exponential backoff; default 5. */
   maxRateLimitRetries?: number;
+  /** Go on from here (a run that stopped at its budget left it in `resumeAfter`). */
+  startingAfter?: string;
+  /** Start no new page after this long; the report's `resumeAfter` says where to go on. */
+  budgetMs?: number;
 }
 
 export interface ReconcileCounts {
@@ -97,6 +101,8 @@ export interface ReconcileReport extends ReconcileCounts {
   customerId: string | null;
   /** Every page was read (false when listing failed or the run stopped early). */
   complete: boolean;
+  /** Set when the run stopped at its budget: the last subscription it finished. */
+  resumeAfter: string | null;
   failures: ReconcileFailure[];
 }
 
@@ -136,6 +142,7 @@ export async function reconcileSubscriptions(deps: ReconcileDeps, options: Recon
     dryRun,
     customerId: options.customerId ?? null,
     complete: false,
+    resumeAfter: null,
     pages: 0,
     seen: 0,
     applied: 0,
@@ -176,7 +183,8 @@ export async function reconcileSubscriptions(deps: ReconcileDeps, options: Recon
     }
   };
 
-  let startingAfter: string | undefined;
+  let startingAfter: string | undefined = options.startingAfter;
+  const started = performance.now();
   let consecutiveFailures = 0;
   for (let page = 1; ; page += 1) {
     let fetched: Awaited<ReturnType<typeof fetchPage>>;
@@ -237,7 +245,83 @@ export async function reconcileSubscriptions(deps: ReconcileDeps, options: Recon
     const last = list.data.at(-1);
     if (!list.has_more || !last) break;
     startingAfter = last.id;
+    if (options.budgetMs !== undefined && performance.now() - started > options.budgetMs) {
+      report.resumeAfter = last.id;
+      return report;
+    }
   }
   report.complete = true;
   return report;
+}
+
+// On a schedule -------------------------------------------------------------------------
+//
+// The full reconcile, once a day, with no one at the keyboard: a Netlify Scheduled
+// Function (netlify/functions/stripe-reconcile.mts) runs hourly; a run starts a pass
+// when the last one finished a day ago or more, or goes on with the pass in progress
+// from where the last run stopped (a scheduled run has 30 s). A lease in billing_jobs
+// keeps two runs apart.
+
+export const RECONCILE_JOB = 'stripe-reconcile';
+export const RECONCILE_EVERY_MS = 24 * 3600 * 1000;
+export const SCHEDULED_BUDGET_MS = 20_000;
+
+// A type alias, not an interface, so it is a Json value (it is saved as the job's summary).
+export type ScheduledReconcileSummary = {
+  /** 'not due': the last pass finished less than a day ago. 'busy': another run holds the lease. */
+  status: 'done' | 'paused' | 'not due' | 'busy' | 'failed';
+  seen: number;
+  applied: number;
+  stale: number;
+  skipped: number;
+  failed: number;
+  /** The first failure's message, for the log line. */
+  error: string | null;
+};
+
+export async function reconcileOnSchedule(
+  deps: ReconcileDeps,
+  options: { holder: string; budgetMs?: number; now?: () => Date },
+): Promise<ScheduledReconcileSummary> {
+  const now = options.now ?? (() => new Date());
+  const budgetMs = options.budgetMs ?? SCHEDULED_BUDGET_MS;
+  const summary: ScheduledReconcileSummary = { status: 'busy', seen: 0, applied: 0, stale: 0, skipped: 0, failed: 0, error: null };
+  const saved = await deps.store.acquireJob(RECONCILE_JOB, options.holder, Math.ceil(budgetMs / 1000) + 60);
+  if (saved === null) return summary;
+  const record = typeof saved === 'object' && saved !== null && !Array.isArray(saved) ? saved : {};
+  const state = {
+    passStartedAt: typeof record['passStartedAt'] === 'string' ? record['passStartedAt'] : null,
+    startingAfter: typeof record['startingAfter'] === 'string' ? record['startingAfter'] : null,
+    lastCompletedAt: typeof record['lastCompletedAt'] === 'string' ? record['lastCompletedAt'] : null,
+  };
+  const save = () => deps.store.saveJob(RECONCILE_JOB, options.holder, state, summary, true);
+
+  if (state.passStartedAt === null) {
+    if (state.lastCompletedAt !== null && now().getTime() - new Date(state.lastCompletedAt).getTime() < RECONCILE_EVERY_MS) {
+      summary.status = 'not due';
+      await save();
+      return summary;
+    }
+    state.passStartedAt = now().toISOString();
+    state.startingAfter = null;
+  }
+
+  const report = await reconcileSubscriptions(deps, {
+    budgetMs,
+    now,
+    ...(state.startingAfter !== null && { startingAfter: state.startingAfter }),
+  });
+  Object.assign(summary, { seen: report.seen, applied: report.applied, stale: report.stale, skipped: report.skipped, failed: report.failures.length });
+  summary.error = report.failures[0]?.message ?? null;
+  if (report.complete) {
+    Object.assign(state, { passStartedAt: null, startingAfter: null, lastCompletedAt: now().toISOString() });
+    summary.status = report.failures.length > 0 ? 'failed' : 'done';
+  } else if (report.resumeAfter !== null) {
+    state.startingAfter = report.resumeAfter;
+    summary.status = report.failures.length > 0 ? 'failed' : 'paused';
+  } else {
+    summary.status = 'failed'; // a page could not be read: the next run tries it again
+  }
+  await save();
+  return summary;
 }
