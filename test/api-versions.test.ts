@@ -4,26 +4,15 @@
 
 import type Stripe from 'stripe';
 import { describe, expect, it } from 'vitest';
-import { reduceEvent } from '../src/billing/events.ts';
+import { HANDLED_EVENT_TYPES, reduceEvent } from '../src/billing/events.ts';
 import { productScope } from '../src/billing/product-scope.ts';
 import { API_VERSIONS, FIXTURE_IDS, fixtureEvent, PINNED_API_VERSION, renderInVersion, type ApiVersion } from '../scripts/lib/stripe-events.ts';
 import { deliverConcurrently, deliveries, expectStored, generateHistory, random, renderHistory, type History } from './support/histories.ts';
 import { newUser, query } from './support/stack.ts';
 
 const SCOPE = productScope([FIXTURE_IDS.priceId]);
-const HANDLED_FIXTURES = [
-  'checkout.session.completed',
-  'customer.subscription.created',
-  'customer.subscription.updated',
-  'customer.subscription.deleted',
-  'customer.subscription.paused',
-  'customer.subscription.resumed',
-  'customer.subscription.trial_will_end',
-  'invoice.paid',
-  'invoice.payment_failed',
-  'invoice.payment_action_required',
-  'customer.deleted',
-];
+/** One fixture per handled type (test/fixtures/events). */
+const HANDLED_FIXTURES: readonly string[] = [...HANDLED_EVENT_TYPES];
 
 type Obj = Record<string, unknown>;
 const objectOf = (event: Stripe.Event) => event.data.object as unknown as Obj;

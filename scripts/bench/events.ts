@@ -15,20 +15,9 @@ import {
   type Parties,
   type SubscriptionState,
 } from '../lib/stripe-events.ts';
+import { HANDLED_EVENT_TYPES } from '../../src/billing/events.ts';
 
-export const HANDLED_TYPES = [
-  'checkout.session.completed',
-  'customer.subscription.created',
-  'customer.subscription.updated',
-  'customer.subscription.deleted',
-  'customer.subscription.paused',
-  'customer.subscription.resumed',
-  'customer.subscription.trial_will_end',
-  'invoice.paid',
-  'invoice.payment_failed',
-  'invoice.payment_action_required',
-  'customer.deleted',
-] as const;
+export const HANDLED_TYPES: readonly string[] = [...HANDLED_EVENT_TYPES];
 
 /** A type we acknowledge without a write. */
 export const UNHANDLED_TYPE = 'product.updated';
