@@ -8,6 +8,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type Stripe from 'stripe';
+import { PINNED_API_VERSION } from '../../src/billing/api-version.ts';
 
 type Obj = Record<string, unknown>;
 
@@ -291,7 +292,7 @@ export function customerDeletedEvent(parties: Pick<Parties, 'customerId' | 'emai
 //   2026-10-28.endive  (the SDK's) checkout session: allowed_payment_method_types added
 //                      beside payment_method_types (which the create request lost)
 
-export const PINNED_API_VERSION = '2026-10-28.endive';
+export { PINNED_API_VERSION };
 
 export const API_VERSIONS = [
   '2024-06-20',
