@@ -3,7 +3,7 @@
 // so a deploy without, say, URL still verifies and applies webhooks.
 // Every variable here is documented, line for line, in .env.example.
 
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { CatalogError, catalogScope, parseCatalog, type Catalog } from './billing/catalog.ts';
 import { productScope, type ProductScope } from './billing/product-scope.ts';
@@ -232,16 +232,17 @@ function readScope(r: Reader, catalog: Catalog | null): ProductScope {
 const catalogs = new Map<string, Catalog>();
 
 /** BILLING_CATALOG: a JSON file, relative to the working directory (the site's base
- *  directory, where Netlify puts `included_files`). Read once per path. */
+ *  directory, where Netlify puts `included_files`). Read once per path and version. */
 function readCatalog(r: Reader): Catalog | null {
   const file = r.optional('BILLING_CATALOG');
   if (file === undefined) return null;
   const full = path.resolve(file);
-  const cached = catalogs.get(full);
-  if (cached) return cached;
   try {
+    const key = `${full}@${statSync(full).mtimeMs}`;
+    const cached = catalogs.get(key);
+    if (cached) return cached;
     const catalog = parseCatalog(JSON.parse(readFileSync(full, 'utf8')) as unknown, file);
-    catalogs.set(full, catalog);
+    catalogs.set(key, catalog);
     return catalog;
   } catch (error) {
     const problem = error instanceof CatalogError ? error.problems.join('; ') : error instanceof Error ? error.message : String(error);

@@ -201,8 +201,10 @@ async function attachFeatures(
     const featureId = featureIds.get(key);
     if (!dryRun && featureId) await deps.stripe.products.createFeature(plan.productId, { entitlement_feature: featureId });
   }
+  // Only the catalog's features are managed here: one attached by hand stays.
   for (const pf of attached) {
-    if (plan.features.includes(pf.entitlement_feature.lookup_key)) continue;
+    const key = pf.entitlement_feature.lookup_key;
+    if (plan.features.includes(key) || !deps.catalog.features.has(key)) continue;
     change(`detach feature ${pf.entitlement_feature.lookup_key} from ${plan.productId}`);
     if (!dryRun) await deps.stripe.products.deleteFeature(plan.productId, pf.id);
   }
