@@ -53,8 +53,8 @@ describe('npm run billing:setup, against stripe-mock', () => {
     const text = (await readFile(CATALOG_FILE, 'utf8'))
       .replaceAll(/"(pro|business)_(monthly|yearly)"/g, `"$1_$2_${tag}"`)
       .replaceAll(/"analytics_(pro|business)"/g, `"analytics_$1_${tag}"`)
-      .replaceAll(/"plans": \{\n    "pro"/g, `"plans": {\n    "pro_${tag}"`)
-      .replace(/\n    "business": \{/, `\n    "business_${tag}": {`);
+      .replace('"plans": {\n    "pro"', `"plans": {\n    "pro_${tag}"`)
+      .replace('\n    "business": {', `\n    "business_${tag}": {`);
     const file = path.join(await mkdtemp(path.join(tmpdir(), 'catalog-')), 'catalog.json');
     await writeFile(file, text);
     return { file, tag };
