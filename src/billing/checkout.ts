@@ -1,7 +1,7 @@
 import type Stripe from 'stripe';
 import type { AuthUser } from '../auth.ts';
 import type { CheckoutConfig } from '../config.ts';
-import { AlreadySubscribedError, HttpError, UnknownPriceError } from '../errors.ts';
+import { AlreadySubscribedError, UnknownPriceError } from '../errors.ts';
 import type { BillingStore } from '../store.ts';
 import type { StripeLoader } from '../stripe-client.ts';
 import { canStartCheckout } from './access.ts';
@@ -22,16 +22,16 @@ export interface CheckoutRequest {
   price: string | null;
 }
 
-/** The optional body: none, `{}`, or `{"price": "<lookup key>"}`. */
+/** The optional body: none, `{}`, or `{"price": "<lookup key>"}`. As before the catalog,
+ *  a body that is not a JSON object is ignored (the default price); only `price` is read. */
 export function parseCheckoutBody(text: string): CheckoutRequest {
-  if (text.trim() === '') return { price: null };
   let body: unknown;
   try {
     body = JSON.parse(text);
   } catch {
-    throw new HttpError(400, 'Request body must be JSON');
+    return { price: null };
   }
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new HttpError(400, 'Request body must be a JSON object');
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) return { price: null };
   const price = (body as Record<string, unknown>)['price'];
   if (price === undefined || price === null) return { price: null };
   if (typeof price !== 'string') throw new UnknownPriceError();
