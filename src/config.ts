@@ -3,6 +3,9 @@
 // so a deploy without, say, URL still verifies and applies webhooks.
 // Every variable here is documented, line for line, in .env.example.
 
+import { readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { CatalogError, catalogScope, parseCatalog, type Catalog } from './billing/catalog.ts';
 import { productScope, type ProductScope } from './billing/product-scope.ts';
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -19,6 +22,7 @@ export const CONFIG_VARIABLES = [
   'SUPABASE_SERVICE_ROLE_KEY',
   'SUPABASE_JWT_SECRET',
   'BILLING_GRACE_DAYS',
+  'BILLING_CATALOG',
 ] as const;
 
 /** A required variable is missing or malformed. Message names every variable at fault. */
@@ -65,8 +69,11 @@ export interface CheckoutConfig {
   stripe: StripeConfig;
   store: StoreConfig;
   auth: AuthConfig;
-  /** STRIPE_PRICE_ID: the recurring price a checkout subscribes to. */
-  priceId: string;
+  /** STRIPE_PRICE_ID: the recurring price a checkout subscribes to, without a catalog.
+   *  With one, checkout sells the catalog's prices and this is not read. */
+  priceId: string | null;
+  /** BILLING_CATALOG: the plans, when the backend sells a catalog. */
+  catalog: Catalog | null;
   /** URL: the site's public URL; checkout and the portal return to its /dashboard. */
   appUrl: URL;
 }
@@ -94,9 +101,23 @@ export interface WebhookConfig {
   /** STRIPE_WEBHOOK_SECRET: the endpoint's signing secret, `whsec_…`; several, comma
    *  separated, while a secret is rolled or for a second endpoint. Any one verifying is enough. */
   webhookSecrets: readonly string[];
-  /** What this backend sells (STRIPE_PRICE_ID, STRIPE_PRODUCT_ID): only subscriptions to
-   *  it are the user's subscription here. */
+  /** What this backend sells (the catalog's products, STRIPE_PRICE_ID, STRIPE_PRODUCT_ID):
+   *  only subscriptions to it are the user's subscription here. */
   scope: ProductScope;
+}
+
+export interface PlansConfig {
+  stripe: StripeConfig;
+  /** null: no catalog, so no plans to show. */
+  catalog: Catalog | null;
+}
+
+export interface SetupConfig {
+  stripe: StripeConfig;
+  store: StoreConfig;
+  catalog: Catalog;
+  /** The site whose /api/stripe/webhook the endpoint delivers to, and the portal returns to. */
+  appUrl: URL;
 }
 
 type Problems = { variable: string; problem: string }[];
@@ -197,12 +218,37 @@ function readAppUrl(r: Reader): URL {
   return r.url('URL', r.required('URL')) ?? UNSET_URL;
 }
 
-function readScope(r: Reader): ProductScope {
-  const priceId = r.required('STRIPE_PRICE_ID');
-  r.prefixed('STRIPE_PRICE_ID', priceId, ['price_']);
+/** With a catalog, STRIPE_PRICE_ID is optional (a price sold before the catalog, whose
+ *  subscribers keep counting); without one it is what the backend sells. */
+function readScope(r: Reader, catalog: Catalog | null): ProductScope {
+  const priceId = catalog ? r.optional('STRIPE_PRICE_ID') : r.required('STRIPE_PRICE_ID');
+  if (priceId) r.prefixed('STRIPE_PRICE_ID', priceId, ['price_']);
   const productIds = r.list(r.optional('STRIPE_PRODUCT_ID'));
   for (const id of productIds) r.prefixed('STRIPE_PRODUCT_ID', id, ['prod_']);
-  return productScope([priceId], productIds);
+  const legacy = productScope(priceId ? [priceId] : [], productIds);
+  return catalog ? catalogScope(catalog, legacy) : legacy;
+}
+
+const catalogs = new Map<string, Catalog>();
+
+/** BILLING_CATALOG: a JSON file, relative to the working directory (the site's base
+ *  directory, where Netlify puts `included_files`). Read once per path and version. */
+function readCatalog(r: Reader): Catalog | null {
+  const file = r.optional('BILLING_CATALOG');
+  if (file === undefined) return null;
+  const full = path.resolve(file);
+  try {
+    const key = `${full}@${statSync(full).mtimeMs}`;
+    const cached = catalogs.get(key);
+    if (cached) return cached;
+    const catalog = parseCatalog(JSON.parse(readFileSync(full, 'utf8')) as unknown, file);
+    catalogs.set(key, catalog);
+    return catalog;
+  } catch (error) {
+    const problem = error instanceof CatalogError ? error.problems.join('; ') : error instanceof Error ? error.message : String(error);
+    r.problems.push({ variable: 'BILLING_CATALOG', problem: `(${file}) is not a valid catalog: ${problem}` });
+    return null;
+  }
 }
 
 function withTrailingSlash(url: URL): URL {
@@ -212,14 +258,18 @@ function withTrailingSlash(url: URL): URL {
 export function loadCheckoutConfig(env: Env): CheckoutConfig {
   const r = new Reader(env);
   const store = readStore(r);
+  const catalog = readCatalog(r);
+  const hadCatalogProblem = r.problems.some((p) => p.variable === 'BILLING_CATALOG');
+  const priceId = catalog || hadCatalogProblem ? null : r.required('STRIPE_PRICE_ID');
   const config: CheckoutConfig = {
     stripe: readStripe(r),
     store,
     auth: readAuth(r, store),
-    priceId: r.required('STRIPE_PRICE_ID'),
+    priceId,
+    catalog,
     appUrl: readAppUrl(r),
   };
-  r.prefixed('STRIPE_PRICE_ID', config.priceId, ['price_']);
+  if (priceId !== null) r.prefixed('STRIPE_PRICE_ID', priceId, ['price_']);
   r.done();
   return config;
 }
@@ -255,7 +305,7 @@ export function loadWebhookConfig(env: Env): WebhookConfig {
     stripe: readStripe(r),
     store: readStore(r),
     webhookSecrets: r.list(r.required('STRIPE_WEBHOOK_SECRET')),
-    scope: readScope(r),
+    scope: readScope(r, readCatalog(r)),
   };
   for (const secret of config.webhookSecrets) r.prefixed('STRIPE_WEBHOOK_SECRET', secret, ['whsec_']);
   r.done();
@@ -275,7 +325,7 @@ export function loadSyncConfig(env: Env): SyncConfig {
     stripe: readStripe(r),
     store,
     auth: readAuth(r, store),
-    scope: readScope(r),
+    scope: readScope(r, readCatalog(r)),
     graceDays: r.integer('BILLING_GRACE_DAYS', DEFAULT_GRACE_DAYS, 0, 90),
   };
   r.done();
@@ -292,7 +342,33 @@ export interface JobConfig {
  *  billing:forget, the scheduled catch-up and reconcile): Stripe, the store, what we sell. */
 export function loadJobConfig(env: Env): JobConfig {
   const r = new Reader(env);
-  const config: JobConfig = { stripe: readStripe(r), store: readStore(r), scope: readScope(r) };
+  const config: JobConfig = { stripe: readStripe(r), store: readStore(r), scope: readScope(r, readCatalog(r)) };
   r.done();
   return config;
+}
+
+/** GET /api/stripe/plans: the catalog, and Stripe to read its prices from. */
+export function loadPlansConfig(env: Env): PlansConfig {
+  const r = new Reader(env);
+  const catalog = readCatalog(r);
+  const config: PlansConfig = { stripe: readStripe(r), catalog };
+  r.done();
+  return config;
+}
+
+/** npm run billing:setup: the catalog to push, the Stripe account, and the site's URL. */
+export function loadSetupConfig(env: Env): SetupConfig {
+  const r = new Reader(env);
+  const catalog = readCatalog(r);
+  const stripe = readStripe(r);
+  const store = readStore(r);
+  const appUrl = readAppUrl(r);
+  if (!catalog) {
+    if (!r.problems.some((p) => p.variable === 'BILLING_CATALOG')) {
+      r.problems.push({ variable: 'BILLING_CATALOG', problem: 'is not set (the catalog file to push, e.g. billing-catalog.json)' });
+    }
+    throw new ConfigError(r.problems);
+  }
+  r.done();
+  return { stripe, store, catalog, appUrl };
 }

@@ -25,6 +25,10 @@ export type BillingAccountRow = {
   last_payment_currency: string | null;
   hosted_invoice_url: string | null;
   next_payment_attempt: string | null;
+  plan: string | null;
+  price_interval: string | null;
+  features: string[];
+  had_trial: boolean;
 };
 
 export type StripeEventRow = {
@@ -66,6 +70,22 @@ export type Database = {
           p_change: Json;
         };
         Returns: Json;
+      };
+      billing_apply_entitlements: {
+        Args: {
+          p_event_id: string;
+          p_event_type: string;
+          p_event_created: string;
+          p_livemode: boolean;
+          p_api_version: string | null;
+          p_customer_id: string;
+          p_features: string[];
+        };
+        Returns: Json;
+      };
+      billing_sync_catalog: {
+        Args: { p_catalog: Json };
+        Returns: undefined;
       };
       billing_record_event: {
         Args: {

@@ -95,3 +95,10 @@ export class InvalidSignatureError extends HttpError {
     this.name = 'InvalidSignatureError';
   }
 }
+
+export class UnknownPriceError extends HttpError {
+  constructor() {
+    super(400, 'Unknown price');
+    this.name = 'UnknownPriceError';
+  }
+}

@@ -25,6 +25,12 @@ export interface StoredSubscription extends AccessFacts {
   priceId: string | null;
   trialEnd: string | null;
   lastPayment: LastPayment | null;
+  /** The catalog plan of its product (null without a catalog, or for another price). */
+  plan: string | null;
+  interval: string | null;
+  /** The plan's features, or Stripe's newer entitlement summary; whether the user has
+   *  them now is decideAccess's to say. */
+  features: string[];
 }
 
 export interface BillingAccount {
@@ -35,6 +41,8 @@ export interface BillingAccount {
   deletedCustomerId: string | null;
   /** The subscription that matters now: a live one if any, else the newest. */
   subscription: StoredSubscription | null;
+  /** Whether any subscription of theirs to this product ever had a trial. */
+  hadTrial: boolean;
 }
 
 /** A subscription as an event showed it. Times are ISO 8601 strings. */
@@ -83,7 +91,9 @@ export type StateChange =
   | { kind: 'subscription'; subscription: SubscriptionSnapshot }
   | { kind: 'invoice'; invoice: InvoiceOutcome }
   | { kind: 'trial_will_end'; subscription_id: string; customer_id: string }
-  | { kind: 'customer_deleted'; customer_id: string };
+  | { kind: 'customer_deleted'; customer_id: string }
+  /** Stripe's list of the customer's active features (their lookup keys). */
+  | { kind: 'entitlements'; customer_id: string; features: string[] };
 
 /** A verified event, as recorded in stripe_events whatever becomes of it. */
 export interface EventReceipt {
@@ -127,6 +137,8 @@ export interface BillingStore {
   acquireJob(name: string, holder: string, leaseSeconds: number): Promise<Json | null>;
   /** Saves the job's state (and summary); `release` ends the lease. False if the lease was lost. */
   saveJob(name: string, holder: string, state: Json, summary: Json | null, release: boolean): Promise<boolean>;
+  /** The catalog as it is in Stripe (billing:setup): plans, their features, price ids. */
+  syncCatalog(catalog: StoredCatalog): Promise<void>;
 }
 
 export interface EventFilter {
@@ -152,6 +164,11 @@ export interface RecordedEvent {
   customerId: string | null;
 }
 
+export type StoredCatalog = {
+  plans: { plan: string; product_id: string; name: string; features: string[] }[];
+  prices: { price_id: string; plan: string; lookup_key: string; interval: string; amount: number; currency: string }[];
+};
+
 export class StoreError extends Error {
   constructor(operation: string, detail: string) {
     super(`billing store: ${operation} failed: ${detail}`);
@@ -164,7 +181,7 @@ const EVENT_COLUMNS = 'id,type,api_version,stripe_created_at,first_received_at,l
 
 // One literal, so supabase-js can type the selected row.
 const ACCOUNT_COLUMNS =
-  'user_id,stripe_customer_id,deleted_customer_id,stripe_subscription_id,status,price_id,current_period_start,current_period_end,cancel_at_period_end,trial_end,payment_failed_at,last_payment_status,last_payment_at,last_payment_amount,last_payment_currency,hosted_invoice_url,next_payment_attempt';
+  'user_id,stripe_customer_id,deleted_customer_id,stripe_subscription_id,status,price_id,current_period_start,current_period_end,cancel_at_period_end,trial_end,payment_failed_at,last_payment_status,last_payment_at,last_payment_amount,last_payment_currency,hosted_invoice_url,next_payment_attempt,plan,price_interval,features,had_trial';
 
 const APPLY_OUTCOMES: readonly unknown[] = ['applied', 'stale', 'ignored', 'duplicate', 'skipped'] satisfies ApplyOutcome[];
 
@@ -211,7 +228,19 @@ export function createStore(config: StoreConfig, fetchImpl: typeof fetch = fetch
     },
 
     async applyEvent(event) {
-      const { data, error } = await db.rpc('billing_apply_event', {
+      const change = event.change;
+      // Entitlement summaries are their own function (supabase/migrations/20261201100000).
+      const { data, error } = change.kind === 'entitlements'
+        ? await db.rpc('billing_apply_entitlements', {
+          p_event_id: event.id,
+          p_event_type: event.type,
+          p_event_created: new Date(event.created * 1000).toISOString(),
+          p_livemode: event.livemode,
+          p_api_version: event.apiVersion,
+          p_customer_id: change.customer_id,
+          p_features: change.features,
+        })
+        : await db.rpc('billing_apply_event', {
         p_event_id: event.id,
         p_event_type: event.type,
         p_event_created: new Date(event.created * 1000).toISOString(),
@@ -284,6 +313,11 @@ export function createStore(config: StoreConfig, fetchImpl: typeof fetch = fetch
       if (error) throw new StoreError('saveJob', error.message);
       return data === true;
     },
+
+    async syncCatalog(catalog) {
+      const { error } = await db.rpc('billing_sync_catalog', { p_catalog: catalog satisfies Json });
+      if (error) throw new StoreError('syncCatalog', error.message);
+    },
   };
 }
 
@@ -292,6 +326,7 @@ function toAccount(row: BillingAccountRow): BillingAccount {
     userId: row.user_id,
     stripeCustomerId: row.stripe_customer_id,
     deletedCustomerId: row.deleted_customer_id,
+    hadTrial: row.had_trial,
     subscription:
       row.stripe_subscription_id && row.status
         ? {
@@ -303,6 +338,9 @@ function toAccount(row: BillingAccountRow): BillingAccount {
             cancelAtPeriodEnd: row.cancel_at_period_end ?? false,
             trialEnd: row.trial_end,
             paymentFailedAt: row.payment_failed_at,
+            plan: row.plan,
+            interval: row.price_interval,
+            features: row.features,
             lastPayment:
               row.last_payment_status && row.last_payment_at
                 ? {

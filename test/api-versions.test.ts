@@ -2,15 +2,19 @@
 // the SDK pins: the same events, and the same histories, rendered in each, read and
 // store the same. (The convergence property test renders its histories in them too.)
 
+import { readFileSync } from 'node:fs';
 import type Stripe from 'stripe';
 import { describe, expect, it } from 'vitest';
+import { catalogScope, parseCatalog } from '../src/billing/catalog.ts';
 import { HANDLED_EVENT_TYPES, reduceEvent } from '../src/billing/events.ts';
 import { productScope } from '../src/billing/product-scope.ts';
+import { CATALOG_FILE } from './support/catalog.ts';
 import { API_VERSIONS, FIXTURE_IDS, fixtureEvent, PINNED_API_VERSION, renderInVersion, type ApiVersion } from '../scripts/lib/stripe-events.ts';
 import { deliverConcurrently, deliveries, expectStored, generateHistory, random, renderHistory, type History } from './support/histories.ts';
 import { newUser, query } from './support/stack.ts';
 
-const SCOPE = productScope([FIXTURE_IDS.priceId]);
+// With the shipped catalog, so that the features of an entitlement summary count too.
+const SCOPE = catalogScope(parseCatalog(JSON.parse(readFileSync(CATALOG_FILE, 'utf8')), CATALOG_FILE), productScope([FIXTURE_IDS.priceId]));
 /** One fixture per handled type (test/fixtures/events). */
 const HANDLED_FIXTURES: readonly string[] = [...HANDLED_EVENT_TYPES];
 

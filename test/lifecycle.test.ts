@@ -244,6 +244,10 @@ describe('GET /api/stripe/subscription', () => {
           invoiceUrl: expect.stringMatching(/^https:\/\/invoice\.stripe\.com\//) as unknown,
           nextPaymentAttempt: null,
         },
+        // No catalog (BILLING_CATALOG unset): no plan, no features.
+        plan: null,
+        interval: null,
+        features: [],
       },
     });
   });

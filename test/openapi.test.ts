@@ -17,6 +17,7 @@ import { issuerFor, mintAccessToken } from '../scripts/lib/tokens.ts';
 import { SUBSCRIPTION_STATUSES, type AccessReason } from '../src/billing/access.ts';
 import type { PaymentOutcome } from '../src/store.ts';
 import { checkoutCompletedEvent, invoiceEvent, newIds, subscriptionEvent, type Ids, type SubscriptionState } from './support/events.ts';
+import { CATALOG_FILE, ensureCatalog } from './support/catalog.ts';
 import { env, freshEvent, newUser, postStripeObject, query, signedDelivery, type TestUser } from './support/stack.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -323,6 +324,8 @@ const PORTAL = '/api/stripe/portal';
 const SUBSCRIPTION = '/api/stripe/subscription';
 const WEBHOOK = '/api/stripe/webhook';
 const SYNC = '/api/stripe/sync';
+const PLANS = '/api/stripe/plans';
+const withCatalog = () => ({ BILLING_CATALOG: CATALOG_FILE });
 const DOWN = 'http://127.0.0.1:9'; // the discard port: nothing listens
 
 /** A user whose customer our checkout stored, and a complete session of theirs that Stripe
@@ -381,6 +384,23 @@ const cases: Case[] = [
     status: 400,
     name: 'a past-due subscriber',
     request: async () => request('POST', CHECKOUT, { token: (await subscriber({ status: 'past_due' })).token }),
+  },
+  {
+    op: `POST ${CHECKOUT}`,
+    status: 200,
+    name: 'a catalog price by lookup key',
+    request: async () => {
+      await ensureCatalog();
+      return request('POST', CHECKOUT, { token: newUser().token, body: JSON.stringify({ price: 'business_yearly' }) });
+    },
+    env: withCatalog,
+  },
+  {
+    op: `POST ${CHECKOUT}`,
+    status: 400,
+    name: 'a price not in the catalog',
+    request: () => request('POST', CHECKOUT, { token: newUser().token, body: JSON.stringify({ price: 'enterprise_monthly' }) }),
+    env: withCatalog,
   },
   ...authCases(`POST ${CHECKOUT}`, 'POST', CHECKOUT),
   ...methodCases(`POST ${CHECKOUT}`, CHECKOUT, ['GET', 'HEAD', 'PUT', 'PATCH', 'DELETE']),
@@ -498,6 +518,22 @@ const cases: Case[] = [
     env: () => ({ SUPABASE_URL: DOWN }),
   },
   { op: `OPTIONS ${SUBSCRIPTION}`, status: 204, name: 'a preflight', request: () => preflight(SUBSCRIPTION, 'GET') },
+
+  // GET /api/stripe/plans
+  {
+    op: `GET ${PLANS}`,
+    status: 200,
+    name: 'the catalog\'s plans',
+    request: async () => {
+      await ensureCatalog();
+      return request('GET', PLANS);
+    },
+    env: withCatalog,
+  },
+  { op: `GET ${PLANS}`, status: 200, name: 'no catalog: no plans', request: () => request('GET', PLANS) },
+  ...methodCases(`GET ${PLANS}`, PLANS, ['HEAD', 'POST', 'PUT', 'PATCH', 'DELETE']),
+  { op: `GET ${PLANS}`, status: 500, name: 'STRIPE_SECRET_KEY not set', request: () => request('GET', PLANS), env: () => ({ STRIPE_SECRET_KEY: undefined }) },
+  { op: `OPTIONS ${PLANS}`, status: 204, name: 'a preflight', request: () => preflight(PLANS, 'GET') },
 
   // POST /api/stripe/webhook
   {

@@ -1,10 +1,15 @@
 // POST /api/stripe/checkout: a Stripe Checkout URL for the signed-in user's subscription.
 import { bearerToken, createTokenVerifier } from '../../src/auth.ts';
-import { startCheckout } from '../../src/billing/checkout.ts';
+import { parseCheckoutBody, startCheckout } from '../../src/billing/checkout.ts';
+import { catalogPrices } from '../../src/billing/prices.ts';
 import { CONFIG_VARIABLES, loadCheckoutConfig } from '../../src/config.ts';
+import { readTextWithin } from '../../src/http/body.ts';
 import { defineEndpoint } from '../../src/http/endpoint.ts';
 import { createStore } from '../../src/store.ts';
 import { lazyStripe } from '../../src/stripe-client.ts';
+
+/** `{"price": "<lookup key>"}` is tiny; anything far bigger is not a checkout request. */
+const MAX_CHECKOUT_BODY_BYTES = 4096;
 
 export default defineEndpoint({
   name: 'checkout',
@@ -12,13 +17,16 @@ export default defineEndpoint({
   envVars: CONFIG_VARIABLES,
   deps: (env) => {
     const config = loadCheckoutConfig(env);
-    return { config, verifier: createTokenVerifier(config.auth), stripe: lazyStripe(config.stripe), store: createStore(config.store) };
+    const stripe = lazyStripe(config.stripe);
+    const prices = config.catalog ? catalogPrices(stripe, config.catalog) : null;
+    return { config, verifier: createTokenVerifier(config.auth), stripe, store: createStore(config.store), prices };
   },
   run: async (req, deps, scope) => {
     const user = await deps.verifier.verify(bearerToken(req.headers.get('authorization')));
     scope.annotate({ userId: user.id });
-    const { url, customerCreated } = await startCheckout(deps, user);
-    scope.annotate({ customerCreated });
+    const request = parseCheckoutBody(await readTextWithin(req, MAX_CHECKOUT_BODY_BYTES));
+    const { url, customerCreated, price, trialDays } = await startCheckout(deps, user, request);
+    scope.annotate({ customerCreated, price, trialDays });
     return { body: { url } };
   },
 });

@@ -101,7 +101,7 @@ async function directCheckout(user: SeedUser): Promise<void> {
     mode: 'subscription',
     customer: customerId,
     allowed_payment_method_types: ['card'],
-    line_items: [{ price: checkoutConfig.priceId, quantity: 1 }],
+    line_items: [{ price: checkoutConfig.priceId ?? undefined, quantity: 1 }],
     success_url: dashboardUrl(appUrl, { checkout: 'success' }) + '&session_id={CHECKOUT_SESSION_ID}',
     cancel_url: dashboardUrl(appUrl, { checkout: 'canceled' }),
     client_reference_id: user.id,

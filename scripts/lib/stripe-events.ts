@@ -8,6 +8,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type Stripe from 'stripe';
+import { PINNED_API_VERSION } from '../../src/billing/api-version.ts';
 
 type Obj = Record<string, unknown>;
 
@@ -271,6 +272,22 @@ export function customerDeletedEvent(parties: Pick<Parties, 'customerId' | 'emai
   });
 }
 
+/** The features Stripe says a customer has now (Entitlements), by their lookup keys. */
+export function entitlementSummaryEvent(customerId: string, created: number, lookupKeys: readonly string[]): Stripe.Event {
+  return event('entitlements.active_entitlement_summary.updated', created, 'automatic', (summary) => {
+    summary['customer'] = customerId;
+    const list = summary['entitlements'] as { data: Obj[]; url: string };
+    list.url = `/v1/customer/${customerId}/entitlements`;
+    list.data = lookupKeys.map((key) => ({
+      id: stripeId('ent_test', 20),
+      object: 'entitlements.active_entitlement',
+      feature: stripeId('feat_test', 20),
+      livemode: false,
+      lookup_key: key,
+    }));
+  });
+}
+
 // API versions ------------------------------------------------------------------------
 //
 // A webhook endpoint renders every event in the API version it was created with. These
@@ -291,7 +308,7 @@ export function customerDeletedEvent(parties: Pick<Parties, 'customerId' | 'emai
 //   2026-10-28.endive  (the SDK's) checkout session: allowed_payment_method_types added
 //                      beside payment_method_types (which the create request lost)
 
-export const PINNED_API_VERSION = '2026-10-28.endive';
+export { PINNED_API_VERSION };
 
 export const API_VERSIONS = [
   '2024-06-20',

@@ -18,6 +18,12 @@
 // 4. Objects. GET of a path posted to /__bridge/objects ({"path", "body"}) answers that
 //    body: a Checkout Session or a subscription as a test needs it (the mock's fixtures
 //    carry no metadata). DELETE clears them.
+// 5. Memory of prices and webhook endpoints. Prices are found by lookup key (checkout
+//    and /plans) and billing:setup finds what it made before, which a stateless mock
+//    cannot answer. The bridge remembers the prices and webhook endpoints created
+//    through it (the mock's answer, with the values we sent: lookup key, amount,
+//    currency, interval, product; url, events, API version) and answers their list
+//    calls from that memory, in the mock's own shape. Nothing else is remembered.
 
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -38,15 +44,23 @@ const RENAMES: Record<string, Record<string, string>> = {
 
 const MAX_RECORDED = 1000;
 
+/** Values the mock's spec does not know yet, per path and parameter: the API version a
+ *  webhook endpoint is created with is an enum there that ends at its own version. */
+const MOCK_API_VERSION = '2025-09-30.clover';
+const VALUES: Record<string, Record<string, (value: string) => string>> = {
+  '/v1/webhook_endpoints': { api_version: (value) => (value > MOCK_API_VERSION ? MOCK_API_VERSION : value) },
+};
+
 export function bridgeBody(path: string, body: string): string {
   const renames = RENAMES[path];
-  if (!renames || body === '') return body;
+  const values = VALUES[path];
+  if ((!renames && !values) || body === '') return body;
   const params = new URLSearchParams(body);
   const out = new URLSearchParams();
   for (const [key, value] of params) {
     const root = key.split('[')[0] ?? key;
-    const renamed = renames[root];
-    out.append(renamed ? renamed + key.slice(root.length) : key, value);
+    const renamed = renames?.[root];
+    out.append(renamed ? renamed + key.slice(root.length) : key, values?.[key]?.(value) ?? value);
   }
   return out.toString();
 }
@@ -80,12 +94,83 @@ function json(res: http.ServerResponse, status: number, body: unknown): void {
   res.end(JSON.stringify(body));
 }
 
+type Obj = Record<string, unknown>;
+
+/** `a[0]=x&a[1]=y` (how stripe-node encodes a list) -> [x, y]. */
+function listParam(params: URLSearchParams, name: string): string[] {
+  return [...params.entries()].filter(([key]) => key === name || key.startsWith(`${name}[`)).map(([, value]) => value);
+}
+
+class Memory {
+  readonly prices = new Map<string, Obj>();
+  readonly endpoints = new Map<string, Obj>();
+
+  /** The mock's answer to a create or update, made to say what we sent; remembered. */
+  remember(method: string, path: string, params: URLSearchParams, answer: Obj): Obj {
+    if (method !== 'POST') return answer;
+    if (path === '/v1/prices') {
+      const lookupKey = params.get('lookup_key');
+      if (lookupKey && params.get('transfer_lookup_key') === 'true') {
+        for (const other of this.prices.values()) if (other['lookup_key'] === lookupKey) other['lookup_key'] = null;
+      }
+      const price = {
+        ...answer,
+        active: true,
+        lookup_key: lookupKey,
+        product: params.get('product') ?? answer['product'],
+        currency: params.get('currency') ?? answer['currency'],
+        unit_amount: Number(params.get('unit_amount') ?? answer['unit_amount']),
+        recurring: { ...(answer['recurring'] as Obj | null), interval: params.get('recurring[interval]') },
+        type: 'recurring',
+      };
+      this.prices.set(String(answer['id']), price);
+      return price;
+    }
+    const priceUpdate = /^\/v1\/prices\/([^/]+)$/.exec(path);
+    if (priceUpdate) {
+      const price = this.prices.get(priceUpdate[1] ?? '');
+      if (price && params.get('active') !== null) price['active'] = params.get('active') === 'true';
+      return price ?? answer;
+    }
+    if (path === '/v1/webhook_endpoints') {
+      const endpoint = {
+        ...answer,
+        url: params.get('url'),
+        enabled_events: listParam(params, 'enabled_events'),
+        api_version: params.get('api_version'),
+        status: 'enabled',
+      };
+      this.endpoints.set(String(answer['id']), endpoint);
+      return endpoint;
+    }
+    return answer;
+  }
+
+  /** A list call this memory answers, or null to let the mock answer it. */
+  list(method: string, path: string, query: URLSearchParams, answer: Obj): Obj | null {
+    if (method !== 'GET') return null;
+    if (path === '/v1/prices' && listParam(query, 'lookup_keys').length > 0) {
+      const keys = listParam(query, 'lookup_keys');
+      const active = query.get('active');
+      const data = [...this.prices.values()].filter(
+        (p) => keys.includes(String(p['lookup_key'])) && (active === null || p['active'] === (active === 'true')),
+      );
+      return { ...answer, data, has_more: false };
+    }
+    if (path === '/v1/webhook_endpoints') return { ...answer, data: [...this.endpoints.values()], has_more: false };
+    return null;
+  }
+}
+
+const REMEMBERED = /^\/v1\/(prices|webhook_endpoints)(\/[^/]+)?$/;
+
 export async function startStripeMockBridge(target: string, port = 0): Promise<StripeMockBridge> {
   const targetUrl = new URL(target);
   const recorded: RecordedStripeRequest[] = [];
   const eventLog: StripeEventLike[] = [];
   const objects = new Map<string, unknown>();
   let rateLimited = 0;
+  const memory = new Memory();
 
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -153,8 +238,25 @@ export async function startStripeMockBridge(target: string, port = 0): Promise<S
       const upstream = http.request(
         { host: targetUrl.hostname, port: targetUrl.port, method: req.method, path: req.url, headers },
         (upstreamRes) => {
-          res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.headers);
-          upstreamRes.pipe(res);
+          if (!REMEMBERED.test(url.pathname) || upstreamRes.statusCode !== 200) {
+            res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.headers);
+            upstreamRes.pipe(res);
+            return;
+          }
+          const parts: Buffer[] = [];
+          upstreamRes.on('data', (chunk: Buffer) => parts.push(chunk));
+          upstreamRes.on('end', () => {
+            const answer = JSON.parse(Buffer.concat(parts).toString('utf8')) as Obj;
+            const method = req.method ?? 'GET';
+            const out =
+              memory.list(method, url.pathname, url.searchParams, answer) ??
+              memory.remember(method, url.pathname, new URLSearchParams(body), answer);
+            const text = JSON.stringify(out);
+            const headers = { ...upstreamRes.headers, 'content-length': String(Buffer.byteLength(text)) };
+            delete headers['transfer-encoding'];
+            res.writeHead(200, headers);
+            res.end(text);
+          });
         },
       );
       upstream.on('error', (error) => {

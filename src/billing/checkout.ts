@@ -1,26 +1,79 @@
 import type Stripe from 'stripe';
 import type { AuthUser } from '../auth.ts';
 import type { CheckoutConfig } from '../config.ts';
-import { AlreadySubscribedError } from '../errors.ts';
+import { AlreadySubscribedError, UnknownPriceError } from '../errors.ts';
 import type { BillingStore } from '../store.ts';
 import type { StripeLoader } from '../stripe-client.ts';
 import { canStartCheckout } from './access.ts';
+import { priceByLookupKey, type Catalog, type Plan } from './catalog.ts';
+import type { CatalogPrices } from './prices.ts';
 import { dashboardUrl } from './urls.ts';
 
 export interface CheckoutDeps {
   config: CheckoutConfig;
   stripe: StripeLoader;
   store: BillingStore;
+  /** The catalog's prices in Stripe; present when config.catalog is. */
+  prices: CatalogPrices | null;
+}
+
+/** What the caller asked for: a catalog price by lookup key, or the default (null). */
+export interface CheckoutRequest {
+  price: string | null;
+}
+
+/** The optional body: none, `{}`, or `{"price": "<lookup key>"}`. As before the catalog,
+ *  a body that is not a JSON object is ignored (the default price); only `price` is read. */
+export function parseCheckoutBody(text: string): CheckoutRequest {
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    return { price: null };
+  }
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) return { price: null };
+  const price = (body as Record<string, unknown>)['price'];
+  if (price === undefined || price === null) return { price: null };
+  if (typeof price !== 'string') throw new UnknownPriceError();
+  return { price };
+}
+
+/** The checkout's price and plan: the seed's STRIPE_PRICE_ID, or a catalog price. */
+function choosePrice(catalog: Catalog | null, requested: string | null): { lookupKey: string | null; plan: Plan | null } {
+  if (!catalog) {
+    if (requested !== null) throw new UnknownPriceError();
+    return { lookupKey: null, plan: null };
+  }
+  const found = priceByLookupKey(catalog, requested ?? catalog.defaultPrice);
+  if (!found) throw new UnknownPriceError();
+  return { lookupKey: found.price.lookupKey, plan: found.plan };
 }
 
 /** Starts a Stripe Checkout for the user's subscription and returns its URL. */
-export async function startCheckout(deps: CheckoutDeps, user: AuthUser): Promise<{ url: string; customerCreated: boolean }> {
+export async function startCheckout(
+  deps: CheckoutDeps,
+  user: AuthUser,
+  request: CheckoutRequest = { price: null },
+): Promise<{ url: string; customerCreated: boolean; price: string | null; trialDays: number | null }> {
+  const chosen = choosePrice(deps.config.catalog, request.price); // 400 before any I/O
   // Load the Stripe SDK while the database answers (a cold start's longest waits).
   const loading = deps.stripe();
   loading.catch(() => {}); // awaited below, unless the user may not check out
   const account = await deps.store.getAccount(user.id);
   if (!canStartCheckout(account?.subscription?.status ?? null)) throw new AlreadySubscribedError();
   const stripe = await loading;
+
+  let priceId = deps.config.priceId;
+  if (chosen.lookupKey !== null) {
+    const stripePrice = (await deps.prices?.get())?.get(chosen.lookupKey);
+    // In the catalog but not in Stripe: billing:setup has not been run on this account.
+    if (!stripePrice) throw new Error(`price ${chosen.lookupKey} is not in Stripe; run npm run billing:setup`);
+    priceId = stripePrice.priceId;
+  }
+  if (!priceId) throw new Error('no price to sell');
+  const catalog = deps.config.catalog;
+  // A plan's trial, once per user ever: not for anyone who had one, whatever became of it.
+  const trial = chosen.plan?.trial && !account?.hadTrial ? chosen.plan.trial : null;
 
   const existing = account?.stripeCustomerId ?? null;
   const customerId = existing ?? (await createCustomer(stripe, deps.store, user, account?.deletedCustomerId ?? null));
@@ -32,15 +85,24 @@ export async function startCheckout(deps: CheckoutDeps, user: AuthUser): Promise
     // "Card payments only". This API version replaced payment_method_types with
     // allowed_payment_method_types (a filter on the methods Stripe would offer).
     allowed_payment_method_types: ['card'],
-    line_items: [{ price: deps.config.priceId, quantity: 1 }],
+    line_items: [{ price: priceId, quantity: 1 }],
     success_url: dashboardUrl(deps.config.appUrl, { checkout: 'success' }) + '&session_id={CHECKOUT_SESSION_ID}',
     cancel_url: dashboardUrl(deps.config.appUrl, { checkout: 'canceled' }),
     client_reference_id: user.id,
     metadata,
-    subscription_data: { metadata },
+    ...(catalog?.allowPromotionCodes && { allow_promotion_codes: true }),
+    // Stripe Tax needs the customer's address; Checkout collects it and saves it on the customer.
+    ...(catalog?.automaticTax && { automatic_tax: { enabled: true }, customer_update: { address: 'auto' as const } }),
+    // Without a card: Checkout asks for none while nothing is due today.
+    ...(trial && !trial.cardRequired && { payment_method_collection: 'if_required' as const }),
+    subscription_data: {
+      metadata,
+      ...(trial && { trial_period_days: trial.days }),
+      ...(trial && !trial.cardRequired && { trial_settings: { end_behavior: { missing_payment_method: trial.withoutCard } } }),
+    },
   });
   if (!session.url) throw new Error(`Stripe returned checkout session ${session.id} without a url`);
-  return { url: session.url, customerCreated: existing === null };
+  return { url: session.url, customerCreated: existing === null, price: chosen.lookupKey, trialDays: trial?.days ?? null };
 }
 
 /**

@@ -10,6 +10,7 @@ import { isForThisProduct, type ProductScope } from './product-scope.ts';
 import {
   readCheckoutSession,
   readCustomerId,
+  readEntitlementSummary,
   readInvoice,
   readSubscription,
   UnreadableObjectError,
@@ -41,6 +42,7 @@ export const HANDLED_EVENT_TYPES: ReadonlySet<Stripe.Event.Type> = new Set<Strip
   ...(Object.keys(INVOICE_OUTCOMES) as (keyof typeof INVOICE_OUTCOMES)[]),
   'customer.subscription.trial_will_end',
   'customer.deleted',
+  'entitlements.active_entitlement_summary.updated',
 ]);
 
 export type Reduction =
@@ -91,6 +93,15 @@ function reduceReadable(event: EventEnvelope, scope: ProductScope): Reduction {
     }
     case 'customer.deleted':
       return { action: 'apply', change: { kind: 'customer_deleted', customer_id: readCustomerId(object) } };
+    case 'entitlements.active_entitlement_summary.updated': {
+      // A plan switch in the portal changes these; only the catalog's features count here
+      // (another product on the account may grant features of its own).
+      const catalog = scope.catalog;
+      if (!catalog) return skip('no catalog: features are not sold');
+      const { customerId, featureKeys } = readEntitlementSummary(object);
+      const features = [...new Set(featureKeys.filter((key) => catalog.features.has(key)))];
+      return { action: 'apply', change: { kind: 'entitlements', customer_id: customerId, features } };
+    }
     default:
       return skip('unhandled event type');
   }

@@ -19,6 +19,12 @@ export interface SubscriptionView {
   trialEnd: string | null;
   graceUntil: string | null;
   lastPayment: LastPayment | null;
+  /** The catalog plan (null without a catalog, or for a price outside it). */
+  plan: string | null;
+  interval: string | null;
+  /** The feature keys the user has now: the plan's (or Stripe's newer entitlement
+   *  summary), and none without access, by the same rule as billing_features in SQL. */
+  features: string[];
 }
 
 export async function subscriptionStatus(
@@ -44,6 +50,9 @@ export async function subscriptionStatus(
         at: new Date(subscription.lastPayment.at).toISOString(),
         nextPaymentAttempt: isoOrNull(subscription.lastPayment.nextPaymentAttempt),
       },
+      plan: subscription.plan,
+      interval: subscription.interval,
+      features: decision.access ? subscription.features : [],
     },
   };
 }

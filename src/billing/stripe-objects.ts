@@ -27,6 +27,8 @@ export interface PriceFacts {
   id: string;
   productId: string | null;
   lookupKey: string | null;
+  /** The recurring interval (`recurring.interval` on a price, `interval` on a plan). */
+  interval: string | null;
 }
 
 export interface SubscriptionItemFacts {
@@ -131,9 +133,16 @@ function readItem(item: Obj, where: string): SubscriptionItemFacts {
       id: text(price, 'id', `${where}: price`),
       productId: optionalIdOf(price['product'], `${where}: price.product`),
       lookupKey: typeof price['lookup_key'] === 'string' ? price['lookup_key'] : null,
+      interval: intervalOf(price),
     },
     quantity: optionalNumber(item, 'quantity', where),
   };
+}
+
+function intervalOf(price: Obj): string | null {
+  const recurring = price['recurring'];
+  if (isObject(recurring) && typeof recurring['interval'] === 'string') return recurring['interval'];
+  return typeof price['interval'] === 'string' ? price['interval'] : null;
 }
 
 export function readInvoice(value: unknown): InvoiceFacts {
@@ -193,6 +202,24 @@ export function customerIdOf(value: unknown): string | null {
   const customer = value['customer'];
   if (typeof customer === 'string' && customer !== '') return customer;
   return isObject(customer) && typeof customer['id'] === 'string' ? customer['id'] : null;
+}
+
+/** A customer's active entitlements (entitlements.active_entitlement_summary): the
+ *  lookup keys of the features Stripe says they have now. */
+export interface EntitlementSummaryFacts {
+  customerId: string;
+  featureKeys: string[];
+}
+
+export function readEntitlementSummary(value: unknown): EntitlementSummaryFacts {
+  const summary = object(value, 'entitlement summary');
+  const customerId = text(summary, 'customer', 'entitlement summary');
+  const where = `entitlement summary of ${customerId}`;
+  const entitlements = object(summary['entitlements'], `${where}: entitlements`);
+  const featureKeys = list(entitlements['data'], `${where}: entitlements.data`).map((entry, i) =>
+    text(object(entry, `${where}: entitlements.data[${i}]`), 'lookup_key', `${where}: entitlements.data[${i}]`),
+  );
+  return { customerId, featureKeys };
 }
 
 /** A deleted customer's id (the event carries the customer as it was). */

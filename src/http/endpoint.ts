@@ -15,6 +15,8 @@ export interface RequestScope {
 export interface JsonResult {
   status?: number;
   body: unknown;
+  /** Extra headers for this answer, e.g. a Cache-Control other than no-store. */
+  headers?: Record<string, string>;
 }
 
 export interface EndpointSpec<Deps> {
@@ -30,10 +32,10 @@ export interface EndpointSpec<Deps> {
 
 export type FunctionHandler = (req: Request, context?: unknown) => Promise<Response>;
 
-export function jsonResponse(status: number, body: unknown, headers: Record<string, string>): Response {
+export function jsonResponse(status: number, body: unknown, headers: Record<string, string>, extra: Record<string, string> = {}): Response {
   return new Response(JSON.stringify(body), {
     status,
-    headers: { ...headers, 'Content-Type': 'application/json; charset=utf-8', 'Cache-Control': 'no-store' },
+    headers: { ...headers, 'Content-Type': 'application/json; charset=utf-8', 'Cache-Control': 'no-store', ...extra },
   });
 }
 
@@ -66,7 +68,7 @@ export function defineEndpoint<Deps>(
         throw new MethodNotAllowedError(cors.allow);
       }
       const result = await spec.run(req, depsFor(environment()), scope);
-      response = jsonResponse(result.status ?? 200, result.body, cors.headers);
+      response = jsonResponse(result.status ?? 200, result.body, cors.headers, result.headers);
     } catch (error) {
       response = errorResponse(error, cors);
       if (!(error instanceof HttpError)) Object.assign(facts, describeError(error));

@@ -1,0 +1,229 @@
+// The catalog: what this backend sells, as code in the repository (billing-catalog.json
+// is the shipped example). Plans, each one Stripe product with prices by interval,
+// identified by Stripe lookup keys; an optional trial; the features the plan grants, as
+// stable keys that the API, the dashboard and the database's policies all use.
+//
+// Pure: parsing, validation and lookups. `npm run billing:setup` pushes it to Stripe
+// (src/billing/setup.ts); the webhook uses it to know which subscriptions are ours and
+// which plan and features they carry. Without a catalog (BILLING_CATALOG unset) the
+// backend sells STRIPE_PRICE_ID alone, as it always did.
+
+import { productScope, type ProductScope } from './product-scope.ts';
+import type { PriceFacts } from './stripe-objects.ts';
+
+export const INTERVALS = ['month', 'year'] as const;
+export type Interval = (typeof INTERVALS)[number];
+
+/** What Stripe does at the end of a trial that was started without a card
+ *  (Checkout's subscription_data.trial_settings.end_behavior.missing_payment_method). */
+export const WITHOUT_CARD_BEHAVIORS = ['cancel', 'pause', 'create_invoice'] as const;
+export type WithoutCardBehavior = (typeof WITHOUT_CARD_BEHAVIORS)[number];
+
+export interface CatalogPrice {
+  lookupKey: string;
+  interval: Interval;
+  /** In the currency's smallest unit (cents). */
+  amount: number;
+  currency: string;
+}
+
+export interface Trial {
+  days: number;
+  /** false: Checkout collects no card (payment_method_collection: if_required). */
+  cardRequired: boolean;
+  /** For a trial without a card: what happens at its end when none was added. */
+  withoutCard: WithoutCardBehavior;
+}
+
+export interface Plan {
+  key: string;
+  name: string;
+  description: string | null;
+  /** The Stripe product id (set by billing:setup, e.g. analytics_pro). Every price of it
+   *  counts as this plan, old prices kept by existing subscribers included. */
+  productId: string;
+  features: readonly string[];
+  trial: Trial | null;
+  prices: readonly CatalogPrice[];
+}
+
+export interface Catalog {
+  /** Where it was read from, for messages. */
+  source: string;
+  /** The lookup key a checkout without a body subscribes to. */
+  defaultPrice: string;
+  allowPromotionCodes: boolean;
+  automaticTax: boolean;
+  /** Feature key -> name shown to people (and given to Stripe Entitlements). */
+  features: ReadonlyMap<string, string>;
+  /** In the file's order, which is the order a pricing table shows them in. */
+  plans: readonly Plan[];
+}
+
+export class CatalogError extends Error {
+  readonly problems: readonly string[];
+  constructor(source: string, problems: readonly string[]) {
+    super(`Invalid catalog ${source}: ${problems.join('; ')}`);
+    this.name = 'CatalogError';
+    this.problems = problems;
+  }
+}
+
+const KEY = /^[a-z][a-z0-9_]{0,39}$/;
+// Stripe: lookup keys up to 200 characters; product ids are letters, digits, _ and -.
+const LOOKUP_KEY = /^[A-Za-z0-9_.-]{1,200}$/;
+const PRODUCT_ID = /^[A-Za-z0-9_-]{1,100}$/;
+const CURRENCY = /^[a-z]{3}$/;
+
+type Obj = Record<string, unknown>;
+const isObject = (value: unknown): value is Obj => typeof value === 'object' && value !== null && !Array.isArray(value);
+
+/** Validates a parsed catalog file, naming every problem at once. */
+export function parseCatalog(value: unknown, source: string): Catalog {
+  const problems: string[] = [];
+  const at = (where: string, problem: string) => problems.push(`${where} ${problem}`);
+  if (!isObject(value)) throw new CatalogError(source, ['the file is not a JSON object']);
+
+  const features = new Map<string, string>();
+  if (!isObject(value['features'])) at('features', 'must be an object of feature key -> name');
+  else {
+    for (const [key, name] of Object.entries(value['features'])) {
+      if (!KEY.test(key)) at(`features.${key}`, 'is not a key (lowercase letters, digits, _; 40 at most)');
+      if (typeof name !== 'string' || name.trim() === '') at(`features.${key}`, 'must be a name');
+      else features.set(key, name);
+    }
+  }
+
+  const plans: Plan[] = [];
+  const lookupKeys = new Set<string>();
+  const productIds = new Set<string>();
+  if (!isObject(value['plans']) || Object.keys(value['plans']).length === 0) at('plans', 'must name at least one plan');
+  else {
+    for (const [key, raw] of Object.entries(value['plans'])) {
+      const where = `plans.${key}`;
+      if (!KEY.test(key)) at(where, 'is not a key (lowercase letters, digits, _)');
+      if (!isObject(raw)) {
+        at(where, 'must be an object');
+        continue;
+      }
+      const name = raw['name'];
+      if (typeof name !== 'string' || name.trim() === '') at(`${where}.name`, 'is missing');
+      const description = raw['description'];
+      if (description !== undefined && typeof description !== 'string') at(`${where}.description`, 'must be text');
+      const productId = raw['product'];
+      if (typeof productId !== 'string' || !PRODUCT_ID.test(productId)) at(`${where}.product`, 'must be a Stripe product id (letters, digits, _ and -)');
+      else if (productIds.has(productId)) at(`${where}.product`, `${productId} is another plan's product`);
+      else productIds.add(productId);
+
+      const planFeatures: string[] = [];
+      if (!Array.isArray(raw['features'])) at(`${where}.features`, 'must be a list of feature keys');
+      else {
+        for (const feature of raw['features']) {
+          if (typeof feature !== 'string' || !features.has(feature)) at(`${where}.features`, `names ${JSON.stringify(feature)}, which is not in features`);
+          else if (!planFeatures.includes(feature)) planFeatures.push(feature);
+        }
+      }
+
+      const prices: CatalogPrice[] = [];
+      if (!isObject(raw['prices']) || Object.keys(raw['prices']).length === 0) at(`${where}.prices`, 'must have a month or a year price');
+      else {
+        for (const [interval, price] of Object.entries(raw['prices'])) {
+          const pw = `${where}.prices.${interval}`;
+          if (!(INTERVALS as readonly string[]).includes(interval)) at(pw, 'is not an interval (month, year)');
+          if (!isObject(price)) {
+            at(pw, 'must be an object');
+            continue;
+          }
+          const { lookupKey, amount, currency } = price;
+          if (typeof lookupKey !== 'string' || !LOOKUP_KEY.test(lookupKey)) at(`${pw}.lookupKey`, 'must be a lookup key');
+          else if (lookupKeys.has(lookupKey)) at(`${pw}.lookupKey`, `${lookupKey} is used twice`);
+          else lookupKeys.add(lookupKey);
+          if (typeof amount !== 'number' || !Number.isSafeInteger(amount) || amount < 0) at(`${pw}.amount`, 'must be a whole number of cents');
+          if (typeof currency !== 'string' || !CURRENCY.test(currency)) at(`${pw}.currency`, 'must be a lowercase ISO currency code');
+          prices.push({ lookupKey: String(lookupKey), interval: interval as Interval, amount: Number(amount), currency: String(currency) });
+        }
+      }
+
+      plans.push({
+        key,
+        name: String(name),
+        description: typeof description === 'string' ? description : null,
+        productId: String(productId),
+        features: planFeatures,
+        trial: parseTrial(raw['trial'], `${where}.trial`, at),
+        prices,
+      });
+    }
+  }
+
+  const defaultPrice = value['defaultPrice'];
+  if (typeof defaultPrice !== 'string' || !lookupKeys.has(defaultPrice)) at('defaultPrice', 'must be the lookup key of one of the plans\' prices');
+  const checkout = value['checkout'] ?? {};
+  if (!isObject(checkout)) at('checkout', 'must be an object');
+  const options = isObject(checkout) ? checkout : {};
+  for (const option of ['allowPromotionCodes', 'automaticTax']) {
+    if (options[option] !== undefined && typeof options[option] !== 'boolean') at(`checkout.${option}`, 'must be true or false');
+  }
+
+  if (problems.length > 0) throw new CatalogError(source, problems);
+  return {
+    source,
+    defaultPrice: String(defaultPrice),
+    allowPromotionCodes: options['allowPromotionCodes'] === true,
+    automaticTax: options['automaticTax'] === true,
+    features,
+    plans,
+  };
+}
+
+function parseTrial(raw: unknown, where: string, at: (where: string, problem: string) => void): Trial | null {
+  if (raw === undefined || raw === null) return null;
+  if (!isObject(raw)) {
+    at(where, 'must be an object');
+    return null;
+  }
+  const { days, cardRequired, withoutCard } = raw;
+  // Stripe: trial_period_days from 1 to 730.
+  if (typeof days !== 'number' || !Number.isInteger(days) || days < 1 || days > 730) at(`${where}.days`, 'must be a whole number from 1 to 730');
+  if (typeof cardRequired !== 'boolean') at(`${where}.cardRequired`, 'must be true or false');
+  if (withoutCard !== undefined && !(WITHOUT_CARD_BEHAVIORS as readonly unknown[]).includes(withoutCard)) {
+    at(`${where}.withoutCard`, `must be one of ${WITHOUT_CARD_BEHAVIORS.join(', ')}`);
+  }
+  return { days: Number(days), cardRequired: cardRequired === true, withoutCard: (withoutCard as WithoutCardBehavior | undefined) ?? 'cancel' };
+}
+
+export interface PriceInPlan {
+  plan: Plan;
+  price: CatalogPrice;
+}
+
+export function priceByLookupKey(catalog: Catalog, lookupKey: string): PriceInPlan | null {
+  for (const plan of catalog.plans) {
+    const price = plan.prices.find((p) => p.lookupKey === lookupKey);
+    if (price) return { plan, price };
+  }
+  return null;
+}
+
+export function allPrices(catalog: Catalog): PriceInPlan[] {
+  return catalog.plans.flatMap((plan) => plan.prices.map((price) => ({ plan, price })));
+}
+
+/** The plan a subscription's price belongs to: by its lookup key, else by its product
+ *  (a price that lost its lookup key to a newer amount is still the plan's). */
+export function planOfPrice(catalog: Catalog, price: PriceFacts): { plan: Plan; interval: Interval | null } | null {
+  if (price.lookupKey) {
+    const found = priceByLookupKey(catalog, price.lookupKey);
+    if (found) return { plan: found.plan, interval: found.price.interval };
+  }
+  const plan = catalog.plans.find((p) => p.productId === price.productId);
+  if (!plan) return null;
+  const interval = price.interval === 'month' || price.interval === 'year' ? price.interval : null;
+  return { plan, interval };
+}
+
+/** What this backend sells with a catalog: every plan's product, plus what the seed's
+ *  variables name (subscribers of the price sold before the catalog keep counting). */
+export function catalogScope(catalog: Catalog, legacy: ProductScope): ProductScope {
+  return productScope([...legacy.priceIds], [...legacy.productIds, ...catalog.plans.map((plan) => plan.productId)], catalog);
+}

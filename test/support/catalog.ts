@@ -1,0 +1,58 @@
+// The shipped catalog (billing-catalog.json), pushed to the local stack's Stripe (the
+// mock, through the bridge that remembers prices) and database by the real billing:setup
+// code, for tests of checkout by plan, /plans, status and the SQL functions.
+
+import path from 'node:path';
+import Stripe from 'stripe';
+import { setupStripe, type SetupReport } from '../../src/billing/setup.ts';
+import { loadSetupConfig } from '../../src/config.ts';
+import { createStore } from '../../src/store.ts';
+import { createStripe } from '../../src/stripe-client.ts';
+
+export const CATALOG_FILE = path.resolve(import.meta.dirname, '../../billing-catalog.json');
+
+export function catalogEnv(): Record<string, string> {
+  return { BILLING_CATALOG: CATALOG_FILE };
+}
+
+export async function withEnv<T>(changes: Record<string, string | undefined>, run: () => Promise<T>): Promise<T> {
+  const saved = Object.fromEntries(Object.keys(changes).map((name) => [name, process.env[name]]));
+  const apply = (values: Record<string, string | undefined>) => {
+    for (const [name, value] of Object.entries(values)) {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    }
+  };
+  apply(changes);
+  try {
+    return await run();
+  } finally {
+    apply(saved);
+  }
+}
+
+/** Runs billing:setup's code for `file` against the local stack. */
+export async function runSetup(file: string = CATALOG_FILE, dryRun = false): Promise<SetupReport> {
+  const config = loadSetupConfig({ ...process.env, BILLING_CATALOG: file });
+  return setupStripe({ stripe: await createStripe(config.stripe), store: createStore(config.store), catalog: config.catalog, appUrl: config.appUrl }, { dryRun });
+}
+
+let done: Promise<SetupReport> | undefined;
+/** The shipped catalog, set up once per test file (setup is idempotent). */
+export function ensureCatalog(): Promise<SetupReport> {
+  done ??= runSetup();
+  return done;
+}
+
+/** The Stripe price id of a lookup key, as the local Stripe holds it. */
+export async function priceIdOf(lookupKey: string): Promise<string> {
+  const stripe = new Stripe(process.env['STRIPE_SECRET_KEY'] ?? '', {
+    host: new URL(process.env['STRIPE_API_BASE'] ?? '').hostname,
+    port: Number(new URL(process.env['STRIPE_API_BASE'] ?? '').port),
+    protocol: 'http',
+  });
+  const { data } = await stripe.prices.list({ lookup_keys: [lookupKey], active: true });
+  const price = data.find((p) => p.lookup_key === lookupKey);
+  if (!price) throw new Error(`no price ${lookupKey} in the local Stripe`);
+  return price.id;
+}
