@@ -2,8 +2,10 @@
 -- customer it was about; and the state of the scheduled jobs (catch-up, reconcile).
 --
 -- * stripe_events.stripe_customer_id: so `npm run billing:events --user` can list a
---   user's events. billing_apply_event is the same as in 20261201000000 but for
---   recording it (and clearing a failed attempt's reason once applied).
+--   user's events. billing_apply_event (as in 20261201000000) and
+--   billing_apply_entitlements (as in 20261201100000) now start and end through two
+--   shared functions, billing_event_begin and billing_event_finish, which record it
+--   (and clear a failed attempt's reason once applied).
 -- * billing_record_event records a verified event that was not applied: 'skipped'
 --   (not ours to act on, with why) or 'failed' (with the error; not processed, so a
 --   redelivery, the catch-up or a replay still applies it once).
@@ -13,6 +15,59 @@
 alter table public.stripe_events add column stripe_customer_id text;
 create index stripe_events_customer_idx on public.stripe_events (stripe_customer_id, stripe_created_at desc);
 create index stripe_events_created_idx on public.stripe_events (stripe_created_at desc);
+
+-- The start and the end of applying any verified event, shared by billing_apply_event,
+-- billing_apply_entitlements and billing_apply_schedule so that all of them keep the
+-- ledger the same way.
+--
+-- begin: records the event as pending, in the caller's transaction. Deliveries of the
+-- same event id are serialised here: the second waits for the first to commit and then
+-- sees the row (false: a duplicate, counted); if the first rolled back, the second
+-- goes ahead. An event recorded as failed was never applied: its retry goes ahead.
+-- Then events of one customer apply one at a time (an advisory lock): without it two
+-- concurrent events each miss the other's uncommitted rows, e.g. a checkout's link and
+-- a subscription event that needs it.
+create function public.billing_event_begin(
+  p_event_id text,
+  p_event_type text,
+  p_event_created timestamptz,
+  p_livemode boolean,
+  p_api_version text,
+  p_customer_id text
+) returns boolean
+language plpgsql
+security invoker
+set search_path = ''
+as $$
+begin
+  insert into public.stripe_events as e (id, type, livemode, stripe_created_at, api_version, stripe_customer_id, outcome)
+  values (p_event_id, p_event_type, p_livemode, p_event_created, p_api_version, p_customer_id, 'pending')
+  on conflict (id) do update
+    set outcome = 'pending', attempts = e.attempts + 1, last_received_at = now(),
+        api_version = coalesce(excluded.api_version, e.api_version),
+        stripe_customer_id = coalesce(excluded.stripe_customer_id, e.stripe_customer_id)
+    where e.outcome = 'failed';
+  if not found then
+    update public.stripe_events set attempts = attempts + 1, last_received_at = now() where id = p_event_id;
+    return false;
+  end if;
+  if p_customer_id is not null then
+    perform pg_advisory_xact_lock(hashtextextended('billing_customer:' || p_customer_id, 0));
+  end if;
+  return true;
+end;
+$$;
+
+-- finish: what became of it, on record and as the caller's answer.
+create function public.billing_event_finish(p_event_id text, p_outcome text, p_reason text)
+returns jsonb
+language sql
+security invoker
+set search_path = ''
+as $$
+  update public.stripe_events set outcome = p_outcome, reason = p_reason where id = p_event_id;
+  select jsonb_strip_nulls(jsonb_build_object('outcome', p_outcome, 'reason', p_reason));
+$$;
 
 create or replace function public.billing_apply_event(
   p_event_id text,
@@ -38,32 +93,9 @@ declare
   v_deleted_at timestamptz;
   s jsonb;
 begin
-  -- Serialise deliveries of the same event id: the second waits here for the first
-  -- to commit and then sees the row; if the first rolled back, the second applies.
-  -- An event recorded as failed was never applied: its retry or replay applies it.
-  insert into public.stripe_events as e (id, type, livemode, stripe_created_at, api_version, outcome)
-  values (p_event_id, p_event_type, p_livemode, p_event_created, p_api_version, 'pending')
-  on conflict (id) do update
-    set outcome = 'pending', attempts = e.attempts + 1, last_received_at = now(),
-        api_version = coalesce(excluded.api_version, e.api_version)
-    where e.outcome = 'failed';
-  if not found then
-    update public.stripe_events
-      set attempts = attempts + 1, last_received_at = now()
-      where id = p_event_id;
+  v_customer := coalesce(p_change ->> 'customer_id', p_change -> 'subscription' ->> 'customer_id', p_change -> 'invoice' ->> 'customer_id');
+  if not public.billing_event_begin(p_event_id, p_event_type, p_event_created, p_livemode, p_api_version, v_customer) then
     return jsonb_build_object('outcome', 'duplicate');
-  end if;
-
-  -- Events of one customer apply one at a time. Without this, two concurrent events
-  -- each miss the other's uncommitted rows: a checkout's link and a subscription event
-  -- that needs it, or a customer's deletion and a checkout that links it again.
-  v_customer := coalesce(
-    p_change ->> 'customer_id',
-    p_change -> 'subscription' ->> 'customer_id',
-    p_change -> 'invoice' ->> 'customer_id'
-  );
-  if v_customer is not null then
-    perform pg_advisory_xact_lock(hashtextextended('billing_customer:' || v_customer, 0));
   end if;
 
   if v_kind = 'checkout_completed' then
@@ -81,10 +113,7 @@ begin
                where (c.user_id = v_user and c.stripe_customer_id <> v_customer)
                   or (c.stripe_customer_id = v_customer and c.user_id <> v_user)) then
       v_reason := 'checkout session''s customer is not the user''s customer';
-      update public.stripe_events set outcome = 'skipped', reason = v_reason,
-        stripe_customer_id = coalesce(p_change ->> 'customer_id', p_change -> 'subscription' ->> 'customer_id', p_change -> 'invoice' ->> 'customer_id')
-        where id = p_event_id;
-      return jsonb_build_object('outcome', 'skipped', 'reason', v_reason);
+      return public.billing_event_finish(p_event_id, 'skipped', v_reason);
     end if;
 
     if v_deleted_at is null then
@@ -253,11 +282,39 @@ begin
     v_outcome := 'applied';
   end if;
 
-  update public.stripe_events
-    set outcome = v_outcome, reason = null,
-        stripe_customer_id = coalesce(p_change ->> 'customer_id', p_change -> 'subscription' ->> 'customer_id', p_change -> 'invoice' ->> 'customer_id')
-    where id = p_event_id;
-  return jsonb_build_object('outcome', v_outcome);
+  return public.billing_event_finish(p_event_id, v_outcome, null);
+end;
+$$;
+
+-- As in 20261201100000, with the shared start and end (so its events name their customer).
+create or replace function public.billing_apply_entitlements(
+  p_event_id text,
+  p_event_type text,
+  p_event_created timestamptz,
+  p_livemode boolean,
+  p_api_version text,
+  p_customer_id text,
+  p_features text[]
+) returns jsonb
+language plpgsql
+security invoker
+set search_path = ''
+set lock_timeout = '3s'
+as $$
+declare
+  v_rows integer;
+begin
+  if not public.billing_event_begin(p_event_id, p_event_type, p_event_created, p_livemode, p_api_version, p_customer_id) then
+    return jsonb_build_object('outcome', 'duplicate');
+  end if;
+  insert into public.billing_customer_entitlements as cur (stripe_customer_id, features, event_created, event_id)
+  values (p_customer_id, p_features, p_event_created, p_event_id)
+  on conflict (stripe_customer_id) do update
+    set features = excluded.features, event_created = excluded.event_created,
+        event_id = excluded.event_id, updated_at = now()
+    where (excluded.event_created, excluded.event_id collate "C") > (cur.event_created, cur.event_id collate "C");
+  get diagnostics v_rows = row_count;
+  return public.billing_event_finish(p_event_id, case when v_rows = 1 then 'applied' else 'stale' end, null);
 end;
 $$;
 
@@ -363,7 +420,11 @@ revoke execute on function public.billing_record_event(text, text, timestamptz, 
 revoke execute on function public.billing_job_acquire(text, text, integer) from public, anon, authenticated;
 revoke execute on function public.billing_job_save(text, text, jsonb, jsonb, boolean) from public, anon, authenticated;
 revoke execute on function public.billing_events_known(text[]) from public, anon, authenticated;
+revoke execute on function public.billing_event_begin(text, text, timestamptz, boolean, text, text) from public, anon, authenticated;
+revoke execute on function public.billing_event_finish(text, text, text) from public, anon, authenticated;
 grant execute on function public.billing_record_event(text, text, timestamptz, boolean, text, text, text, text) to service_role;
 grant execute on function public.billing_job_acquire(text, text, integer) to service_role;
 grant execute on function public.billing_job_save(text, text, jsonb, jsonb, boolean) to service_role;
 grant execute on function public.billing_events_known(text[]) to service_role;
+grant execute on function public.billing_event_begin(text, text, timestamptz, boolean, text, text) to service_role;
+grant execute on function public.billing_event_finish(text, text, text) to service_role;
