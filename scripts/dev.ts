@@ -1,7 +1,8 @@
 // npm run dev: the whole backend on this machine, with no .env needed.
 //   PostgreSQL + PostgREST (as Supabase, with a local test sign-in) and stripe-mock (as
 //   Stripe), then `netlify dev` on http://localhost:8888 serving the functions through
-//   netlify.toml's routes and the example dashboard from public/.
+//   netlify.toml's routes and the example dashboard from public/. The functions are built
+//   as they ship (npm run build), again on every change.
 // Ctrl-C stops everything this started. Data persists in .local/dev-db between runs.
 
 import { fileURLToPath } from 'node:url';
@@ -60,7 +61,7 @@ try {
     URL: `http://localhost:${DEV_PORTS.netlify}`,
   };
   say('starting netlify dev…');
-  netlify = await startNetlifyDev({ port: DEV_PORTS.netlify, env: functionEnv, inheritOutput: true });
+  netlify = await startNetlifyDev({ port: DEV_PORTS.netlify, env: functionEnv, inheritOutput: true, watch: true });
 
   const api = `${netlify.url}/api/stripe`;
   console.log(`
