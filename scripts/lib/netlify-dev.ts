@@ -39,7 +39,7 @@ export async function startNetlifyDev(opts: {
   dashboard?: boolean;
 }): Promise<NetlifyDev> {
   const output = new OutputTail('netlify', opts.log, 60);
-  const cwd = opts.isolated ? await isolatedSite() : REPO_ROOT;
+  const cwd = opts.isolated ? await siteCopy() : REPO_ROOT;
   const dashboard = opts.dashboard ?? true;
   await buildSite(cwd, dashboard);
   const say = (line: string, stream: 'out' | 'err') => (opts.inheritOutput ? (stream === 'err' ? console.error(line) : console.log(line)) : output.write(`${line}\n`, stream));
@@ -111,8 +111,8 @@ export async function startNetlifyDev(opts: {
  * `.netlify/` and `.git/` symlinked. The built functions must really be inside the
  * folder: Netlify's bundler names a function's output after its entry's real path.
  */
-async function isolatedSite(): Promise<string> {
-  const dir = await mkdtemp(path.join(tmpdir(), 'netlify-dev-site-'));
+export async function siteCopy(): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'netlify-site-'));
   for (const entry of await readdir(REPO_ROOT)) {
     if (entry === '.netlify' || entry === '.git' || entry === 'build') continue;
     if (entry === 'netlify') await cp(path.join(REPO_ROOT, entry), path.join(dir, entry), { recursive: true });
