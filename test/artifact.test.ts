@@ -5,9 +5,13 @@
 // (CI prints them).
 
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { build } from 'esbuild';
 import Stripe from 'stripe';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { functionBuildOptions } from '../scripts/lib/build.ts';
 import { LOCAL_JWT_SECRET, LOCAL_STRIPE_WEBHOOK_SECRET } from '../scripts/lib/local-defaults.ts';
 import {
   invoke,
@@ -123,6 +127,27 @@ describe('netlify build --offline', () => {
   });
 });
 
+describe('npm run build', () => {
+  it("answers jsonwebtoken's Node version checks without semver, as the package's own files do", async () => {
+    const dir = await unpackRoot('billing-build-check-');
+    try {
+      const files = ['psSupported', 'asymmetricKeyDetailsSupported', 'rsaPssKeyDetailsSupported'];
+      const entry = path.join(dir, 'checks.mjs');
+      await writeFile(entry, files.map((f) => `export { default as ${f} } from 'jsonwebtoken/lib/${f}.js';`).join('\n'));
+      const options = functionBuildOptions([entry], path.join(dir, 'out'));
+      const result = await build({ ...options, nodePaths: [path.resolve('node_modules')] });
+      const inputs = Object.keys(result.metafile?.inputs ?? {});
+      expect(inputs.filter((i) => i.includes('node_modules/semver/'))).toEqual([]);
+      const built = (await import(pathToFileURL(path.join(dir, 'out/checks.mjs')).href)) as Record<string, boolean>;
+      // The package's own files, with semver, as Node loads them unbundled.
+      const original = createRequire(import.meta.url);
+      for (const f of files) expect(built[f], f).toBe(original(`jsonwebtoken/lib/${f}.js`) as boolean);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('each zip through ___netlify-entry-point.mjs, cold, against the local stack', () => {
   const user = newUser();
   const auth = { authorization: `Bearer ${user.token}`, 'content-type': 'application/json' };
@@ -164,7 +189,7 @@ describe('each zip through ___netlify-entry-point.mjs, cold, against the local s
       preflight('webhook'),
       { url, method: 'GET', headers: {} },
       { url, method: 'POST', headers: { 'content-type': 'application/json' }, body: payload },
-      { url, method: 'POST', headers: { 'stripe-signature': signature.replace(/v1=\w/, 'v1=0'), 'content-type': 'application/json' }, body: payload },
+      { url, method: 'POST', headers: { 'stripe-signature': signature.replace(/v1=(\w)/, (_match, c: string) => `v1=${c === '0' ? '1' : '0'}`), 'content-type': 'application/json' }, body: payload },
       { url, method: 'POST', headers: { 'stripe-signature': signature, 'content-type': 'application/json' }, body: payload },
     ]);
     expectPreflight(options);
