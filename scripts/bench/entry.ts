@@ -3,7 +3,7 @@
 // (scripts/lib/netlify-artifact.ts), beside a no-op function built and zipped by the same
 // build in the same copy of the site, round-robin in one run.
 
-import { rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { invoke, netlifyBuild, unpack, unpackRoot, writeRunner, type LambdaRequest, type LambdaRun } from '../lib/netlify-artifact.ts';
 import { median, spread, type Spread } from './stats.ts';
@@ -39,7 +39,15 @@ export interface EntryFunction {
 export interface EntryReport {
   noop: { zipBytes: number; answer: Spread; request: Spread; importMs: Spread; ready: Spread; cpu: Spread };
   functions: EntryFunction[];
+  /** The same functions as Netlify packs the source files without `npm run build`
+   *  (netlify.toml pointed at netlify/functions, no build command): the baseline. */
+  unbundled: EntryFunction[];
   buildSeconds: number;
+}
+
+/** netlify.toml as it was before `npm run build`: Netlify packs netlify/functions itself. */
+function withoutBuildStep(toml: string): string {
+  return toml.replace(/^\s*command = "npm run build"\n/m, '').replace('functions = "build/functions"', 'functions = "netlify/functions"');
 }
 
 export interface EntryRequests {
@@ -63,6 +71,7 @@ export async function entryPointColdStarts(opts: {
   const started = performance.now();
   const built = await netlifyBuild({ extraFunctions: { [`${NOOP_NAME}.mts`]: NOOP_FUNCTION } });
   const buildSeconds = (performance.now() - started) / 1000;
+  const before = await netlifyBuild({ editToml: withoutBuildStep, ownNodeModules: true });
   const root = await unpackRoot('billing-bench-zips-');
   try {
     const runner = await writeRunner(root);
@@ -72,16 +81,22 @@ export async function entryPointColdStarts(opts: {
       dirs.set(zip.name, (await unpack(zip.zip, path.join(root, zip.name))).dir);
       zipBytes.set(zip.name, zip.zipBytes);
     }
-    const entries = [...Object.keys(FUNCTION_OF), 'noop'];
+    for (const zip of before.zips) {
+      if (!(await readFile(path.join(before.site, 'netlify.toml'), 'utf8')).includes('functions = "netlify/functions"')) throw new Error('the baseline build did not use netlify/functions');
+      dirs.set(`unbundled ${zip.name}`, (await unpack(zip.zip, path.join(root, `unbundled-${zip.name}`))).dir);
+      zipBytes.set(`unbundled ${zip.name}`, zip.zipBytes);
+    }
+    const entries = [...Object.keys(FUNCTION_OF), ...Object.keys(FUNCTION_OF).map((n) => `unbundled ${n}`), 'noop'];
     const runs = new Map<string, LambdaRun[]>(entries.map((e) => [e, []]));
     for (let run = 0; run < opts.runs; run += 1) {
       opts.progress(`entry-point cold starts: round ${run + 1}/${opts.runs}`);
       for (let k = 0; k < entries.length; k += 1) {
         const name = entries[(k + run) % entries.length] ?? 'noop';
-        const fn = name === 'noop' ? NOOP_NAME : (FUNCTION_OF[name] ?? name);
+        const plain = name.replace(/^unbundled /, '');
+        const fn = name === 'noop' ? NOOP_NAME : `${name.startsWith('unbundled ') ? 'unbundled ' : ''}${FUNCTION_OF[plain] ?? plain}`;
         const dir = dirs.get(fn);
         if (!dir) throw new Error(`netlify build made no ${fn}.zip`);
-        const full = name === 'noop' ? { request: { url: 'https://bench.example/noop', method: 'POST', headers: {}, body: '{}' }, expect: 200 } : opts.requests.full(name, run);
+        const full = name === 'noop' ? { request: { url: 'https://bench.example/noop', method: 'POST', headers: {}, body: '{}' }, expect: 200 } : opts.requests.full(plain, run);
         // The full 200 is the cold process's first request, as the no-op's is.
         const requests = [full.request];
         const result = await invoke({ runner, dir, name: fn, requests, env: opts.env });
@@ -93,12 +108,12 @@ export async function entryPointColdStarts(opts: {
     const noopRuns = runs.get('noop') ?? [];
     const answerAt = (r: LambdaRun) => r.answers.at(-1)?.atMs ?? Number.NaN;
     const noopMedian = median(noopRuns.map(answerAt));
-    const functions = Object.keys(FUNCTION_OF).map((name): EntryFunction => {
-      const list = runs.get(name) ?? [];
+    const figures = (name: string, prefix: string): EntryFunction => {
+      const list = runs.get(`${prefix}${name}`) ?? [];
       const first = spread(list.map(answerAt));
       return {
         name,
-        zipBytes: zipBytes.get(FUNCTION_OF[name] ?? '') ?? 0,
+        zipBytes: zipBytes.get(`${prefix}${FUNCTION_OF[name] ?? ''}`) ?? 0,
         first,
         request: spread(list.map((r) => r.answers[0]?.ms ?? Number.NaN)),
         importMs: spread(list.map((r) => r.importMs)),
@@ -106,7 +121,9 @@ export async function entryPointColdStarts(opts: {
         ratio: first.median / noopMedian,
         paired: spread(list.map((r, i) => answerAt(r) / answerAt(noopRuns[i] ?? r))),
       };
-    });
+    };
+    const functions = Object.keys(FUNCTION_OF).map((name) => figures(name, ''));
+    const unbundled = Object.keys(FUNCTION_OF).map((name) => figures(name, 'unbundled '));
     return {
       noop: {
         zipBytes: zipBytes.get(NOOP_NAME) ?? 0,
@@ -117,10 +134,12 @@ export async function entryPointColdStarts(opts: {
         cpu: spread(noopRuns.map((r) => r.cpuMs)),
       },
       functions,
+      unbundled,
       buildSeconds,
     };
   } finally {
     await rm(root, { recursive: true, force: true });
     await rm(built.site, { recursive: true, force: true });
+    await rm(before.site, { recursive: true, force: true });
   }
 }

@@ -243,7 +243,8 @@ function markdown(report: Report, previous: Previous | undefined, svgName: strin
     const allowed = entryNoop.answer.median * target;
     rows.push([
       `Through the entry point, ${f.name}'s full 200 ≤ ${target}× the no-op`,
-      `${ratio(f.ratio)} (${ms(f.first.median)} vs ${ms(entryNoop.answer.median)}; paired IQR ${ratioIqr(f.paired)})`,
+      `${ratio(f.ratio)} (${ms(f.first.median)} vs ${ms(entryNoop.answer.median)}; paired IQR ${ratioIqr(f.paired)})` +
+        ((u) => (u ? `; without npm run build ${ratio(u.ratio)}` : ''))(report.entry.unbundled.find((u) => u.name === f.name)),
       f.ratio <= target ? 'met' : `**missed** by ${ms(f.first.median - allowed)}: where the time goes is under "What ships"`,
     ]);
   }
@@ -318,14 +319,15 @@ function markdown(report: Report, previous: Previous | undefined, svgName: strin
     `\`netlify build --offline\` (which runs \`npm run build\`) in a copy of the site with a no-op function added, built and zipped the same way (${fmt(report.entry.buildSeconds)} s). ` +
       'Each zip is unpacked into the temporary folder (no node_modules above it); every run is a fresh `node` that stubs Lambda\'s `awslambda` global, imports the zip\'s `___netlify-entry-point.mjs` ' +
       'and invokes its handler once with the event Netlify\'s gateway sends, the full 200 request against the local stack (checkout of a returning user, portal and status of a subscribed user, a new signed `customer.subscription.updated`), as the no-op is invoked once. ' +
-      'Times are from process start until the 200 is answered; runs are round-robin with the no-op, so each round pairs them. (The preflight, 401, 405 and 400 of each zip are checked by `test/artifact.test.ts`.)',
+      'Times are from process start until the 200 is answered; runs are round-robin with the no-op, so each round pairs them. (The preflight, 401, 405 and 400 of each zip are checked by `test/artifact.test.ts`.) ' +
+      'The last column is the baseline: the same source zipped by a second `netlify build --offline` with netlify.toml as before `npm run build` (functions from `netlify/functions`, no build command), so Netlify bundles our code and ships the npm packages beside it as loose files.',
     '',
   );
   out.push(
     table(
-      ['Function', 'Zip', 'Entry point import', 'The request alone', 'Full 200 answered (IQR)', '× no-op (paired IQR)', 'Target', 'CPU to the 200 (× no-op)'],
+      ['Function', 'Zip', 'Entry point import', 'The request alone', 'Full 200 answered (IQR)', '× no-op (paired IQR)', 'Target', 'CPU to the 200 (× no-op)', 'Without npm run build: zip, × no-op'],
       [
-        ['no-op', kb(entryNoop.zipBytes), ms(entryNoop.importMs.median), ms(entryNoop.request.median), `${ms(entryNoop.answer.median)} (${range(entryNoop.answer)})`, '1.00×', '', ms(entryNoop.cpu.median)],
+        ['no-op', kb(entryNoop.zipBytes), ms(entryNoop.importMs.median), ms(entryNoop.request.median), `${ms(entryNoop.answer.median)} (${range(entryNoop.answer)})`, '1.00×', '', ms(entryNoop.cpu.median), ''],
         ...report.entry.functions.map((f) => [
           f.name,
           `${kb(f.zipBytes)} (+${kb(f.zipBytes - entryNoop.zipBytes)})`,
@@ -335,6 +337,7 @@ function markdown(report: Report, previous: Previous | undefined, svgName: strin
           `**${ratio(f.ratio)}** (${ratioIqr(f.paired)})`,
           `≤ ${ENTRY_TARGETS[f.name] ?? 1}×`,
           `${ms(f.cpu.median)} (${ratio(f.cpu.median / entryNoop.cpu.median)})`,
+          ((u) => (u ? `${kb(u.zipBytes)}, ${ratio(u.ratio)} (${ms(u.first.median)})` : 'n/a'))(report.entry.unbundled.find((u) => u.name === f.name)),
         ]),
       ],
     ),
@@ -480,7 +483,7 @@ function markdown(report: Report, previous: Previous | undefined, svgName: strin
   // Round trips.
   out.push('## 3. Round trips per request', '');
   out.push(
-    'Database calls are the PostgREST requests the store’s fetch sent; Stripe calls are the requests the stripe-mock bridge recorded. ' +
+    'Database calls are the PostgREST requests the store sent (counted at `http.request`); Stripe calls are the requests the stripe-mock bridge recorded. ' +
       'Counted one request at a time, in the same warm process.',
     '',
   );
@@ -557,7 +560,7 @@ function markdown(report: Report, previous: Previous | undefined, svgName: strin
       '- **Module only** (`scripts/bench/build.ts`): the function module alone, without Netlify\u2019s bootstrap. The *esbuild* build is what `npm run build` ships (its options, from `scripts/lib/build.ts`); the *netlify* build mirrors what zip-it-and-ship-it\u2019s NFT path would make of the source files alone (`bundle`, `packages: "external"`, `format: "esm"`, `platform: "node"`, `target: "node22"`, the `createRequire` banner), with packages resolved from the repository\u2019s `node_modules`: the difference is what bundling the npm packages at build time saves.',
       shippedNote(report.shipped),
       '- **Cold start**: `process.execPath` on a small `.mjs` runner with no `NODE_OPTIONS` and no compile cache; the runner builds the `Request` objects, then imports the bundle. The no-op is bundled the same way and takes part in every round. The operating system’s file cache is warm (Lambda’s may not be), so these are lower bounds of a real cold start.',
-      '- **Warm**: the functions’ log lines are built as in production but written nowhere (`console.log`/`warn`/`error` are no-ops in the warm process): on Netlify a line goes to stdout and the platform ships it, and a terminal here would measure the terminal. A database call counter wraps the global `fetch` for the handler and the baseline alike.',
+      '- **Warm**: the functions’ log lines are built as in production but written nowhere (`console.log`/`warn`/`error` are no-ops in the warm process): on Netlify a line goes to stdout and the platform ships it, and a terminal here would measure the terminal. A database call counter wraps `http.request` (the store talks to PostgREST over node:http) for the handler and the baseline alike.',
       '- The local Stripe is stripe-mock: about a millisecond per call, where real Stripe takes 100–300 ms. Warm ratios here are therefore an upper bound of the overhead in production, where the network dominates.',
       '- Knobs: `BENCH_RUNS` (cold starts, default 20), `BENCH_ROUNDS` (default 20), `BENCH_SCALE` (batch sizes), `BENCH_PROBES=0` (skip the package probes), `BENCH_OUT`, `BENCH_VERBOSE=1`.',
     ].join('\n'),

@@ -5,15 +5,16 @@
 // Node process, with the `awslambda` global that Lambda's runtime provides stubbed. The
 // artifact test (test/artifact.test.ts) and the bench (npm run bench) both use it.
 
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { unzipSync } from 'fflate';
 import { siteCopy } from './netlify-dev.ts';
 
+const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const NETLIFY_CLI = fileURLToPath(new URL('../../node_modules/netlify-cli/bin/run.js', import.meta.url));
 
 export const ENTRY_POINT = '___netlify-entry-point.mjs';
@@ -38,9 +39,34 @@ export interface NetlifyBuild {
  * .netlify/ and build/ of its own). extraFunctions: more entry files for
  * netlify/functions/ in the copy only (the bench's no-op), built the same way.
  */
-export async function netlifyBuild(opts: { extraFunctions?: Record<string, string>; env?: Record<string, string> } = {}): Promise<NetlifyBuild> {
+export async function netlifyBuild(
+  opts: {
+    extraFunctions?: Record<string, string>;
+    env?: Record<string, string>;
+    /** Rewrites netlify.toml in the copy (the bench's build without `npm run build`). */
+    editToml?: (toml: string) => string;
+    /**
+     * A real node_modules in the copy (hard links) instead of the link to this
+     * checkout's: Netlify traces npm packages by their real path and leaves out any
+     * outside the site, so a build that ships packages (the bench's baseline) needs it.
+     */
+    ownNodeModules?: boolean;
+  } = {},
+): Promise<NetlifyBuild> {
   const site = await siteCopy();
+  if (opts.ownNodeModules) {
+    const target = path.join(site, 'node_modules');
+    await rm(target);
+    const linked = spawnSync('cp', ['-al', path.join(REPO_ROOT, 'node_modules'), target]);
+    if (linked.status !== 0) await cp(path.join(REPO_ROOT, 'node_modules'), target, { recursive: true, verbatimSymlinks: true });
+  }
   for (const [file, source] of Object.entries(opts.extraFunctions ?? {})) await writeFile(path.join(site, 'netlify/functions', file), source);
+  if (opts.editToml) {
+    const toml = path.join(site, 'netlify.toml');
+    const edited = opts.editToml(await readFile(toml, 'utf8'));
+    await rm(toml);
+    await writeFile(toml, edited);
+  }
   const env: Record<string, string | undefined> = { ...process.env, NETLIFY_TELEMETRY_DISABLED: '1', ...opts.env };
   // As on Netlify: nothing of npm run dev's or the tests' says to include the dashboard.
   if (opts.env?.['BILLING_EXAMPLE_DASHBOARD'] === undefined) delete env['BILLING_EXAMPLE_DASHBOARD'];
