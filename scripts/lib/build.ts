@@ -125,7 +125,11 @@ export async function buildFunctions(root = REPO_ROOT): Promise<BuiltFunction[]>
 /** Builds once, then again on every change to a function or what it imports (npm run dev). */
 export async function watchFunctions(root = REPO_ROOT, onRebuild: (error?: string) => void = () => {}): Promise<{ dispose(): Promise<void> }> {
   const outdir = path.join(root, FUNCTIONS_OUT);
-  let first = true;
+  await rm(outdir, { recursive: true, force: true });
+  // watch() builds once, then again on each change: the first build is not a rebuild.
+  let built = false;
+  let firstBuilt: (errors: string[]) => void = () => {};
+  const first = new Promise<string[]>((resolve) => (firstBuilt = resolve));
   const options = functionBuildOptions(await functionEntries(root), outdir, root);
   const ctx = await context({
     ...options,
@@ -135,15 +139,22 @@ export async function watchFunctions(root = REPO_ROOT, onRebuild: (error?: strin
         name: 'report',
         setup(b) {
           b.onEnd((result) => {
-            if (!first) onRebuild(result.errors.length > 0 ? result.errors.map((e) => e.text).join('; ') : undefined);
-            first = false;
+            const errors = result.errors.map((e) => e.text);
+            if (!built) {
+              built = true;
+              firstBuilt(errors);
+            } else onRebuild(errors.length > 0 ? errors.join('; ') : undefined);
           });
         },
       },
     ],
   });
-  await ctx.rebuild();
   await ctx.watch();
+  const errors = await first;
+  if (errors.length > 0) {
+    await ctx.dispose();
+    throw new Error(`building the functions failed: ${errors.join('; ')}`);
+  }
   return { dispose: () => ctx.dispose() };
 }
 
