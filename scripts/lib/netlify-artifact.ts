@@ -78,7 +78,10 @@ export async function netlifyBuild(
     child.once('error', reject);
     child.once('close', resolve);
   });
-  if (code !== 0) throw new Error(`netlify build --offline exited with ${String(code)}:\n${output.slice(-4000)}`);
+  if (code !== 0) {
+    await rm(site, { recursive: true, force: true });
+    throw new Error(`netlify build --offline exited with ${String(code)}:\n${output.slice(-4000)}`);
+  }
   const dir = path.join(site, '.netlify/functions');
   const zips: BuiltZip[] = [];
   for (const file of (await readdir(dir)).filter((f) => f.endsWith('.zip')).sort()) {
