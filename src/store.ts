@@ -6,6 +6,7 @@ import { PostgrestClient } from '@supabase/postgrest-js';
 import type { StoreConfig } from './config.ts';
 import type { BillingAccountRow, Database, Json } from './database.types.ts';
 import type { AccessFacts, SubscriptionStatus } from './billing/access.ts';
+import { nodeFetch } from './node-fetch.ts';
 
 /** Per database call; a slow database must not hold a function until Netlify kills it. */
 export const STORE_TIMEOUT_MS = 5_000;
@@ -206,7 +207,8 @@ function toApplyResult(value: unknown): ApplyResult | null {
   return { outcome: outcome as ApplyOutcome, ...(typeof reason === 'string' && { reason }) };
 }
 
-export function createStore(config: StoreConfig, fetchImpl: typeof fetch = fetch): BillingStore {
+/** fetchImpl: node:http by default (src/node-fetch.ts: a cold start skips loading undici's client). */
+export function createStore(config: StoreConfig, fetchImpl: typeof fetch = nodeFetch): BillingStore {
   // supabase-js's database client, on its own: createClient() would also load the auth,
   // storage, realtime and functions clients (about 1 MB) on every cold start, and a
   // service-role server needs none of them. It talks to <SUPABASE_URL>/rest/v1 with the
