@@ -50,6 +50,15 @@ export type StripeEventRow = {
   processed_at: string;
 };
 
+/** What every function that records a verified event takes first (stripe_events' columns). */
+type EventArgs = {
+  p_event_id: string;
+  p_event_type: string;
+  p_event_created: string;
+  p_livemode: boolean;
+  p_api_version: string | null;
+};
+
 export type Database = {
   __InternalSupabase: { PostgrestVersion: '12' };
   public: {
@@ -64,57 +73,14 @@ export type Database = {
         Args: { p_user_id: string; p_stripe_customer_id: string; p_email: string | null };
         Returns: string;
       };
-      billing_apply_event: {
-        Args: {
-          p_event_id: string;
-          p_event_type: string;
-          p_event_created: string;
-          p_livemode: boolean;
-          p_api_version: string | null;
-          p_change: Json;
-        };
-        Returns: Json;
-      };
-      billing_apply_entitlements: {
-        Args: {
-          p_event_id: string;
-          p_event_type: string;
-          p_event_created: string;
-          p_livemode: boolean;
-          p_api_version: string | null;
-          p_customer_id: string;
-          p_features: string[];
-        };
-        Returns: Json;
-      };
+      billing_apply_event: { Args: EventArgs & { p_change: Json }; Returns: Json };
+      billing_apply_entitlements: { Args: EventArgs & { p_customer_id: string; p_features: string[] }; Returns: Json };
       billing_sync_catalog: {
         Args: { p_catalog: Json };
         Returns: undefined;
       };
-      billing_apply_schedule: {
-        Args: {
-          p_event_id: string;
-          p_event_type: string;
-          p_event_created: string;
-          p_livemode: boolean;
-          p_api_version: string | null;
-          p_change: Json;
-        };
-        Returns: Json;
-      };
-      billing_record_event: {
-        Args: {
-          p_event_id: string;
-          p_event_type: string;
-          p_event_created: string;
-          p_livemode: boolean;
-          p_api_version: string | null;
-          p_customer_id: string | null;
-          p_outcome: string;
-          p_reason: string;
-        };
-        Returns: string;
-      };
+      billing_apply_schedule: { Args: EventArgs & { p_change: Json }; Returns: Json };
+      billing_record_event: { Args: EventArgs & { p_customer_id: string | null; p_outcome: string; p_reason: string }; Returns: string };
       billing_events_known: { Args: { p_event_ids: string[] }; Returns: string[] };
       billing_job_acquire: { Args: { p_name: string; p_holder: string; p_lease_seconds: number }; Returns: Json | null };
       billing_job_save: {

@@ -245,25 +245,17 @@ export function createStore(config: StoreConfig, fetchImpl: typeof fetch = nodeF
 
     async applyEvent(event) {
       const change = event.change;
-      // Entitlement summaries are their own function (supabase/migrations/20261201100000).
+      // Entitlement summaries and schedules have functions of their own (20261201100000, 20261201300000).
       const { data, error } = change.kind === 'entitlements'
         ? await db.rpc('billing_apply_entitlements', {
-          p_event_id: event.id,
-          p_event_type: event.type,
-          p_event_created: new Date(event.created * 1000).toISOString(),
-          p_livemode: event.livemode,
-          p_api_version: event.apiVersion,
+          ...eventArgs(event),
           p_customer_id: change.customer_id,
           p_features: change.features,
         })
         : await db.rpc(change.kind === 'schedule' ? 'billing_apply_schedule' : 'billing_apply_event', {
-        p_event_id: event.id,
-        p_event_type: event.type,
-        p_event_created: new Date(event.created * 1000).toISOString(),
-        p_livemode: event.livemode,
-        p_api_version: event.apiVersion,
-        p_change: event.change satisfies Json,
-      });
+          ...eventArgs(event),
+          p_change: event.change satisfies Json,
+        });
       if (error) throw new StoreError('applyEvent', error.message);
       const result = toApplyResult(data);
       if (!result) throw new StoreError('applyEvent', `unexpected outcome ${JSON.stringify(data)}`);
@@ -272,11 +264,7 @@ export function createStore(config: StoreConfig, fetchImpl: typeof fetch = nodeF
 
     async recordEvent(event, outcome, reason, options = {}) {
       const call = db.rpc('billing_record_event', {
-        p_event_id: event.id,
-        p_event_type: event.type,
-        p_event_created: new Date(event.created * 1000).toISOString(),
-        p_livemode: event.livemode,
-        p_api_version: event.apiVersion,
+        ...eventArgs(event),
         p_customer_id: event.customerId,
         p_outcome: outcome,
         p_reason: reason,
@@ -334,6 +322,17 @@ export function createStore(config: StoreConfig, fetchImpl: typeof fetch = nodeF
       const { error } = await db.rpc('billing_sync_catalog', { p_catalog: catalog satisfies Json });
       if (error) throw new StoreError('syncCatalog', error.message);
     },
+  };
+}
+
+/** The arguments every SQL function that records an event starts with. */
+function eventArgs(event: Omit<EventReceipt, 'customerId'>) {
+  return {
+    p_event_id: event.id,
+    p_event_type: event.type,
+    p_event_created: new Date(event.created * 1000).toISOString(),
+    p_livemode: event.livemode,
+    p_api_version: event.apiVersion,
   };
 }
 
