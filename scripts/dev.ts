@@ -58,7 +58,7 @@ try {
   // Checkout and the portal of this app open the bridge's local pages, which send the
   // events they play to this app's webhook.
   bridge = await startStripeMockBridge(stack.env.STRIPE_API_BASE, DEV_PORTS.stripeBridge, {
-    apps: [{ origin: appUrl, webhookUrl: `${appUrl}/api/stripe/webhook`, webhookSecret: LOCAL_STRIPE_WEBHOOK_SECRET, databaseUrl: stack.env.DATABASE_URL }],
+    apps: [{ origin: appUrl, webhookUrl: `${appUrl}/api/stripe/webhook`, webhookSecret: LOCAL_STRIPE_WEBHOOK_SECRET, databaseUrl: stack.env.DATABASE_URL, catalogFile: SHIPPED_CATALOG }],
   });
 
   const functionEnv = {

@@ -10,9 +10,11 @@
 // Part of the local stack only (npm run dev, the tests): never in netlify/, src/ or
 // public/, so no deploy contains it.
 
+import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import pg from 'pg';
 import Stripe from 'stripe';
+import { allPrices, parseCatalog } from '../../src/billing/catalog.ts';
 import { FlowError, planFlow, readStoredBilling, type Flow, type FlowOptions, type FlowPrice, type Interval, type StoredBilling } from '../lib/stripe-flows.ts';
 
 type Obj = Record<string, unknown>;
@@ -25,6 +27,9 @@ export interface LocalApp {
   webhookSecret: string;
   /** A superuser connection to its database, to read the user's billing state. */
   databaseUrl: string;
+  /** Its plan catalog (BILLING_CATALOG): the portal offers switches between its prices, as
+   *  the portal configuration billing:setup makes does. None: no plan switches. */
+  catalogFile?: string;
 }
 
 interface CheckoutSessionRecord {
@@ -266,9 +271,10 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
     const button = (name: string, label: string, extra = '') =>
       `<form method="post" action="${action}"><input type="hidden" name="action" value="${name}">${extra}<button type="submit">${esc(label)}</button></form>`;
 
+    const sold = lookupKeysOf(portal.app);
     const others = [...deps.prices.keys()]
       .map((id) => priceOf(id))
-      .filter((p): p is NonNullable<typeof p> => p !== null && p.lookupKey !== null && p.id !== price?.id && deps.prices.get(p.id)?.['active'] !== false)
+      .filter((p): p is NonNullable<typeof p> => p !== null && p.lookupKey !== null && sold.has(p.lookupKey) && p.id !== price?.id && deps.prices.get(p.id)?.['active'] !== false)
       .sort((a, b) => a.name.localeCompare(b.name) || a.interval.localeCompare(b.interval));
     const switches = live && sub && ['active', 'trialing'].includes(sub.status) && price
       ? `<h2>Change plan</h2><ul class="plans">${others
@@ -437,6 +443,12 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
       await Promise.all([...pools.values()].map((p) => p.end()));
     },
   };
+}
+
+function lookupKeysOf(app: LocalApp): Set<string> {
+  if (!app.catalogFile) return new Set();
+  const catalog = parseCatalog(JSON.parse(readFileSync(app.catalogFile, 'utf8')), app.catalogFile);
+  return new Set(allPrices(catalog).map(({ price }) => price.lookupKey));
 }
 
 /** The portal configuration's rule: a smaller amount or a shorter interval waits for the period's end. */
