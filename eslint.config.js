@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', '.local/', '.netlify/', 'public/', 'test-results/'] },
+  { ignores: ['node_modules/', '.local/', '.netlify/', 'build/', 'public/', 'test-results/'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

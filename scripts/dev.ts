@@ -1,11 +1,16 @@
 // npm run dev: the whole backend on this machine, with no .env needed.
 //   PostgreSQL + PostgREST (as Supabase, with a local test sign-in) and stripe-mock (as
 //   Stripe), then `netlify dev` on http://localhost:8888 serving the functions through
-//   netlify.toml's routes and the example dashboard from public/. The shipped plan
-//   catalog (billing-catalog.json) is pushed to the local Stripe at every start (the mock
-//   keeps nothing), and Checkout and the portal open local pages that play Stripe
+//   netlify.toml's routes and the example dashboard from public/. The functions are built
+//   as they ship (npm run build), again on every change. The shipped plan catalog
+//   (billing-catalog.json) is pushed to the local Stripe at every start (the mock keeps
+//   nothing), and Checkout and the portal open local pages that play Stripe
 //   (scripts/stack/hosted-pages.ts).
 // Ctrl-C stops everything this started. Data persists in .local/dev-db between runs.
+//
+// --warm: the same build and routes without netlify dev, each function loaded once
+//   (scripts/lib/warm-site.ts): netlify dev makes every request a cold start in a new
+//   worker thread, and a burst of 50 concurrent requests takes seconds each.
 
 import { fileURLToPath } from 'node:url';
 import {
@@ -18,16 +23,18 @@ import {
 } from './lib/local-defaults.ts';
 import { pushCatalog, SHIPPED_CATALOG } from './lib/local-catalog.ts';
 import { startNetlifyDev, type NetlifyDev } from './lib/netlify-dev.ts';
+import { startWarmSite, type WarmSite } from './lib/warm-site.ts';
 import { startLocalStack, type LocalStack } from './stack/index.ts';
 import { startStripeMockBridge, type StripeMockBridge } from './stack/stripe-mock-bridge.ts';
 
 const root = (path: string) => fileURLToPath(new URL(`../${path}`, import.meta.url));
 const verbose = process.argv.includes('--verbose');
+const warm = process.argv.includes('--warm');
 const say = (line: string) => console.log(`[dev] ${line}`);
 
 let stack: LocalStack | undefined;
 let bridge: StripeMockBridge | undefined;
-let netlify: NetlifyDev | undefined;
+let netlify: NetlifyDev | WarmSite | undefined;
 let stopping = false;
 
 async function shutdown(code: number): Promise<never> {
@@ -73,8 +80,15 @@ try {
   };
   say('pushing the plan catalog (billing-catalog.json) to the local Stripe…');
   await pushCatalog(functionEnv);
-  say('starting netlify dev…');
-  netlify = await startNetlifyDev({ port: DEV_PORTS.netlify, env: functionEnv, inheritOutput: true });
+  if (warm) {
+    say('starting the warm local server (functions loaded once; --warm)…');
+    // The functions read their variables from this process, as they would on Netlify.
+    Object.assign(process.env, functionEnv);
+    netlify = await startWarmSite({ port: DEV_PORTS.netlify, log: (line) => console.log(line) });
+  } else {
+    say('starting netlify dev…');
+    netlify = await startNetlifyDev({ port: DEV_PORTS.netlify, env: functionEnv, inheritOutput: true, watch: true });
+  }
 
   const api = `${netlify.url}/api/stripe`;
   console.log(`

@@ -27,6 +27,10 @@ export type BillingAccountRow = {
   next_payment_attempt: string | null;
   plan: string | null;
   price_interval: string | null;
+  scheduled_price_id: string | null;
+  scheduled_change_at: string | null;
+  scheduled_plan: string | null;
+  scheduled_interval: string | null;
   features: string[];
   had_trial: boolean;
 };
@@ -86,6 +90,17 @@ export type Database = {
       billing_sync_catalog: {
         Args: { p_catalog: Json };
         Returns: undefined;
+      };
+      billing_apply_schedule: {
+        Args: {
+          p_event_id: string;
+          p_event_type: string;
+          p_event_created: string;
+          p_livemode: boolean;
+          p_api_version: string | null;
+          p_change: Json;
+        };
+        Returns: Json;
       };
       billing_record_event: {
         Args: {

@@ -6,6 +6,7 @@ import { PostgrestClient } from '@supabase/postgrest-js';
 import type { StoreConfig } from './config.ts';
 import type { BillingAccountRow, Database, Json } from './database.types.ts';
 import type { AccessFacts, SubscriptionStatus } from './billing/access.ts';
+import { nodeFetch } from './node-fetch.ts';
 
 /** Per database call; a slow database must not hold a function until Netlify kills it. */
 export const STORE_TIMEOUT_MS = 5_000;
@@ -31,6 +32,8 @@ export interface StoredSubscription extends AccessFacts {
   /** The plan's features, or Stripe's newer entitlement summary; whether the user has
    *  them now is decideAccess's to say. */
   features: string[];
+  /** What a subscription schedule will change next (a downgrade at the period's end). */
+  scheduledChange: { priceId: string; plan: string | null; interval: string | null; at: string } | null;
 }
 
 export interface BillingAccount {
@@ -93,7 +96,19 @@ export type StateChange =
   | { kind: 'trial_will_end'; subscription_id: string; customer_id: string }
   | { kind: 'customer_deleted'; customer_id: string }
   /** Stripe's list of the customer's active features (their lookup keys). */
-  | { kind: 'entitlements'; customer_id: string; features: string[] };
+  | { kind: 'entitlements'; customer_id: string; features: string[] }
+  | { kind: 'schedule'; schedule: ScheduledChange };
+
+/** What a subscription schedule will change next: the price from a time (ISO 8601);
+ *  both null when it will change nothing (released, canceled, completed, or its last phase). */
+export type ScheduledChange = {
+  schedule_id: string;
+  subscription_id: string;
+  customer_id: string;
+  status: string;
+  next_price_id: string | null;
+  next_change_at: string | null;
+};
 
 /** A verified event, as recorded in stripe_events whatever becomes of it. */
 export interface EventReceipt {
@@ -181,7 +196,7 @@ const EVENT_COLUMNS = 'id,type,api_version,stripe_created_at,first_received_at,l
 
 // One literal, so supabase-js can type the selected row.
 const ACCOUNT_COLUMNS =
-  'user_id,stripe_customer_id,deleted_customer_id,stripe_subscription_id,status,price_id,current_period_start,current_period_end,cancel_at_period_end,trial_end,payment_failed_at,last_payment_status,last_payment_at,last_payment_amount,last_payment_currency,hosted_invoice_url,next_payment_attempt,plan,price_interval,features,had_trial';
+  'user_id,stripe_customer_id,deleted_customer_id,stripe_subscription_id,status,price_id,current_period_start,current_period_end,cancel_at_period_end,trial_end,payment_failed_at,last_payment_status,last_payment_at,last_payment_amount,last_payment_currency,hosted_invoice_url,next_payment_attempt,plan,price_interval,features,had_trial,scheduled_price_id,scheduled_change_at,scheduled_plan,scheduled_interval';
 
 const APPLY_OUTCOMES: readonly unknown[] = ['applied', 'stale', 'ignored', 'duplicate', 'skipped'] satisfies ApplyOutcome[];
 
@@ -192,7 +207,8 @@ function toApplyResult(value: unknown): ApplyResult | null {
   return { outcome: outcome as ApplyOutcome, ...(typeof reason === 'string' && { reason }) };
 }
 
-export function createStore(config: StoreConfig, fetchImpl: typeof fetch = fetch): BillingStore {
+/** fetchImpl: node:http by default (src/node-fetch.ts: a cold start skips loading undici's client). */
+export function createStore(config: StoreConfig, fetchImpl: typeof fetch = nodeFetch): BillingStore {
   // supabase-js's database client, on its own: createClient() would also load the auth,
   // storage, realtime and functions clients (about 1 MB) on every cold start, and a
   // service-role server needs none of them. It talks to <SUPABASE_URL>/rest/v1 with the
@@ -240,7 +256,7 @@ export function createStore(config: StoreConfig, fetchImpl: typeof fetch = fetch
           p_customer_id: change.customer_id,
           p_features: change.features,
         })
-        : await db.rpc('billing_apply_event', {
+        : await db.rpc(change.kind === 'schedule' ? 'billing_apply_schedule' : 'billing_apply_event', {
         p_event_id: event.id,
         p_event_type: event.type,
         p_event_created: new Date(event.created * 1000).toISOString(),
@@ -341,6 +357,10 @@ function toAccount(row: BillingAccountRow): BillingAccount {
             plan: row.plan,
             interval: row.price_interval,
             features: row.features,
+            scheduledChange:
+              row.scheduled_price_id && row.scheduled_change_at
+                ? { priceId: row.scheduled_price_id, plan: row.scheduled_plan, interval: row.scheduled_interval, at: row.scheduled_change_at }
+                : null,
             lastPayment:
               row.last_payment_status && row.last_payment_at
                 ? {

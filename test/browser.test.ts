@@ -1,7 +1,8 @@
-// The example dashboard in a real browser: headless Chromium (Debian's package, driven
-// by playwright-core) against `netlify dev` serving public/ and the functions, with the
-// test stack as Supabase and Stripe, and the local Checkout and portal pages
-// (scripts/stack/hosted-pages.ts) playing Stripe, as with `npm run dev`.
+// The example dashboard in a real browser: headless Chromium (the system's, or else the
+// one the @sparticuz/chromium package ships; driven by playwright-core) against `netlify
+// dev` serving public/ and the functions, with the test stack as Supabase and Stripe,
+// and the local Checkout and portal pages (scripts/stack/hosted-pages.ts) playing
+// Stripe, as with `npm run dev`.
 // Screenshots of each step go to test-results/screenshots/ (CI keeps them).
 //
 // Also here, because it needs the same `netlify dev`: the site as deployed has no way
@@ -22,7 +23,7 @@ import { checkoutCompletedEvent, subscriptionEvent } from './support/events.ts';
 import { env, newUser, postStripeObject, query, stripeRequests } from './support/stack.ts';
 import { runTrigger } from './support/trigger.ts';
 
-const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium';
+const SYSTEM_CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'];
 const SCREENSHOTS = path.resolve(import.meta.dirname, '../test-results/screenshots');
 const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
 
@@ -89,6 +90,34 @@ describe('the site as netlify dev serves it (netlify.toml, public/, netlify/func
 
 let browser: Browser;
 
+const COMMON_ARGS = ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-gpu'];
+
+/**
+ * Flags of @sparticuz/chromium's that this test cannot take: it checks CORS (web security
+ * on), opens several contexts in one browser (one process would close with the first), and
+ * playwright-core sets the headless mode itself.
+ */
+const REFUSED_PACKAGED_ARGS = new Set(['--disable-web-security', '--allow-running-insecure-content', '--single-process', "--headless='shell'"]);
+
+/**
+ * CHROMIUM_PATH, else a system Chromium, else the build @sparticuz/chromium ships (an npm
+ * devDependency, so `npm install` brings it: unpacked to the temporary folder on first use,
+ * with the flags it needs there, less those above).
+ */
+async function chromiumToLaunch(): Promise<{ executablePath: string; args: string[] }> {
+  const chosen = process.env['CHROMIUM_PATH'];
+  if (chosen) {
+    if (!existsSync(chosen)) throw new Error(`CHROMIUM_PATH=${chosen}: no such file`);
+    return { executablePath: chosen, args: COMMON_ARGS };
+  }
+  const system = SYSTEM_CHROMIUM.find((file) => existsSync(file));
+  if (system) return { executablePath: system, args: COMMON_ARGS };
+  const { default: packaged } = await import('@sparticuz/chromium');
+  const executablePath = await packaged.executablePath();
+  const args = packaged.args.filter((arg) => !REFUSED_PACKAGED_ARGS.has(arg));
+  return { executablePath, args: [...new Set([...args, ...COMMON_ARGS])] };
+}
+
 async function shot(page: Page, name: string): Promise<void> {
   await page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`), fullPage: true });
 }
@@ -116,17 +145,8 @@ async function stubStripe(context: BrowserContext): Promise<string[]> {
 
 describe('the example dashboard in Chromium', () => {
   beforeAll(async () => {
-    if (!existsSync(CHROMIUM)) {
-      throw new Error(
-        `Chromium is not installed at ${CHROMIUM}. The browser test needs Debian's package: ` +
-          '`apt-get install -y chromium` (or set CHROMIUM_PATH to another Chromium binary). playwright-core drives it; it downloads no browser.',
-      );
-    }
     await mkdir(SCREENSHOTS, { recursive: true });
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-gpu'],
-    });
+    browser = await chromium.launch(await chromiumToLaunch());
   });
 
   afterAll(async () => {

@@ -224,3 +224,41 @@ describe('reduceEvent: verified but unreadable', () => {
     expect(reduction.action === 'unreadable' && reduction.reason).toContain(reason);
   });
 });
+
+describe('reduceEvent: subscription schedules (a downgrade at the period end)', () => {
+  it('an active schedule: the next phase\'s price, from when the current phase ends', () => {
+    expect(reduceEvent(loadEvent('subscription_schedule.created'))).toEqual({
+      action: 'apply',
+      change: {
+        kind: 'schedule',
+        schedule: {
+          schedule_id: 'sub_sched_1SZAb3LkdIwHu7ixDowngrade',
+          subscription_id: FIXTURE_IDS.subscriptionId,
+          customer_id: FIXTURE_IDS.customerId,
+          status: 'active',
+          next_price_id: 'price_1SXq0aLkdIwHu7ixProMonth',
+          next_change_at: new Date(1766663940 * 1000).toISOString(),
+        },
+      },
+    });
+  });
+
+  it.each(['subscription_schedule.canceled', 'subscription_schedule.completed', 'subscription_schedule.aborted', 'subscription_schedule.released'])('%s: nothing comes next', (type) => {
+    expect(reduceEvent(loadEvent(type))).toMatchObject({
+      action: 'apply',
+      change: { schedule: { subscription_id: FIXTURE_IDS.subscriptionId, next_price_id: null, next_change_at: null } },
+    });
+  });
+
+  it('a schedule for a subscription that does not exist yet is not ours to show', () => {
+    const event = structuredClone(loadEvent('subscription_schedule.created'));
+    Object.assign(event.data.object, { subscription: null, status: 'not_started', current_phase: null });
+    expect(reduceEvent(event)).toEqual({ action: 'skip', reason: 'schedule of a subscription that does not exist yet' });
+  });
+
+  it('in its last phase: nothing comes next', () => {
+    const event = structuredClone(loadEvent('subscription_schedule.updated'));
+    event.data.object['current_phase'] = { start_date: 1766663940, end_date: 1769342340 };
+    expect(reduceEvent(event)).toMatchObject({ change: { schedule: { status: 'active', next_price_id: null } } });
+  });
+});

@@ -248,6 +248,7 @@ describe('GET /api/stripe/subscription', () => {
         plan: null,
         interval: null,
         features: [],
+        scheduledChange: null,
       },
     });
   });

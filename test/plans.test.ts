@@ -13,7 +13,7 @@ import webhook from '../netlify/functions/stripe-webhook.mts';
 import { PINNED_API_VERSION } from '../src/billing/api-version.ts';
 import { HANDLED_EVENT_TYPES } from '../src/billing/events.ts';
 import { catalogEnv, CATALOG_FILE, ensureCatalog, priceIdOf, runSetup, withEnv } from './support/catalog.ts';
-import { entitlementSummaryEvent } from '../scripts/lib/stripe-events.ts';
+import { entitlementSummaryEvent, subscriptionScheduleEvent } from '../scripts/lib/stripe-events.ts';
 import { checkoutCompletedEvent, newIds, subscriptionEvent } from './support/events.ts';
 import { authedPost, expectCors, newUser, query, signedDelivery, stripeRequests, type TestUser } from './support/stack.ts';
 
@@ -272,6 +272,41 @@ describe('GET /api/stripe/subscription knows the plan', () => {
     expect(await status(user)).toMatchObject({ plan: 'pro', interval: 'month', features: PRO });
     await deliver(subscriptionEvent('customer.subscription.updated', ids, t, { ...state, priceId: await priceIdOf('business_yearly'), productId: 'analytics_business' }));
     expect(await status(user)).toMatchObject({ plan: 'business', interval: 'year', features: BUSINESS });
+  });
+
+  it('a downgrade at the period end (a subscription schedule) shows as the scheduled change until it happens', async () => {
+    const user = newUser();
+    const ids = newIds(user.id);
+    const t = now();
+    const end = t + 364 * DAY;
+    const business = await priceIdOf('business_yearly');
+    const pro = await priceIdOf('pro_monthly');
+    const state = { status: 'active' as const, periodStart: t - DAY, periodEnd: end, priceId: business, productId: 'analytics_business' };
+    await deliver(checkoutCompletedEvent(ids, t - DAY, user.email));
+    await deliver(subscriptionEvent('customer.subscription.created', ids, t - DAY, state));
+    expect(await status(user)).toMatchObject({ plan: 'business', scheduledChange: null });
+
+    const schedule = {
+      id: `sub_sched_${ids.subscriptionId.slice(4)}`,
+      status: 'active' as const,
+      currentPhase: { start: t - DAY, end },
+      phases: [{ priceId: business, start: t - DAY, end }, { priceId: pro, start: end, end: end + 30 * DAY }],
+    };
+    const created = subscriptionScheduleEvent('subscription_schedule.created', ids, t, schedule);
+    await deliver(created);
+    expect(await status(user)).toMatchObject({
+      plan: 'business',
+      features: BUSINESS,
+      scheduledChange: { priceId: pro, plan: 'pro', interval: 'month', at: new Date(end * 1000).toISOString() },
+    });
+
+    // The period ends: the subscription moves to Pro and Stripe releases the schedule.
+    await deliver(subscriptionEvent('customer.subscription.updated', ids, end, { ...state, periodStart: end, periodEnd: end + 30 * DAY, priceId: pro, productId: 'analytics_pro' }));
+    await deliver(subscriptionScheduleEvent('subscription_schedule.released', ids, end, { ...schedule, status: 'released', currentPhase: null }));
+    expect(await status(user)).toMatchObject({ plan: 'pro', interval: 'month', features: PRO, scheduledChange: null });
+    // Its creation, redelivered late, changes nothing.
+    await deliver(subscriptionScheduleEvent('subscription_schedule.updated', ids, t + 60, schedule));
+    expect(await status(user)).toMatchObject({ scheduledChange: null });
   });
 
   it('entitlements.active_entitlement_summary.updated, when newer, is what the user has', async () => {

@@ -148,3 +148,13 @@ describe('POST /api/stripe/webhook', () => {
     expect(await query('select 1 from stripe_events where id = $1', [event.id])).toHaveLength(0);
   });
 });
+
+describe('README: the webhook endpoint to create', () => {
+  it('lists exactly the event types the webhook handles', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const { HANDLED_EVENT_TYPES } = await import('../src/billing/events.ts');
+    const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8');
+    const listed = [...readme.matchAll(/enabled_events\[\]=([a-z_.]+)/g)].map((m) => m[1]);
+    expect(listed.sort()).toEqual([...HANDLED_EVENT_TYPES].sort());
+  });
+});

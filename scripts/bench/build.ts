@@ -1,32 +1,26 @@
-// Bundles each function the way it ships, plus a no-op function and import probes
-// bundled the same way, into a temporary directory.
+// Bundles each function two ways, plus a no-op function and import probes bundled the
+// same way, into a temporary directory, for the module-only cold starts (no Netlify
+// bootstrap; the entry-point figures in scripts/bench/entry.ts are what ships).
 //
-// Two builds per entry:
+// netlify: what Netlify would pack from the source files alone, without `npm run build`.
+//   A modern function (default export, runtime API v2) is always built by
+//   zip-it-and-ship-it's NFT path, whatever `node_bundler` says (getBundlerName in
+//   @netlify/zip-it-and-ship-it dist/runtimes/node/bundlers/index.js returns "nft" for
+//   every v2 function unless the bundler is "none"). That path bundles the function file
+//   and its local imports with esbuild, leaves every npm package external, and ships the
+//   traced node_modules files next to it. The options below mirror transform() in
+//   dist/runtimes/node/bundlers/nft/transformer.js (v16.2.3): bundle, packages:
+//   'external', format esm, platform node, target node<NODE_VERSION>, the
+//   createRequire/__filename/__dirname banner (esm_cjs_compat.js), no sourcemap. Packages
+//   load from node_modules at run time (a node_modules link next to the bundle).
 //
-// netlify: what Netlify deploys. A modern function (default export, runtime API v2) is
-//   always built by zip-it-and-ship-it's NFT path, whatever `node_bundler` says
-//   (getBundlerName in @netlify/zip-it-and-ship-it dist/runtimes/node/bundlers/index.js
-//   returns "nft" for every v2 function unless the bundler is "none"). That path
-//   bundles the function file and its local imports with esbuild, leaves every npm
-//   package external, and ships the traced node_modules files next to it. The options
-//   below mirror transform() in dist/runtimes/node/bundlers/nft/transformer.js (v16.2.3):
-//   bundle, packages: 'external', format esm, platform node, target node<NODE_VERSION>,
-//   the createRequire/__filename/__dirname banner (esm_cjs_compat.js), no sourcemap,
-//   output <name>.mjs. Packages are then loaded from node_modules at run time, as in the
-//   deployed function (a node_modules link next to the bundle stands in for the traced
-//   copy). Netlify's own ___netlify-bootstrap.mjs is not loaded: it costs the same for
-//   every function, so it is left out of both the functions and the no-op baseline.
-//
-// esbuild: one self-contained file, as `node_bundler = "esbuild"` builds a v1 function
-//   (bundleJsFile in dist/runtimes/node/bundlers/esbuild/bundler.js): bundle everything,
-//   format esm, platform node, target node<NODE_VERSION>, the same banner, node: builtins
-//   external (its builtin plugin), its special-case externals (@prisma/client, @aws-sdk/*),
-//   its resolveExtensions. Not mirrored: its native-module plugin (no dependency here is
-//   native) and its __glob rewrite (no bundled module uses a glob require).
+// esbuild: what ships: `npm run build`'s options (scripts/lib/build.ts), every package
+//   inlined, minified. Netlify bundles that file again with nothing left to trace.
 
 import { mkdir, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { build, type Plugin } from 'esbuild';
+import { build } from 'esbuild';
+import { functionBuildOptions } from '../lib/build.ts';
 
 export type BuildMode = 'netlify' | 'esbuild';
 export const BUILD_MODES: readonly BuildMode[] = ['netlify', 'esbuild'];
@@ -43,15 +37,6 @@ let __filename=___nfyFileURLToPath(import.meta.url);
 let __dirname=___nfyPathDirname(___nfyFileURLToPath(import.meta.url));
 let require=___nfyCreateRequire(import.meta.url);
 `;
-
-const RESOLVE_EXTENSIONS = ['.js', '.jsx', '.mjs', '.cjs', '.ts', '.tsx', '.mts', '.cts', '.json'];
-
-const nodeBuiltins: Plugin = {
-  name: 'builtin-modules',
-  setup(b) {
-    b.onResolve({ filter: /^node:/ }, (args) => ({ path: args.path.slice('node:'.length), external: true }));
-  },
-};
 
 /** The baseline: a function that answers without doing anything, shaped like ours. */
 const NOOP_SOURCE = `// A no-op Netlify function: the cold-start baseline.
@@ -133,28 +118,28 @@ export async function buildAll(repoRoot: string, workDir: string, list: readonly
     if (mode === 'netlify') await symlink(nodeModules, path.join(outDir, 'node_modules'), 'dir');
     for (const entry of list) {
       const outfile = path.join(outDir, `${entry.name.replaceAll(/[^a-z0-9-]+/gi, '_')}.mjs`);
-      const result = await build({
-        ...(mode === 'netlify'
-          ? { packages: 'external' as const }
-          : {
-              external: ['@prisma/client', '@aws-sdk/*'],
-              plugins: [nodeBuiltins],
-              resolveExtensions: RESOLVE_EXTENSIONS,
-            }),
-        absWorkingDir: repoRoot,
-        nodePaths: mode === 'esbuild' ? [nodeModules] : [],
-        banner: { js: CJS_SHIM },
-        bundle: true,
-        entryPoints: [entry.source],
-        format: 'esm',
-        logLevel: 'error',
-        metafile: true,
-        outfile,
-        platform: 'node',
-        sourcemap: false,
-        target: [NODE_TARGET],
-      });
-      const packageInputBytes = Object.entries(result.metafile.inputs)
+      const shipped = functionBuildOptions([entry.source], outDir, repoRoot);
+      delete shipped.outdir;
+      delete shipped.outExtension;
+      const result = await build(
+        mode === 'netlify'
+          ? {
+              packages: 'external',
+              absWorkingDir: repoRoot,
+              banner: { js: CJS_SHIM },
+              bundle: true,
+              entryPoints: [entry.source],
+              format: 'esm',
+              logLevel: 'error',
+              metafile: true,
+              outfile,
+              platform: 'node',
+              sourcemap: false,
+              target: [NODE_TARGET],
+            }
+          : { ...shipped, outfile, nodePaths: [nodeModules] },
+      );
+      const packageInputBytes = Object.entries(result.metafile?.inputs ?? {})
         .filter(([input]) => input.includes('node_modules/'))
         .reduce((sum, [, input]) => sum + input.bytes, 0);
       built.push({ entry, mode, file: outfile, bytes: (await stat(outfile)).size, packageInputBytes });

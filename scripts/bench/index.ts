@@ -26,6 +26,7 @@ import { loadStatusConfig } from '../../src/config.ts';
 import { createStore } from '../../src/store.ts';
 import { buildAll, BUILD_MODES, entries, shippedByNetlify, type Built } from './build.ts';
 import { coldStart, summarizeTrace, writeRunner, type ColdRun, type LoadTrace, type RequestSpec } from './cold.ts';
+import { entryPointColdStarts, type EntryRequests } from './entry.ts';
 import { EventFactory, newCustomer, payloadOf, signPayload } from './events.ts';
 import type { SeedUser, WarmConfig, WarmResult } from './protocol.ts';
 import { machine, previousResults, writeReport, type ColdEntry, type Report } from './report.ts';
@@ -124,6 +125,16 @@ async function main(): Promise<void> {
   const factory = new EventFactory();
   const { returning, subscribed } = await seed(env, factory);
 
+  // What ships first: the zips through Netlify's entry point, beside a zipped no-op.
+  progress(`netlify build --offline and entry-point cold starts (${elapsed()})`);
+  const entryRequests: EntryRequests = {
+    full: (name, run) => {
+      const first = firstRequest(name, run, factory, returning, subscribed);
+      return { request: first.spec, expect: first.expect ?? 200 };
+    },
+  };
+  const entry = await entryPointColdStarts({ runs: RUNS, env, requests: entryRequests, progress });
+
   progress('bundling');
   const list = await entries(REPO_ROOT, workDir, PROBES);
   const built = await buildAll(REPO_ROOT, workDir, list);
@@ -135,7 +146,7 @@ async function main(): Promise<void> {
 
   progress(`warm overhead, round trips and webhook throughput (${elapsed()})`);
   const bundles = Object.fromEntries(
-    built.filter((b) => b.mode === 'netlify' && b.entry.kind === 'function').map((b) => [b.entry.name, b.file]),
+    built.filter((b) => b.mode === 'esbuild' && b.entry.kind === 'function').map((b) => [b.entry.name, b.file]),
   );
   const warm = await runWarm({
     env,
@@ -154,6 +165,7 @@ async function main(): Promise<void> {
     date: new Date().toISOString(),
     machine: machine(),
     knobs: { runs: RUNS, rounds: ROUNDS, batch: BATCH, probes: PROBES },
+    entry,
     cold,
     shipped,
     warm,
@@ -235,6 +247,14 @@ function firstRequest(
   }
 }
 
+function preflightOf(name: string): RequestSpec {
+  return {
+    url: `${BASE}/${name}`,
+    method: 'OPTIONS',
+    headers: { origin: 'https://analytics.example.com', 'access-control-request-method': 'POST' },
+  };
+}
+
 async function coldStarts(
   built: readonly Built[],
   runner: string,
@@ -244,11 +264,7 @@ async function coldStarts(
   subscribed: SeedUser[],
 ): Promise<ColdEntry[]> {
   const results = new Map<Built, ColdRun[]>(built.map((b) => [b, []]));
-  const options = (name: string): RequestSpec => ({
-    url: `${BASE}/${name}`,
-    method: 'OPTIONS',
-    headers: { origin: 'https://analytics.example.com', 'access-control-request-method': 'POST' },
-  });
+  const options = preflightOf;
   // Round-robin: every round runs every entry once, in both builds, starting each round
   // one place further on, so no entry always follows the same neighbour.
   for (let run = 0; run < RUNS; run += 1) {

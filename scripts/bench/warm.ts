@@ -12,6 +12,7 @@
 // On Netlify the line goes to stdout and the platform ships it; a terminal here would
 // measure the terminal.
 
+import http from 'node:http';
 import { readFile, writeFile } from 'node:fs/promises';
 import { pathToFileURL } from 'node:url';
 import type Stripe from 'stripe';
@@ -41,17 +42,22 @@ console.info = silent;
 console.warn = silent;
 console.error = silent;
 
-// Count database calls: supabase-js calls the fetch that createStore was given, which
-// defaults to the global fetch at the time the store is built, so this wrapper sees the
-// functions' calls and the baseline's alike (both pay for it equally).
+// Count database calls: the store talks to PostgREST through node:http's request()
+// (src/node-fetch.ts), read when called, so this wrapper sees the functions' calls and
+// the baseline's alike (both pay for it equally).
 const supabaseOrigin = new URL(config.env['SUPABASE_URL'] ?? '').origin;
 const dbCalls: string[] = [];
 const originalFetch = globalThis.fetch;
-globalThis.fetch = (input, init) => {
-  const url = new URL(input instanceof Request ? input.url : input);
-  if (url.origin === supabaseOrigin) dbCalls.push(`${init?.method ?? (input instanceof Request ? input.method : 'GET')} ${url.pathname}`);
-  return originalFetch(input, init);
-};
+const originalRequest = http.request;
+http.request = ((...args: Parameters<typeof http.request>) => {
+  const [first, second] = args;
+  if (typeof first === 'string' || first instanceof URL) {
+    const target = new URL(first);
+    const method = typeof second === 'object' ? second.method : undefined;
+    if (target.origin === supabaseOrigin) dbCalls.push(`${method ?? 'GET'} ${target.pathname}`);
+  }
+  return originalRequest(...args);
+}) as typeof http.request;
 
 async function bridgeRequests(clear: boolean): Promise<string[]> {
   const response = await originalFetch(`${config.bridgeUrl}/__bridge/requests`, { method: clear ? 'DELETE' : 'GET' });

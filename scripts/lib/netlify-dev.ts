@@ -1,5 +1,7 @@
 // Runs `netlify dev` offline on a given port, the way Netlify serves the site and its
-// functions, and stops it with everything it spawned (its own process group).
+// functions, and stops it with everything it spawned (its own process group). It serves
+// what `npm run build` writes (scripts/lib/build.ts), built here first: the functions as
+// they ship, and the site with the example dashboard.
 
 import { spawn } from 'node:child_process';
 import { cp, mkdtemp, readdir, rm, symlink } from 'node:fs/promises';
@@ -7,6 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { httpAnswers, OutputTail, registerKillOnExit, sleep, type LogFn } from '../stack/process.ts';
+import { buildFunctions, buildSite, DASHBOARD_VARIABLE, watchFunctions } from './build.ts';
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const NETLIFY_CLI = fileURLToPath(new URL('../../node_modules/netlify-cli/bin/run.js', import.meta.url));
@@ -30,16 +33,26 @@ export async function startNetlifyDev(opts: {
    * other's functions under `.netlify/functions-serve` while they serve them.
    */
   isolated?: boolean;
+  /** Rebuild a function when its code changes (npm run dev). */
+  watch?: boolean;
+  /** Include the example dashboard in the site (default: yes). */
+  dashboard?: boolean;
 }): Promise<NetlifyDev> {
   const output = new OutputTail('netlify', opts.log, 60);
-  const cwd = opts.isolated ? await isolatedSite() : REPO_ROOT;
+  const cwd = opts.isolated ? await siteCopy() : REPO_ROOT;
+  const dashboard = opts.dashboard ?? true;
+  await buildSite(cwd, dashboard);
+  const say = (line: string, stream: 'out' | 'err') => (opts.inheritOutput ? (stream === 'err' ? console.error(line) : console.log(line)) : output.write(`${line}\n`, stream));
+  const watcher = opts.watch
+    ? await watchFunctions(cwd, (error) => (error ? say(`[build] rebuild failed: ${error}`, 'err') : say('[build] functions rebuilt', 'out')))
+    : (await buildFunctions(cwd), undefined);
   // process.execPath: the Node 22 that runs us, not whatever `node` is first on PATH.
   const child = spawn(
     process.execPath,
     [NETLIFY_CLI, 'dev', '--offline', '--internal-disable-edge-functions', '--no-open', '--port', String(opts.port)],
     {
       cwd,
-      env: { ...process.env, ...opts.env, BROWSER: 'none', NETLIFY_TELEMETRY_DISABLED: '1' },
+      env: { ...process.env, ...opts.env, [DASHBOARD_VARIABLE]: dashboard ? '1' : '0', BROWSER: 'none', NETLIFY_TELEMETRY_DISABLED: '1' },
       stdio: ['ignore', opts.inheritOutput ? 'inherit' : 'pipe', opts.inheritOutput ? 'inherit' : 'pipe'],
       detached: true,
     },
@@ -55,7 +68,10 @@ export async function startNetlifyDev(opts: {
     resolve();
   }));
 
-  const removeSite = () => (cwd === REPO_ROOT ? Promise.resolve() : rm(cwd, { recursive: true, force: true }));
+  const removeSite = async () => {
+    await watcher?.dispose();
+    if (cwd !== REPO_ROOT) await rm(cwd, { recursive: true, force: true });
+  };
   const stop = async (): Promise<void> => {
     unregister();
     if (exited) return removeSite();
@@ -91,15 +107,14 @@ export async function startNetlifyDev(opts: {
 
 /**
  * A temporary folder standing in for the checkout: `netlify/` (the function entry
- * files) copied, everything else but `.netlify/` and `.git/` symlinked. The entry files
- * must really be inside the folder: Netlify's bundler names a function's output after
- * its entry's real path. Their imports (`src/`, `node_modules/`) resolve through the
- * symlinks, so a change there is served, a change to an entry file is not.
+ * files) copied, `build/` left to this process's own build, everything else but
+ * `.netlify/` and `.git/` symlinked. The built functions must really be inside the
+ * folder: Netlify's bundler names a function's output after its entry's real path.
  */
-async function isolatedSite(): Promise<string> {
-  const dir = await mkdtemp(path.join(tmpdir(), 'netlify-dev-site-'));
+export async function siteCopy(): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'netlify-site-'));
   for (const entry of await readdir(REPO_ROOT)) {
-    if (entry === '.netlify' || entry === '.git') continue;
+    if (entry === '.netlify' || entry === '.git' || entry === 'build') continue;
     if (entry === 'netlify') await cp(path.join(REPO_ROOT, entry), path.join(dir, entry), { recursive: true });
     else await symlink(path.join(REPO_ROOT, entry), path.join(dir, entry));
   }

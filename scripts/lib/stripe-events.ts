@@ -288,6 +288,54 @@ export function entitlementSummaryEvent(customerId: string, created: number, loo
   });
 }
 
+export type SubscriptionScheduleEventType =
+  | 'subscription_schedule.created'
+  | 'subscription_schedule.updated'
+  | 'subscription_schedule.released'
+  | 'subscription_schedule.canceled'
+  | 'subscription_schedule.completed'
+  | 'subscription_schedule.aborted';
+
+/** A subscription schedule as Stripe shows it: phases of prices, in time order. */
+export interface ScheduleState {
+  id: string;
+  status: 'not_started' | 'active' | 'completed' | 'released' | 'canceled';
+  phases: { priceId: string; start: number; end: number }[];
+  /** The phase in force now (null before the schedule starts, and after it ends). */
+  currentPhase: { start: number; end: number } | null;
+}
+
+/** A subscription_schedule.* event, e.g. the billing portal scheduling a downgrade at the
+ *  period's end: a first phase on the current price until then, a second on the new one. */
+export function subscriptionScheduleEvent(
+  type: SubscriptionScheduleEventType,
+  parties: Pick<Parties, 'customerId' | 'subscriptionId'>,
+  created: number,
+  schedule: ScheduleState,
+  options: { cause?: Cause } = {},
+): Stripe.Event {
+  return event(type, created, options.cause ?? 'customer', (obj) => {
+    const [template] = obj['phases'] as Obj[];
+    Object.assign(obj, {
+      id: schedule.id,
+      customer: parties.customerId,
+      subscription: schedule.status === 'released' ? null : parties.subscriptionId,
+      released_subscription: schedule.status === 'released' ? parties.subscriptionId : null,
+      status: schedule.status,
+      created,
+      current_phase: schedule.currentPhase && { start_date: schedule.currentPhase.start, end_date: schedule.currentPhase.end },
+      canceled_at: schedule.status === 'canceled' ? created : null,
+      completed_at: schedule.status === 'completed' ? created : null,
+      released_at: schedule.status === 'released' ? created : null,
+      phases: schedule.phases.map((phase) => {
+        const copy = structuredClone(template ?? {});
+        const [item] = (copy['items'] as Obj[] | undefined) ?? [{}];
+        return { ...copy, start_date: phase.start, end_date: phase.end, items: [{ ...item, price: phase.priceId, plan: phase.priceId, quantity: 1 }] };
+      }),
+    });
+  });
+}
+
 // API versions ------------------------------------------------------------------------
 //
 // A webhook endpoint renders every event in the API version it was created with. These

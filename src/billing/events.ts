@@ -4,7 +4,7 @@
 // object is read through stripe-objects.ts, whatever API version rendered it.
 
 import type Stripe from 'stripe';
-import type { InvoiceOutcome, PaymentOutcome, StateChange, SubscriptionSnapshot } from '../store.ts';
+import type { InvoiceOutcome, PaymentOutcome, ScheduledChange, StateChange, SubscriptionSnapshot } from '../store.ts';
 import { SUBSCRIPTION_STATUSES, type SubscriptionStatus } from './access.ts';
 import { isForThisProduct, type ProductScope } from './product-scope.ts';
 import {
@@ -13,10 +13,12 @@ import {
   readEntitlementSummary,
   readInvoice,
   readSubscription,
+  readSubscriptionSchedule,
   UnreadableObjectError,
   type CheckoutSessionFacts,
   type InvoiceFacts,
   type SubscriptionFacts,
+  type SubscriptionScheduleFacts,
 } from './stripe-objects.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -35,6 +37,16 @@ const INVOICE_OUTCOMES = {
   'invoice.payment_action_required': 'action_required',
 } as const satisfies Partial<Record<Stripe.Event.Type, PaymentOutcome>>;
 
+/** A schedule's every change says what it will do next (or that it will do nothing). */
+const SCHEDULE_EVENTS = [
+  'subscription_schedule.created',
+  'subscription_schedule.updated',
+  'subscription_schedule.released',
+  'subscription_schedule.canceled',
+  'subscription_schedule.completed',
+  'subscription_schedule.aborted',
+] as const satisfies readonly Stripe.Event.Type[];
+
 /** The event types this backend applies. Everything else is acknowledged and ignored. */
 export const HANDLED_EVENT_TYPES: ReadonlySet<Stripe.Event.Type> = new Set<Stripe.Event.Type>([
   'checkout.session.completed',
@@ -43,6 +55,7 @@ export const HANDLED_EVENT_TYPES: ReadonlySet<Stripe.Event.Type> = new Set<Strip
   'customer.subscription.trial_will_end',
   'customer.deleted',
   'entitlements.active_entitlement_summary.updated',
+  ...SCHEDULE_EVENTS,
 ]);
 
 export type Reduction =
@@ -102,9 +115,43 @@ function reduceReadable(event: EventEnvelope, scope: ProductScope): Reduction {
       const features = [...new Set(featureKeys.filter((key) => catalog.features.has(key)))];
       return { action: 'apply', change: { kind: 'entitlements', customer_id: customerId, features } };
     }
+    case 'subscription_schedule.created':
+    case 'subscription_schedule.updated':
+    case 'subscription_schedule.released':
+    case 'subscription_schedule.canceled':
+    case 'subscription_schedule.completed':
+    case 'subscription_schedule.aborted': {
+      const schedule = readSubscriptionSchedule(object);
+      if (!schedule.subscriptionId) return skip('schedule of a subscription that does not exist yet');
+      return { action: 'apply', change: { kind: 'schedule', schedule: nextChangeOf(schedule, schedule.subscriptionId) } };
+    }
     default:
       return skip('unhandled event type');
   }
+}
+
+/** Statuses of a schedule that will still change the subscription. */
+const PENDING_SCHEDULE = new Set(['not_started', 'active']);
+
+/** The schedule's next phase: the one that starts when the current one ends (or the
+ *  first, before it starts), and the price it moves the subscription to. */
+function nextChangeOf(schedule: SubscriptionScheduleFacts, subscriptionId: string): ScheduledChange {
+  const phases = [...schedule.phases].sort((a, b) => a.start - b.start);
+  const from = schedule.currentPhase?.end ?? null;
+  const next = PENDING_SCHEDULE.has(schedule.status)
+    ? from === null
+      ? phases[0]
+      : phases.find((phase) => phase.start >= from)
+    : undefined;
+  const price = next?.priceIds[0] ?? null;
+  return {
+    schedule_id: schedule.id,
+    subscription_id: subscriptionId,
+    customer_id: schedule.customerId,
+    status: schedule.status,
+    next_price_id: next && price ? price : null,
+    next_change_at: next && price ? iso(next.start) : null,
+  };
 }
 
 /** The mark our checkout leaves on the sessions it creates (see checkout.ts): the user

@@ -25,6 +25,8 @@ export interface SubscriptionView {
   /** The feature keys the user has now: the plan's (or Stripe's newer entitlement
    *  summary), and none without access, by the same rule as billing_features in SQL. */
   features: string[];
+  /** A change already decided for a coming date: a downgrade at the period's end. */
+  scheduledChange: { priceId: string; plan: string | null; interval: string | null; at: string } | null;
 }
 
 export async function subscriptionStatus(
@@ -53,8 +55,15 @@ export async function subscriptionStatus(
       plan: subscription.plan,
       interval: subscription.interval,
       features: decision.access ? subscription.features : [],
+      scheduledChange: upcoming(subscription.scheduledChange, now),
     },
   };
+}
+
+/** A change whose time has passed happened (or was let go): it is no longer to come. */
+function upcoming(change: SubscriptionView['scheduledChange'], now: Date): SubscriptionView['scheduledChange'] {
+  if (!change || new Date(change.at) <= now) return null;
+  return { ...change, at: new Date(change.at).toISOString() };
 }
 
 /** PostgREST returns timestamptz as "2026-11-25T12:00:00+00:00"; the API speaks ISO 8601 UTC with Z. */

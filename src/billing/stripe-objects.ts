@@ -204,6 +204,51 @@ export function customerIdOf(value: unknown): string | null {
   return isObject(customer) && typeof customer['id'] === 'string' ? customer['id'] : null;
 }
 
+/** A subscription schedule: what Stripe will change on the subscription, and when. The
+ *  billing portal makes one for a downgrade at the period's end. */
+export interface SubscriptionScheduleFacts {
+  id: string;
+  customerId: string;
+  /** null: a schedule whose subscription does not exist yet (it starts in the future). */
+  subscriptionId: string | null;
+  status: string;
+  /** The phase in force now, if the schedule has started. */
+  currentPhase: { start: number; end: number } | null;
+  phases: { start: number; end: number | null; priceIds: string[] }[];
+}
+
+export function readSubscriptionSchedule(value: unknown): SubscriptionScheduleFacts {
+  const schedule = object(value, 'subscription schedule');
+  const id = text(schedule, 'id', 'subscription schedule');
+  const where = `subscription schedule ${id}`;
+  const current = schedule['current_phase'];
+  return {
+    id,
+    customerId: idOf(schedule['customer'], `${where}: customer`),
+    // A released schedule lets go of its subscription and names it here instead.
+    subscriptionId:
+      optionalIdOf(schedule['subscription'], `${where}: subscription`) ??
+      optionalIdOf(schedule['released_subscription'], `${where}: released_subscription`),
+    status: text(schedule, 'status', where),
+    currentPhase: isObject(current)
+      ? { start: number(current, 'start_date', `${where}: current_phase`), end: number(current, 'end_date', `${where}: current_phase`) }
+      : null,
+    phases: list(schedule['phases'], `${where}: phases`).map((entry, i) => {
+      const phase = object(entry, `${where}: phases[${i}]`);
+      const at = `${where}: phases[${i}]`;
+      return {
+        start: number(phase, 'start_date', at),
+        end: optionalNumber(phase, 'end_date', at),
+        // `plan` is the older name of the same price, as on subscription items.
+        priceIds: list(phase['items'], `${at}: items`).map((item, j) => {
+          const entryItem = object(item, `${at}: items[${j}]`);
+          return idOf(entryItem['price'] ?? entryItem['plan'], `${at}: items[${j}].price`);
+        }),
+      };
+    }),
+  };
+}
+
 /** A customer's active entitlements (entitlements.active_entitlement_summary): the
  *  lookup keys of the features Stripe says they have now. */
 export interface EntitlementSummaryFacts {

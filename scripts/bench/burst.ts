@@ -1,0 +1,143 @@
+// npm run bench:burst: the local server under a burst, netlify dev (npm run dev) beside
+// the warm server (npm run dev -- --warm), in one run against one local stack: 50
+// concurrent checkouts of new users, then 100 concurrent signed webhook deliveries, and
+// a few sequential preflights (what one invocation costs each server when idle).
+// Prints a markdown table; README's Performance section quotes a run.
+//
+// Knobs: BURST_CHECKOUTS=50, BURST_DELIVERIES=100.
+
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { loadavg, tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { LOCAL_JWT_SECRET, LOCAL_STRIPE_PRICE_ID, LOCAL_STRIPE_PRODUCT_ID, LOCAL_STRIPE_SECRET_KEY, LOCAL_STRIPE_WEBHOOK_SECRET } from '../lib/local-defaults.ts';
+import { siteCopy, startNetlifyDev } from '../lib/netlify-dev.ts';
+import { issuerFor, mintAccessToken } from '../lib/tokens.ts';
+import { startWarmSite } from '../lib/warm-site.ts';
+import { getFreePort, startLocalStack } from '../stack/index.ts';
+import { startStripeMockBridge } from '../stack/stripe-mock-bridge.ts';
+import { EventFactory, newCustomer, payloadOf, signPayload } from './events.ts';
+import { quantile } from './stats.ts';
+
+const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const CHECKOUTS = Number(process.env['BURST_CHECKOUTS'] ?? 50);
+const DELIVERIES = Number(process.env['BURST_DELIVERIES'] ?? 100);
+const SEQUENTIAL = 8;
+const say = (line: string) => process.stderr.write(`[burst] ${line}\n`);
+
+interface Timed {
+  status: number;
+  ms: number;
+}
+
+async function timed(url: string, init: RequestInit): Promise<Timed> {
+  const started = performance.now();
+  try {
+    const response = await fetch(url, { ...init, signal: AbortSignal.timeout(60_000) });
+    await response.arrayBuffer();
+    return { status: response.status, ms: performance.now() - started };
+  } catch {
+    return { status: 0, ms: performance.now() - started };
+  }
+}
+
+function summary(results: readonly Timed[], wallMs: number): string[] {
+  const ms = results.map((r) => r.ms);
+  const statuses = new Map<number, number>();
+  for (const r of results) statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+  const fmt = (v: number) => (v >= 1000 ? `${(v / 1000).toFixed(1)} s` : `${v.toFixed(0)} ms`);
+  return [
+    [...statuses].sort((a, b) => a[0] - b[0]).map(([s, n]) => `${n} × ${s === 0 ? 'no answer' : s}`).join(', '),
+    fmt(quantile(ms, 0.5)),
+    fmt(quantile(ms, 0.9)),
+    fmt(Math.max(...ms)),
+    fmt(wallMs),
+  ];
+}
+
+const dataDir = await mkdtemp(path.join(tmpdir(), 'billing-burst-db-'));
+const stack = await startLocalStack({
+  dataDir,
+  ports: { postgres: 0, gateway: 0, postgrest: 0, stripeMock: 0 },
+  jwtSecret: LOCAL_JWT_SECRET,
+  migrationsDir: path.join(REPO_ROOT, 'supabase/migrations'),
+});
+const bridge = await startStripeMockBridge(stack.env.STRIPE_API_BASE);
+const env: Record<string, string> = {
+  SUPABASE_URL: stack.env.SUPABASE_URL,
+  SUPABASE_SERVICE_ROLE_KEY: stack.env.SUPABASE_SERVICE_ROLE_KEY,
+  SUPABASE_JWT_SECRET: stack.env.SUPABASE_JWT_SECRET,
+  STRIPE_API_BASE: bridge.url,
+  STRIPE_SECRET_KEY: LOCAL_STRIPE_SECRET_KEY,
+  STRIPE_PRICE_ID: LOCAL_STRIPE_PRICE_ID,
+  STRIPE_PRODUCT_ID: LOCAL_STRIPE_PRODUCT_ID,
+  STRIPE_WEBHOOK_SECRET: LOCAL_STRIPE_WEBHOOK_SECRET,
+  URL: 'https://analytics.example.com',
+};
+Object.assign(process.env, env);
+const factory = new EventFactory();
+const issuer = issuerFor(env['SUPABASE_URL'] ?? '');
+const rows: string[][] = [];
+const loadStart = loadavg();
+
+async function burst(label: string, base: string): Promise<void> {
+  const api = `${base}/api/stripe`;
+  const preflights: Timed[] = [];
+  for (let i = 0; i < SEQUENTIAL; i += 1) preflights.push(await timed(`${api}/checkout`, { method: 'OPTIONS' }));
+  rows.push([label, `${SEQUENTIAL} sequential preflights`, ...summary(preflights, preflights.reduce((s, r) => s + r.ms, 0))]);
+
+  say(`${label}: ${CHECKOUTS} concurrent checkouts of new users`);
+  let started = performance.now();
+  const checkouts = await Promise.all(
+    Array.from({ length: CHECKOUTS }, () => {
+      const token = mintAccessToken({ sub: randomUUID(), email: 'burst@example.com', secret: LOCAL_JWT_SECRET, issuer });
+      return timed(`${api}/checkout`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' } });
+    }),
+  );
+  rows.push([label, `${CHECKOUTS} concurrent checkouts (new users)`, ...summary(checkouts, performance.now() - started)]);
+
+  say(`${label}: ${DELIVERIES} concurrent webhook deliveries`);
+  const now = Math.floor(Date.now() / 1000);
+  const payloads = Array.from({ length: DELIVERIES }, () => payloadOf(factory.event('customer.subscription.updated', newCustomer(), now)));
+  started = performance.now();
+  const deliveries = await Promise.all(
+    payloads.map((payload) =>
+      timed(`${api}/webhook`, { method: 'POST', headers: { 'stripe-signature': signPayload(payload, LOCAL_STRIPE_WEBHOOK_SECRET), 'content-type': 'application/json' }, body: payload }),
+    ),
+  );
+  rows.push([label, `${DELIVERIES} concurrent webhook deliveries`, ...summary(deliveries, performance.now() - started)]);
+}
+
+try {
+  say('netlify dev (npm run dev)');
+  const netlify = await startNetlifyDev({ port: await getFreePort(), env, isolated: true });
+  try {
+    await burst('netlify dev', netlify.url);
+  } finally {
+    await netlify.stop();
+  }
+  say('the warm server (npm run dev -- --warm)');
+  const site = await siteCopy();
+  const warm = await startWarmSite({ port: await getFreePort(), root: site });
+  // The functions run in this process now: their log lines (one per request) go nowhere,
+  // as netlify dev's go to its own output.
+  const { log, warn, error } = console;
+  console.log = console.warn = console.error = () => {};
+  try {
+    await burst('--warm', warm.url);
+  } finally {
+    Object.assign(console, { log, warn, error });
+    await warm.stop();
+    await rm(site, { recursive: true, force: true });
+  }
+  const loads = (l: number[]) => l.map((v) => v.toFixed(1)).join(' / ');
+  console.log(`Run ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}, load average ${loads(loadStart)} at the start, ${loads(loadavg())} at the end.\n`);
+  console.log('| Server | Requests | Statuses | p50 | p90 | max | all answered in |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- |');
+  for (const row of rows) console.log(`| ${row.join(' | ')} |`);
+} finally {
+  await bridge.close();
+  await stack.stop();
+  await rm(dataDir, { recursive: true, force: true });
+}
