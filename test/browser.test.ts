@@ -252,13 +252,16 @@ describe('the example dashboard in Chromium', () => {
       expect(await page.locator('#scheduled').textContent()).toMatch(/^Switches to Analytics Pro, €9\.00 per month, on /);
       await shot(page, '08-downgrade-scheduled');
       await backFromPortal();
-      await expect.poll(() => details.textContent(), { timeout: 30_000 }).toContain('PlanAnalytics Business, annual');
+      await expect.poll(() => details.textContent(), { timeout: 30_000 }).toMatch(/ScheduledChanges to Analytics Pro, monthly on \w+ \d{1,2}, \d{4}/);
+      expect(await details.textContent()).toContain('PlanAnalytics Business, annual');
+      await shot(page, '09-downgrade-on-the-dashboard');
       await openPortal();
       await inPortal('Advance to the next renewal', /^Renewed on Analytics Pro, monthly\.$/);
       await backFromPortal();
       await expect.poll(() => details.textContent(), { timeout: 30_000 }).toContain('PlanAnalytics Pro, monthly');
       expect(await page.locator('#features li').allTextContents()).not.toContain('API access');
-      await shot(page, '09-downgraded-at-renewal');
+      expect(await details.textContent()).not.toContain('Scheduled');
+      await shot(page, '10-downgraded-at-renewal');
 
       // Cancel at period end, then resume.
       await openPortal();
@@ -266,12 +269,12 @@ describe('the example dashboard in Chromium', () => {
       await backFromPortal();
       await expect.poll(() => title.textContent(), { timeout: 30_000 }).toMatch(/^Active until \w+ \d{1,2}, \d{4}$/);
       expect(await page.locator('#status-summary').textContent()).toMatch(/^You canceled: your subscription will not renew\./);
-      await shot(page, '10-canceling');
+      await shot(page, '11-canceling');
       await openPortal();
       await inPortal('Renew subscription', /^Your subscription renews again\.$/);
       await backFromPortal();
       await expect.poll(() => title.textContent(), { timeout: 30_000 }).toBe('Active');
-      await shot(page, '11-resumed');
+      await shot(page, '12-resumed');
 
       // A failing card, then the renewal: past due, in the grace period, still with access.
       await openPortal();
@@ -281,7 +284,7 @@ describe('the example dashboard in Chromium', () => {
       await expect.poll(() => title.textContent(), { timeout: 30_000 }).toBe('Payment failed');
       expect(await page.locator('#status-summary').textContent()).toMatch(/^We could not charge your card\. Update it in Manage billing: you keep access until \w+ \d{1,2}, \d{4}\.$/);
       expect(await details.textContent()).toMatch(/Last payment€9\.00, failed on .*; next attempt on /);
-      await shot(page, '12-grace-period');
+      await shot(page, '13-grace-period');
 
       // Every event came signed through the webhook, none refused, none stale.
       const [{ stripe_customer_id: customerId } = { stripe_customer_id: '' }] = await query<{ stripe_customer_id: string }>(
@@ -402,7 +405,7 @@ describe('the example dashboard in Chromium', () => {
       await page.goto(`${netlify.url}/dashboard?checkout=success&session_id=${String(session['id'])}`);
       await expect.poll(() => title.textContent(), { timeout: 15_000 }).toBe('Active');
       await expect.poll(() => page.locator('#notice').textContent(), { timeout: 10_000 }).toBe('Payment confirmed: your subscription is active.');
-      await shot(page, '13-active-by-sync');
+      await shot(page, '18-active-by-sync');
       const delivered = await query("select type from stripe_events where stripe_customer_id = $1 and type not like 'sync.%'", [ids.customerId]);
       expect(delivered).toEqual([]);
       expect(await stripeRequests((r) => r.method === 'GET' && r.path === `/v1/checkout/sessions/${String(session['id'])}`)).toHaveLength(1);
@@ -475,7 +478,7 @@ window.results = results;
       await page.goto(`${origin}/`);
       await page.waitForFunction(() => 'results' in window, undefined, { timeout: 15_000 });
       const results = (await page.evaluate(() => (window as unknown as { results: unknown }).results)) as Record<string, { status?: number; body?: { url?: string; error?: string }; failed?: string }>;
-      await shot(page, '12-cors-from-another-origin');
+      await shot(page, '19-cors-from-another-origin');
 
       expect(results['checkout']?.status).toBe(200);
       expect(results['checkout']?.body?.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/checkout\/cs_test_\w+$/);

@@ -370,7 +370,8 @@ function money(amount, currency) {
  * @typedef {{ status: string, at: string, amount: number, currency: string, invoiceUrl: string | null, nextPaymentAttempt: string | null }} Payment
  * @typedef {{ status: string, access: boolean, accessReason: string, priceId: string | null, currentPeriodEnd: string | null,
  *   cancelAtPeriodEnd: boolean, trialEnd: string | null, graceUntil: string | null, lastPayment: Payment | null,
- *   plan?: string | null, interval?: string | null, features?: string[] }} Subscription
+ *   plan?: string | null, interval?: string | null, features?: string[],
+ *   scheduledChange?: { priceId: string, plan: string | null, interval: string | null, at: string } | null }} Subscription
  */
 
 /** @param {Subscription | null} s @returns {{ title: string, tone: string, summary: string, details: [string, string | Node][] }} */
@@ -449,6 +450,11 @@ function describe(s) {
   if (s.plan) {
     const name = plans.find((p) => p.key === s.plan)?.name ?? s.plan;
     details.push(['Plan', `${name}, ${s.interval === 'year' ? 'annual' : 'monthly'}`]);
+  }
+  if (s.scheduledChange) {
+    const change = s.scheduledChange;
+    const name = plans.find((p) => p.key === change.plan)?.name ?? change.plan ?? change.priceId;
+    details.push(['Scheduled', `Changes to ${name}${change.interval ? `, ${change.interval === 'year' ? 'annual' : 'monthly'}` : ''} on ${day(change.at)}`]);
   }
   if (s.features && s.features.length > 0) {
     const list = document.createElement('ul');

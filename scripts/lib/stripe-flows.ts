@@ -14,6 +14,7 @@ import {
   invoiceEvent,
   stripeId,
   subscriptionEvent,
+  subscriptionScheduleEvent,
   type Parties,
   type SubscriptionState,
 } from './stripe-events.ts';
@@ -30,6 +31,8 @@ export const FLOWS = {
   'first-payment-paid': 'an incomplete first payment succeeds (another card, or authenticated): invoice.paid, customer.subscription.updated (active), checkout.session.completed',
   'switch-price': 'switches plan or interval now, in the portal: customer.subscription.updated (the new price), invoice.paid (the proration) unless trialing',
   'cancel-at-period-end': 'cancels in the portal: customer.subscription.updated (cancel_at_period_end)',
+  'schedule-price-change': 'a downgrade or shorter interval in the portal waits for the period\'s end: subscription_schedule.created (this price until then, the new one after)',
+  'release-schedule': 'the scheduled change is dropped (e.g. another plan chosen now): subscription_schedule.released',
   uncancel: 'keeps a subscription that was canceling (portal: "Renew"): customer.subscription.updated (cancel_at_period_end false)',
   cancel: 'the subscription ends now: customer.subscription.deleted (canceled)',
   'checkout.session.completed': 'the seed\'s single event: links the user to a new subscription, provisionally active',
@@ -164,8 +167,11 @@ export interface FlowOptions {
   trialDays?: number;
   /** The Checkout Session that made the subscription, as Checkout created it. */
   checkout?: { sessionId: string; successUrl: string; cancelUrl: string };
-  /** switch-price: the price switched to now; renew: the price a change scheduled for the period's end switches to. */
+  /** switch-price: the price switched to now; schedule-price-change and renew: the price a
+   *  change scheduled for the period's end switches to. */
   newPrice?: FlowPrice;
+  /** The subscription schedule holding that change (renew releases it once it is done; release-schedule drops it). */
+  scheduleId?: string;
 }
 
 const DAY = 86_400;
@@ -218,10 +224,15 @@ export function storyOf(event: Stripe.Event): { customerId: string; subscription
     id?: string;
     customer?: unknown;
     subscription?: unknown;
+    released_subscription?: unknown;
     parent?: { subscription_details?: { subscription?: unknown } };
   };
   const subscription =
-    object.object === 'subscription' ? object.id : object.object === 'invoice' ? object.parent?.subscription_details?.subscription : object.subscription;
+    object.object === 'subscription'
+      ? object.id
+      : object.object === 'invoice'
+        ? object.parent?.subscription_details?.subscription
+        : (object.subscription ?? object.released_subscription);
   return typeof object.customer === 'string' && typeof subscription === 'string' ? { customerId: object.customer, subscriptionId: subscription } : undefined;
 }
 
@@ -335,6 +346,17 @@ function flowEvents(flow: Flow, stored: StoredBilling, options: FlowOptions): St
   };
   // The next period, starting where the current one ends (the renewal date).
   const renewal = (length: Interval = interval): SubscriptionState => ({ ...state, periodStart: periodEnd, periodEnd: addPeriod(periodEnd, length), latestInvoice: stripeId('in') });
+  // A schedule of two phases: this price until the period's end, then `to` for a period.
+  const schedule = (id: string, to: FlowPrice, status: 'active' | 'released') =>
+    subscriptionScheduleEvent(`subscription_schedule.${status === 'active' ? 'created' : 'released'}`, p, tick(), {
+      id,
+      status,
+      phases: [
+        { priceId: p.priceId, start: periodStart, end: periodEnd },
+        { priceId: to.id, start: periodEnd, end: addPeriod(periodEnd, to.interval) },
+      ],
+      currentPhase: status === 'active' ? { start: periodStart, end: periodEnd } : null,
+    });
   // The incomplete first invoice, tried again at Checkout.
   const firstInvoice = (attemptCount: number) => ({
     id: current.latestInvoiceId ?? stripeId('in'),
@@ -358,10 +380,13 @@ function flowEvents(flow: Flow, stored: StoredBilling, options: FlowOptions): St
       const to = options.newPrice;
       const next: SubscriptionState = { ...renewal(to?.interval), status: 'active' };
       const renewed = to ? { ...p, priceId: to.id, amount: to.amount, currency: to.currency, ...(to.productId && { productId: to.productId }) } : p;
+      // The schedule's last phase has begun: it lets the subscription go on by itself.
+      const release = () => (to && options.scheduleId ? [schedule(options.scheduleId, to, 'released')] : []);
       return [
         subscriptionEvent('customer.subscription.updated', renewed, tick(), next, {
           previous: { ...(state.status !== 'active' && { status: state.status }), latest_invoice: state.latestInvoice },
         }),
+        ...release(),
         invoiceEvent('invoice.paid', renewed, tick(), {
           id: next.latestInvoice ?? stripeId('in'),
           billingReason: 'subscription_cycle',
@@ -424,6 +449,16 @@ function flowEvents(flow: Flow, stored: StoredBilling, options: FlowOptions): St
           nextPaymentAttempt: null,
         }),
       ];
+    }
+    case 'schedule-price-change': {
+      requireStatus('active', 'trialing');
+      requireRenewing();
+      if (!options.newPrice) throw new FlowError('schedule-price-change needs the price to change to.');
+      return [schedule(options.scheduleId ?? stripeId('sub_sched'), options.newPrice, 'active')];
+    }
+    case 'release-schedule': {
+      if (!options.newPrice || !options.scheduleId) throw new FlowError('release-schedule needs the schedule and its price.');
+      return [schedule(options.scheduleId, options.newPrice, 'released')];
     }
     case 'uncancel': {
       requireStatus('active', 'trialing', 'past_due');

@@ -94,8 +94,9 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
   const checkouts = new Map<string, CheckoutSessionRecord>();
   const portals = new Map<string, PortalSessionRecord>();
   const cards = new Map<string, Card>();
-  /** Downgrades and shorter intervals wait for the period's end (the portal configuration billing:setup makes). */
-  const scheduled = new Map<string, string>();
+  /** Downgrades and shorter intervals wait for the period's end (the portal configuration
+   *  billing:setup makes), in a subscription schedule: per customer, its id and new price. */
+  const scheduled = new Map<string, { scheduleId: string; priceId: string }>();
   const pools = new Map<string, pg.Pool>();
   const pool = (app: LocalApp) => {
     let found = pools.get(app.databaseUrl);
@@ -266,7 +267,7 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
     const live = sub !== null && !['canceled', 'incomplete_expired'].includes(sub.status);
     const price = priceOf(sub?.priceId ?? null);
     const card = cards.get(portal.customer) ?? 'ok';
-    const pending = priceOf(scheduled.get(portal.customer) ?? null);
+    const pending = priceOf(scheduled.get(portal.customer)?.priceId ?? null);
     const action = `${PORTAL_PAGE}${portal.id}`;
     const button = (name: string, label: string, extra = '') =>
       `<form method="post" action="${action}"><input type="hidden" name="action" value="${name}">${extra}<button type="submit">${esc(label)}</button></form>`;
@@ -312,15 +313,24 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
     const current = priceOf(sub?.priceId ?? null);
     const base = { priceId: sub?.priceId ?? '' };
     const card = cards.get(portal.customer) ?? 'ok';
+    const pending = scheduled.get(portal.customer);
+    const pendingPrice = priceOf(pending?.priceId ?? null);
+    // A new choice replaces the change already scheduled: that schedule is released.
+    const releasePending = async () => {
+      if (pending && pendingPrice) await play(portal.app, 'release-schedule', userId, { ...base, newPrice: pendingPrice, scheduleId: pending.scheduleId });
+      scheduled.delete(portal.customer);
+    };
     switch (form.get('action')) {
       case 'switch': {
         const to = priceOf(form.get('price'));
         if (!to || !current) throw new FlowError('That price is not in the local Stripe.');
+        await releasePending();
         if (atPeriodEnd(current, to)) {
-          scheduled.set(portal.customer, to.id);
+          const events = await play(portal.app, 'schedule-price-change', userId, { ...base, newPrice: to });
+          const scheduleId = (events[0]?.data.object as { id?: string } | undefined)?.id ?? '';
+          scheduled.set(portal.customer, { scheduleId, priceId: to.id });
           return `${to.name} (${to.interval}ly) starts when this period ends.`;
         }
-        scheduled.delete(portal.customer);
         await play(portal.app, 'switch-price', userId, { ...base, newPrice: to });
         return `Switched to ${to.name}, ${money(to.amount, to.currency)} per ${to.interval}.`;
       }
@@ -349,9 +359,9 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
           await play(portal.app, 'payment-failed', userId, base);
           return 'The renewal payment was declined.';
         }
-        const next = priceOf(scheduled.get(portal.customer) ?? null);
         scheduled.delete(portal.customer);
-        await play(portal.app, 'renew', userId, { ...base, ...(next && { newPrice: next }) });
+        await play(portal.app, 'renew', userId, { ...base, ...(pending && pendingPrice && { newPrice: pendingPrice, scheduleId: pending.scheduleId }) });
+        const next = pendingPrice;
         return next ? `Renewed on ${next.name}, ${next.interval}ly.` : 'Renewed: the next period is paid.';
       }
       default:
@@ -369,9 +379,10 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
     res.writeHead(303, { location, 'cache-control': 'no-store' });
     res.end();
   };
-  const fail = (res: ServerResponse, error: unknown) => {
+  const fail = (res: ServerResponse, error: unknown, back: string) => {
     const known = error instanceof FlowError;
-    send(res, known ? 409 : 500, layout('Error (local Stripe)', `<h1>That did not work</h1><p class="error" role="alert">${esc(error instanceof Error ? error.message : String(error))}</p>`));
+    const message = esc(error instanceof Error ? error.message : String(error));
+    send(res, known ? 409 : 500, layout('Error (local Stripe)', `<h1>That did not work</h1><p class="error" role="alert">${message}</p><p><a href="${esc(back)}">← Back</a></p>`));
   };
 
   return {
@@ -433,7 +444,7 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
           const notice = await portalAction(portal, form);
           return redirect(res, `${PORTAL_PAGE}${portal.id}?notice=${encodeURIComponent(notice)}`);
         } catch (error) {
-          fail(res, error);
+          fail(res, error, url.pathname);
         }
       })();
       return true;
