@@ -2,7 +2,10 @@
 //   PostgreSQL + PostgREST (as Supabase, with a local test sign-in) and stripe-mock (as
 //   Stripe), then `netlify dev` on http://localhost:8888 serving the functions through
 //   netlify.toml's routes and the example dashboard from public/. The functions are built
-//   as they ship (npm run build), again on every change.
+//   as they ship (npm run build), again on every change. The shipped plan catalog
+//   (billing-catalog.json) is pushed to the local Stripe at every start (the mock keeps
+//   nothing), and Checkout and the portal open local pages that play Stripe
+//   (scripts/stack/hosted-pages.ts).
 // Ctrl-C stops everything this started. Data persists in .local/dev-db between runs.
 //
 // --warm: the same build and routes without netlify dev, each function loaded once
@@ -18,6 +21,7 @@ import {
   LOCAL_STRIPE_SECRET_KEY,
   LOCAL_STRIPE_WEBHOOK_SECRET,
 } from './lib/local-defaults.ts';
+import { pushCatalog, SHIPPED_CATALOG } from './lib/local-catalog.ts';
 import { startNetlifyDev, type NetlifyDev } from './lib/netlify-dev.ts';
 import { startWarmSite, type WarmSite } from './lib/warm-site.ts';
 import { startLocalStack, type LocalStack } from './stack/index.ts';
@@ -57,7 +61,12 @@ try {
       if (line.startsWith('[stack]')) console.log(line);
     },
   });
-  bridge = await startStripeMockBridge(stack.env.STRIPE_API_BASE, DEV_PORTS.stripeBridge);
+  const appUrl = `http://localhost:${DEV_PORTS.netlify}`;
+  // Checkout and the portal of this app open the bridge's local pages, which send the
+  // events they play to this app's webhook.
+  bridge = await startStripeMockBridge(stack.env.STRIPE_API_BASE, DEV_PORTS.stripeBridge, {
+    apps: [{ origin: appUrl, webhookUrl: `${appUrl}/api/stripe/webhook`, webhookSecret: LOCAL_STRIPE_WEBHOOK_SECRET, databaseUrl: stack.env.DATABASE_URL, catalogFile: SHIPPED_CATALOG }],
+  });
 
   const functionEnv = {
     ...stack.env,
@@ -66,8 +75,11 @@ try {
     STRIPE_PRICE_ID: LOCAL_STRIPE_PRICE_ID,
     STRIPE_PRODUCT_ID: LOCAL_STRIPE_PRODUCT_ID,
     STRIPE_WEBHOOK_SECRET: LOCAL_STRIPE_WEBHOOK_SECRET,
-    URL: `http://localhost:${DEV_PORTS.netlify}`,
+    BILLING_CATALOG: SHIPPED_CATALOG,
+    URL: appUrl,
   };
+  say('pushing the plan catalog (billing-catalog.json) to the local Stripe…');
+  await pushCatalog(functionEnv);
   if (warm) {
     say('starting the warm local server (functions loaded once; --warm)…');
     // The functions read their variables from this process, as they would on Netlify.
@@ -80,11 +92,12 @@ try {
 
   const api = `${netlify.url}/api/stripe`;
   console.log(`
-  Dashboard        ${netlify.url}/dashboard   (example page: sign in as a test user, subscribe, manage billing)
+  Dashboard        ${netlify.url}/dashboard   (example page: sign in as a test user, pick a plan, pay on the local Checkout, manage billing)
   Billing API      ${api}/checkout   ${api}/portal   ${api}/subscription   ${api}/webhook
   Supabase (local) ${stack.env.SUPABASE_URL}/rest/v1   (PostgREST; database ${stack.env.DATABASE_URL.replace(/:[^:@/]*@/, ':***@')})
                    ${stack.env.SUPABASE_URL}/auth/v1/dev/token   (test sign-in: POST {"email": "…"}; local stack only)
   Stripe (local)   stripe-mock at ${stack.env.STRIPE_API_BASE}, through the recording bridge at ${bridge.url}
+                   (its local Checkout and portal pages: ${bridge.url}/checkout/…, ${bridge.url}/billing/…)
 
   Get a token:     TOKEN=$(npm run --silent token -- --sub "$(node -e 'console.log(crypto.randomUUID())')" --email you@example.com)
   Checkout:        curl -s -X POST -H "Authorization: Bearer $TOKEN" ${api}/checkout

@@ -103,14 +103,16 @@ describe('netlify build --offline', () => {
     }
   });
 
-  it('ships no dev-only code: no scripts/, test/, fixtures, local secrets or the local sign-in', async () => {
+  it('ships no dev-only code: no scripts/, test/, fixtures, local secrets, the local sign-in or the local Stripe pages', async () => {
     const fixtureIds: string[] = [];
     for (const file of await readdir('test/fixtures/events')) {
       fixtureIds.push((JSON.parse(await readFile(`test/fixtures/events/${file}`, 'utf8')) as { id: string }).id);
     }
     for (const [name, { dir }] of unpacked) {
       const bundle = await readFile(path.join(dir, bundleIn(name)), 'utf8');
-      for (const needle of ['scripts/', 'test/', 'fixtures', 'stripe-mock', 'dev/token', 'local-defaults', LOCAL_JWT_SECRET, LOCAL_STRIPE_WEBHOOK_SECRET, ...fixtureIds]) {
+      // The local Checkout and portal (scripts/stack/hosted-pages.ts) and their routes on the bridge.
+      const localStripe = ['hosted-pages', 'createHostedPages', 'Local Stripe (test mode)', '__bridge', 'Advance to the next renewal', '4000002760003184'];
+      for (const needle of ['scripts/', 'test/', 'fixtures', 'stripe-mock', 'dev/token', 'local-defaults', LOCAL_JWT_SECRET, LOCAL_STRIPE_WEBHOOK_SECRET, ...fixtureIds, ...localStripe]) {
         expect(bundle.includes(needle), `${name} contains ${needle}`).toBe(false);
       }
     }
@@ -129,6 +131,8 @@ describe('netlify build --offline', () => {
     expect(index).not.toMatch(/localhost|127\.0\.0\.1|:5432\d|:8888|dashboard/);
     const toml = await readFile(path.join(built.site, 'netlify.toml'), 'utf8');
     expect(toml).not.toMatch(/to = "\/dashboard"/);
+    // Nothing routes to the local Checkout or portal pages, nor to any local address.
+    expect(toml).not.toMatch(/"\/(checkout|billing|__bridge)\/|127\.0\.0\.1|localhost/);
   });
 });
 

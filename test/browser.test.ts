@@ -1,10 +1,13 @@
 // The example dashboard in a real browser: headless Chromium (the system's, or else the
-// one the @sparticuz/chromium package ships; driven by playwright-core) against `netlify dev` serving public/ and the functions, with the
-// test stack as Supabase and Stripe, and `npm run stripe:trigger` playing Stripe.
+// one the @sparticuz/chromium package ships; driven by playwright-core) against `netlify
+// dev` serving public/ and the functions, with the test stack as Supabase and Stripe,
+// and the local Checkout and portal pages (scripts/stack/hosted-pages.ts) playing
+// Stripe, as with `npm run dev`.
 // Screenshots of each step go to test-results/screenshots/ (CI keeps them).
 //
 // Also here, because it needs the same `netlify dev`: the site as deployed has no way
-// to mint a token (the local sign-in lives in the local stack's gateway only).
+// to mint a token (the local sign-in lives in the local stack's gateway only), and none
+// of the local Stripe pages.
 
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
@@ -15,6 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startNetlifyDev, type NetlifyDev } from '../scripts/lib/netlify-dev.ts';
 import { localUserId } from '../scripts/lib/tokens.ts';
 import { getFreePort } from '../scripts/stack/index.ts';
+import { CATALOG_FILE, catalogEnv, ensureCatalog } from './support/catalog.ts';
 import { checkoutCompletedEvent, subscriptionEvent } from './support/events.ts';
 import { env, newUser, postStripeObject, query, stripeRequests } from './support/stack.ts';
 import { runTrigger } from './support/trigger.ts';
@@ -30,7 +34,20 @@ beforeAll(async () => {
   const env = Object.fromEntries(Object.entries(process.env).filter((entry): entry is [string, string] => entry[1] !== undefined));
   // Checkout and the portal return to this netlify dev, as they return to the site's URL.
   // isolated: its own .netlify/ build folder, beside test/netlify-dev.test.ts's netlify dev (or npm run dev).
-  netlify = await startNetlifyDev({ port, env: { ...env, URL: `http://localhost:${port}` }, isolated: true });
+  await ensureCatalog();
+  netlify = await startNetlifyDev({ port, env: { ...env, ...catalogEnv(), URL: `http://localhost:${port}` }, isolated: true });
+  // As `npm run dev` does: this app's Checkout and portal sessions open the local pages.
+  const registered = await fetch(`${env['STRIPE_API_BASE'] ?? ''}/__bridge/apps`, {
+    method: 'POST',
+    body: JSON.stringify({
+      origin: netlify.url,
+      webhookUrl: `${netlify.url}/api/stripe/webhook`,
+      webhookSecret: env['STRIPE_WEBHOOK_SECRET'],
+      databaseUrl: env['DATABASE_URL'],
+      catalogFile: CATALOG_FILE,
+    }),
+  });
+  expect(registered.status).toBe(200);
 });
 
 afterAll(async () => {
@@ -45,6 +62,16 @@ describe('the site as netlify dev serves it (netlify.toml, public/, netlify/func
     for (const file of ['/dashboard', '/dashboard/dashboard.js', '/dashboard/dashboard.css']) {
       const response = await fetch(`${netlify.url}${file}`);
       expect(response.status, file).toBe(200);
+    }
+  });
+
+  it('has none of the local Stripe pages: Checkout, the portal and the bridge are the local stack\'s', async () => {
+    for (const target of ['/checkout/cs_test_a1b2c3', '/billing/bps_a1b2c3', '/checkout/cs_test_a1b2c3/cancel', '/__bridge/apps', '/__bridge/objects']) {
+      const get = await fetch(`${netlify.url}${target}`);
+      expect(get.status, `GET ${target}`).toBe(404);
+      expect(await get.text()).not.toMatch(/Local Stripe|card number/i);
+      const post = await fetch(`${netlify.url}${target}`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'card=4242424242424242&action=advance' });
+      expect([404, 405], `POST ${target}`).toContain(post.status);
     }
   });
 
@@ -126,112 +153,230 @@ describe('the example dashboard in Chromium', () => {
     await browser?.close();
   });
 
-  it('sign in, no subscription, subscribe, active, portal, cancel at period end, cancel', async () => {
-    const context = await browser.newContext({ viewport: { width: 900, height: 900 }, locale: 'en-US' });
+  it('the whole loop with no terminal: plans, local Checkout (4242), trial, renewal, annual, downgrade, cancel, resume, failed renewal', async () => {
+    const context = await browser.newContext({ viewport: { width: 900, height: 1000 }, locale: 'en-US' });
     const stripeVisits = await stubStripe(context);
     const page = await context.newPage();
     const pageErrors: string[] = [];
     page.on('pageerror', (error) => pageErrors.push(error.message));
-    const webhook = `${netlify.url}/api/stripe/webhook`;
     const email = `browser-${Date.now()}@example.com`;
     const userId = localUserId(email);
     const title = page.locator('#status-title');
+    const details = page.locator('#status-details');
+    const onDashboard = () => page.waitForURL((url) => url.origin === netlify.url && url.pathname === '/dashboard', { timeout: 30_000 });
+    const onPortal = () => page.waitForURL((url) => url.pathname.startsWith('/billing/'), { timeout: 30_000 });
+    const openPortal = async () => {
+      await page.getByRole('button', { name: 'Manage billing' }).click();
+      await onPortal();
+    };
+    const inPortal = async (button: string, notice: RegExp) => {
+      await page.getByRole('button', { name: button }).click();
+      await expect.poll(() => page.locator('#notice').textContent(), { timeout: 30_000 }).toMatch(notice);
+    };
+    const backFromPortal = async () => {
+      await page.getByRole('link', { name: '← Return to Analytics Pro' }).click();
+      await onDashboard();
+    };
 
     try {
-      // `/` leads to the dashboard; ?supabase= points this tab at the test stack's sign-in.
       await page.goto(`${netlify.url}/?supabase=${encodeURIComponent(env('SUPABASE_URL'))}`);
       expect(new URL(page.url()).pathname).toBe('/dashboard');
       await page.getByLabel('Email').fill(email);
-      await shot(page, '01-sign-in');
-
       await page.getByRole('button', { name: 'Sign in as a test user' }).click();
-      await expect.poll(() => title.textContent(), { timeout: 10_000 }).toBe('No subscription');
+      await expect.poll(() => title.textContent(), { timeout: 20_000 }).toBe('No subscription');
       expect(await page.locator('#who-id').textContent()).toBe(userId);
-      expect(await page.evaluate(() => document.activeElement?.id)).toBe('account-heading');
-      await shot(page, '02-no-subscription');
-      await page.getByText('Play Stripe from a terminal').click();
-      expect(await page.locator('#local-commands').textContent()).toContain(`npm run stripe:trigger -- subscribe --user ${userId}`);
-      await shot(page, '03-local-help');
-      await page.getByText('Play Stripe from a terminal').click();
 
-      // An API error, shown as the API words it.
-      await page.getByRole('button', { name: 'Manage billing' }).click();
-      await expect.poll(() => page.getByRole('alert').textContent(), { timeout: 10_000 }).toBe('No active subscription');
-      await shot(page, '04-error-from-the-api');
+      // The plans from GET /api/stripe/plans, monthly, then annual.
+      const plans = page.getByRole('region', { name: 'Plans' });
+      await expect.poll(() => plans.locator('.plan-price').allTextContents(), { timeout: 20_000 }).toEqual(['€9.00 per month', '€29.00 per month']);
+      expect(await plans.locator('h3').allTextContents()).toEqual(['Analytics Pro', 'Analytics Business']);
+      expect(await plans.locator('.plan').nth(1).textContent()).toContain('API access');
+      await shot(page, '01-plans-monthly');
+      await page.getByLabel('Annual').check();
+      await expect.poll(() => plans.locator('.plan-price').allTextContents()).toEqual(['€90.00 per year', '€290.00 per year']);
+      await shot(page, '02-plans-annual');
+      await page.getByLabel('Monthly').check();
 
-      // Subscribe: the checkout URL from the API, then follow it (the seed's window.location.href).
-      await page.getByRole('button', { name: 'Subscribe' }).click();
-      const handoff = page.getByRole('region', { name: 'Checkout is ready (stripe-mock)' });
-      await handoff.waitFor();
-      expect(await page.getByRole('alert').isHidden()).toBe(true);
-      const checkoutUrl = (await page.locator('#handoff-url').textContent()) ?? '';
-      expect(checkoutUrl).toMatch(/^https:\/\/checkout\.stripe\.com\/.*cs_test_/);
-      expect(await page.locator('#handoff-command').textContent()).toBe(`npm run stripe:trigger -- subscribe --user ${userId}`);
-      await shot(page, '05-checkout-handoff');
-      await page.getByRole('button', { name: 'Continue to Stripe Checkout anyway' }).click();
-      await page.waitForURL(/^https:\/\/checkout\.stripe\.com\//);
-      expect(stripeVisits).toContain(checkoutUrl);
-      await shot(page, '06-stripe-checkout-reached');
+      // The local Checkout: what Stripe Checkout shows. Back first (the cancel URL), then pay.
+      await page.getByRole('button', { name: 'Choose Analytics Business, monthly' }).click();
+      await page.waitForURL((url) => url.pathname.startsWith('/checkout/cs_test_'), { timeout: 30_000 });
+      expect(new URL(page.url()).hostname).toBe('127.0.0.1');
+      await page.getByRole('heading', { name: 'Subscribe to Analytics Business' }).waitFor();
+      expect(await page.locator('#price').textContent()).toBe('14 days free, then €29.00 per month');
+      expect(await page.locator('#trial').textContent()).toBe('Free trial: 14 days. Your card is charged when the trial ends.');
+      expect(await page.getByLabel('Promotion code').isVisible()).toBe(true);
+      await shot(page, '03-local-checkout');
+      await page.getByRole('link', { name: '← Back to Analytics Pro' }).click();
+      await onDashboard();
+      await expect.poll(() => page.locator('#notice').textContent(), { timeout: 20_000 }).toBe('Checkout canceled: nothing was charged.');
 
-      // The customer pays: Stripe's events, then Stripe sends the browser to the success URL.
-      const paid = await runTrigger(webhook, 'subscribe', '--user', userId);
-      expect(paid.code, paid.stderr).toBe(0);
-      const [sessionCreate] = await stripeRequests((r) => r.path === '/v1/checkout/sessions' && r.params['metadata[userId]'] === userId);
-      const sessionId = /cs_test_\w+/.exec(checkoutUrl)?.[0] ?? '';
-      const successUrl = (sessionCreate?.params['success_url'] ?? '').replace('{CHECKOUT_SESSION_ID}', sessionId);
-      expect(successUrl).toBe(`${netlify.url}/dashboard?checkout=success&session_id=${sessionId}`);
-      await page.goto(successUrl);
-      await expect.poll(() => title.textContent(), { timeout: 15_000 }).toBe('Active');
-      await expect.poll(() => page.locator('#notice').textContent(), { timeout: 10_000 }).toBe('Payment confirmed: your subscription is active.');
-      expect(new URL(page.url()).search).toBe('');
-      const details = (await page.locator('#status-details').textContent()) ?? '';
-      expect(details).toMatch(/AccessYes/);
-      expect(details).toMatch(/Renews on\w+ \d{1,2}, \d{4}/);
-      expect(details).toMatch(/Last payment€9\.00, paid on /);
-      await shot(page, '07-active');
+      await page.getByRole('button', { name: 'Choose Analytics Business, monthly' }).click();
+      await page.waitForURL((url) => url.pathname.startsWith('/checkout/cs_test_'), { timeout: 30_000 });
+      await page.getByLabel('Promotion code').fill('NOPE');
+      await page.getByLabel('Card number').fill('4242 4242 4242 4242');
+      await page.getByRole('button', { name: 'Start trial' }).click();
+      await expect.poll(() => page.getByRole('alert').textContent(), { timeout: 30_000 }).toBe('This code is invalid.');
+      await page.getByLabel('Card number').fill('4242 4242 4242 4242');
+      await page.getByRole('button', { name: 'Start trial' }).click();
+      await onDashboard();
+      await expect.poll(() => title.textContent(), { timeout: 30_000 }).toBe('Free trial');
+      await expect.poll(() => page.locator('#notice').textContent(), { timeout: 20_000 }).toBe('Payment confirmed: your subscription is active.');
+      await expect.poll(() => details.textContent(), { timeout: 10_000 }).toContain('PlanAnalytics Business, monthly');
+      expect(await page.locator('#features li').allTextContents()).toContain('API access');
+      expect(await plans.locator('.plan[data-current="true"] h3').textContent()).toBe('Analytics Business');
+      await shot(page, '04-trial-with-features');
 
-      // The portal: while the hand-off is open, the page watches for the change.
-      await page.getByRole('button', { name: 'Manage billing' }).click();
-      await page.getByRole('region', { name: 'Billing portal is ready (stripe-mock)' }).waitFor();
-      const portalUrl = (await page.locator('#handoff-url').textContent()) ?? '';
-      expect(portalUrl).toMatch(/^https:\/\/[^/]+\.stripe\.me\/session\//);
-      await shot(page, '08-portal-handoff');
-      const canceling = await runTrigger(webhook, 'cancel-at-period-end', '--user', userId);
-      expect(canceling.code, canceling.stderr).toBe(0);
-      await expect.poll(() => title.textContent(), { timeout: 10_000 }).toMatch(/^Active until \w+ \d{1,2}, \d{4}$/);
+      // The portal: the trial ends and the card pays (Stripe's test clock, played).
+      await openPortal();
+      expect(await page.locator('#current-plan').textContent()).toContain('Analytics Business: €29.00 per month (trialing)');
+      await shot(page, '05-local-portal');
+      await inPortal('Advance to the next renewal', /^Renewed: the next period is paid\.$/);
+      await backFromPortal();
+      await expect.poll(() => title.textContent(), { timeout: 30_000 }).toBe('Active');
+      await expect.poll(() => details.textContent(), { timeout: 10_000 }).toMatch(/Last payment€29\.00, paid on /);
+      expect(await page.locator('#features li').allTextContents()).toEqual([
+        'Unlimited tracked sites', 'Real-time dashboard', 'Custom event tracking', 'Advanced filtering and segmentation', 'Shared dashboard access', 'API access',
+      ]);
+      await shot(page, '06-active');
+
+      // Switch to annual: an upgrade, now and prorated.
+      await openPortal();
+      await inPortal('Switch to Analytics Business, €290.00 per year', /^Switched to Analytics Business, €290\.00 per year\.$/);
+      await backFromPortal();
+      await expect.poll(() => details.textContent(), { timeout: 30_000 }).toContain('PlanAnalytics Business, annual');
+      await shot(page, '07-annual');
+
+      // A downgrade waits for the period's end, then the renewal is on the new price.
+      await openPortal();
+      await inPortal('Switch to Analytics Pro, €9.00 per month', /^Analytics Pro \(monthly\) starts when this period ends\.$/);
+      expect(await page.locator('#scheduled').textContent()).toMatch(/^Switches to Analytics Pro, €9\.00 per month, on /);
+      await shot(page, '08-downgrade-scheduled');
+      await backFromPortal();
+      await expect.poll(() => details.textContent(), { timeout: 30_000 }).toMatch(/ScheduledChanges to Analytics Pro, monthly on \w+ \d{1,2}, \d{4}/);
+      expect(await details.textContent()).toContain('PlanAnalytics Business, annual');
+      await shot(page, '09-downgrade-on-the-dashboard');
+      await openPortal();
+      await inPortal('Advance to the next renewal', /^Renewed on Analytics Pro, monthly\.$/);
+      await backFromPortal();
+      await expect.poll(() => details.textContent(), { timeout: 30_000 }).toContain('PlanAnalytics Pro, monthly');
+      expect(await page.locator('#features li').allTextContents()).not.toContain('API access');
+      expect(await details.textContent()).not.toContain('Scheduled');
+      await shot(page, '10-downgraded-at-renewal');
+
+      // Cancel at period end, then resume.
+      await openPortal();
+      await inPortal('Cancel subscription', /^Your subscription cancels at the end of the period\.$/);
+      await backFromPortal();
+      await expect.poll(() => title.textContent(), { timeout: 30_000 }).toMatch(/^Active until \w+ \d{1,2}, \d{4}$/);
       expect(await page.locator('#status-summary').textContent()).toMatch(/^You canceled: your subscription will not renew\./);
-      expect(await page.locator('#handoff').isHidden()).toBe(true);
-      await shot(page, '09-canceling');
+      await shot(page, '11-canceling');
+      await openPortal();
+      await inPortal('Renew subscription', /^Your subscription renews again\.$/);
+      await backFromPortal();
+      await expect.poll(() => title.textContent(), { timeout: 30_000 }).toBe('Active');
+      await shot(page, '12-resumed');
 
-      await page.getByRole('button', { name: 'Manage billing' }).click();
-      await page.getByRole('button', { name: 'Continue to the billing portal anyway' }).click();
-      await page.waitForURL((url) => url.hostname.endsWith('.stripe.me'));
-      expect(stripeVisits.some((visited) => new URL(visited).hostname === new URL(portalUrl).hostname)).toBe(true);
-      await shot(page, '10-stripe-portal-reached');
+      // A failing card, then the renewal: past due, in the grace period, still with access.
+      await openPortal();
+      await inPortal('Replace with a failing card (0341)', /^Card replaced: Visa •••• 0341\./);
+      await inPortal('Advance to the next renewal', /^The renewal payment was declined\.$/);
+      await backFromPortal();
+      await expect.poll(() => title.textContent(), { timeout: 30_000 }).toBe('Payment failed');
+      expect(await page.locator('#status-summary').textContent()).toMatch(/^We could not charge your card\. Update it in Manage billing: you keep access until \w+ \d{1,2}, \d{4}\.$/);
+      expect(await details.textContent()).toMatch(/Last payment€9\.00, failed on .*; next attempt on /);
+      await shot(page, '13-grace-period');
 
-      // The subscription ends; the customer comes back by the portal's return URL.
-      const ended = await runTrigger(webhook, 'cancel', '--user', userId);
-      expect(ended.code, ended.stderr).toBe(0);
+      // Every event came signed through the webhook, none refused, none stale.
       const [{ stripe_customer_id: customerId } = { stripe_customer_id: '' }] = await query<{ stripe_customer_id: string }>(
         'select stripe_customer_id from billing_customers where user_id = $1',
         [userId],
       );
-      const [portalCreate] = await stripeRequests((r) => r.path === '/v1/billing_portal/sessions' && r.params['customer'] === customerId);
-      expect(portalCreate?.params['return_url']).toBe(`${netlify.url}/dashboard`);
-      await page.goto(portalCreate?.params['return_url'] ?? '');
-      await expect.poll(() => title.textContent(), { timeout: 10_000 }).toBe('Canceled');
-      expect(await page.locator('#status-summary').textContent()).toBe('Your subscription has ended. Subscribe again any time.');
-      expect(await page.locator('#status-details').textContent()).toMatch(/AccessNo/);
-      await shot(page, '11-canceled');
-
+      const events = await query<{ type: string; outcome: string }>('select type, outcome from stripe_events where stripe_customer_id = $1 and type not like $2', [customerId, 'sync.%']);
+      expect(events.length).toBeGreaterThanOrEqual(12);
+      expect(events.filter((e) => e.outcome !== 'applied')).toEqual([]);
+      expect(stripeVisits).toEqual([]);
       expect(pageErrors).toEqual([]);
     } catch (error) {
-      await shot(page, 'failure-dashboard').catch(() => {});
+      await shot(page, 'failure-walk').catch(() => {});
       throw error;
     } finally {
       await context.close();
     }
-  }, 90_000);
+  }, 240_000);
+
+  it('a declined card and 3-D Secure at the local Checkout: declined, authentication failed, then authenticated', async () => {
+    const context = await browser.newContext({ viewport: { width: 900, height: 900 }, locale: 'en-US' });
+    await stubStripe(context);
+    const page = await context.newPage();
+    const email = `browser-cards-${Date.now()}@example.com`;
+    const userId = localUserId(email);
+    const title = page.locator('#status-title');
+    const webhook = `${netlify.url}/api/stripe/webhook`;
+    try {
+      await page.goto(`${netlify.url}/dashboard?supabase=${encodeURIComponent(env('SUPABASE_URL'))}`);
+      await page.getByLabel('Email').fill(email);
+      await page.getByRole('button', { name: 'Sign in as a test user' }).click();
+      await expect.poll(() => title.textContent(), { timeout: 20_000 }).toBe('No subscription');
+      // A user who had a trial (its customer made by our checkout): no second trial, so
+      // Checkout charges now.
+      await page.getByRole('button', { name: 'Choose Analytics Pro, monthly' }).click();
+      await page.waitForURL((url) => url.pathname.startsWith('/checkout/cs_test_'), { timeout: 30_000 });
+      expect(await page.locator('#trial').textContent()).toBe('Free trial: 14 days. No card needed today.');
+      for (const flow of ['trial', 'cancel']) {
+        const played = await runTrigger(webhook, flow, '--email', email);
+        expect(played.code, played.stderr).toBe(0);
+      }
+      await page.getByRole('link', { name: '← Back to Analytics Pro' }).click();
+      await expect.poll(() => title.textContent(), { timeout: 30_000 }).toBe('Canceled');
+      await page.getByRole('button', { name: 'Choose Analytics Pro, monthly' }).click();
+      await page.waitForURL((url) => url.pathname.startsWith('/checkout/cs_test_'), { timeout: 30_000 });
+      expect(await page.locator('#price').textContent()).toBe('€9.00 per month');
+      expect(await page.locator('#trial').count()).toBe(0);
+
+      await page.getByLabel('Card number').fill('4000 0000 0000 0341');
+      await page.getByRole('button', { name: 'Subscribe' }).click();
+      await expect.poll(() => page.getByRole('alert').textContent(), { timeout: 30_000 }).toBe('Your card was declined.');
+      await shot(page, '14-checkout-declined');
+
+      await page.getByLabel('Card number').fill('4000 0027 6000 3184');
+      await page.getByRole('button', { name: 'Subscribe' }).click();
+      await page.getByRole('heading', { name: 'Authenticate this payment' }).waitFor({ timeout: 30_000 });
+      await shot(page, '15-checkout-3ds');
+      await page.getByRole('button', { name: 'Fail authentication' }).click();
+      await expect.poll(() => page.getByRole('alert').textContent(), { timeout: 30_000 }).toMatch(/^We are unable to authenticate your payment method\./);
+      await shot(page, '16-checkout-3ds-failed');
+
+      await page.getByLabel('Card number').fill('4000 0027 6000 3184');
+      await page.getByRole('button', { name: 'Subscribe' }).click();
+      await page.getByRole('button', { name: 'Authenticate' }).click({ timeout: 30_000 });
+      await page.waitForURL((url) => url.origin === netlify.url && url.pathname === '/dashboard', { timeout: 30_000 });
+      await expect.poll(() => title.textContent(), { timeout: 30_000 }).toBe('Active');
+      await shot(page, '17-active-after-3ds');
+
+      // One subscription, one first invoice: declined, action required twice, failed, paid.
+      const [{ stripe_customer_id: customerId } = { stripe_customer_id: '' }] = await query<{ stripe_customer_id: string }>(
+        'select stripe_customer_id from billing_customers where user_id = $1',
+        [userId],
+      );
+      const events = await query<{ type: string; outcome: string }>(
+        "select type, outcome from stripe_events where stripe_customer_id = $1 and type like 'invoice.%'",
+        [customerId],
+      );
+      expect(events.map((e) => e.type)).toEqual(expect.arrayContaining(['invoice.payment_failed', 'invoice.payment_action_required', 'invoice.paid']));
+      expect(events.filter((e) => e.type === 'invoice.payment_action_required')).toHaveLength(2);
+      expect(events.filter((e) => e.type === 'invoice.payment_failed')).toHaveLength(2);
+      const subscriptions = await query<{ stripe_subscription_id: string; status: string }>(
+        'select stripe_subscription_id, status from billing_subscriptions where stripe_customer_id = $1 and status <> $2',
+        [customerId, 'canceled'],
+      );
+      expect(subscriptions.map((s) => s.status)).toEqual(['active']);
+    } catch (error) {
+      await shot(page, 'failure-cards').catch(() => {});
+      throw error;
+    } finally {
+      await context.close();
+    }
+  }, 120_000);
 
   it('back from Checkout, the page is active before any webhook: it asks POST /api/stripe/sync', async () => {
     const context = await browser.newContext({ viewport: { width: 900, height: 900 }, locale: 'en-US' });
@@ -246,10 +391,10 @@ describe('the example dashboard in Chromium', () => {
       await page.getByRole('button', { name: 'Sign in as a test user' }).click();
       await expect.poll(() => title.textContent(), { timeout: 10_000 }).toBe('No subscription');
       await page.getByRole('button', { name: 'Subscribe' }).click();
-      await page.getByRole('region', { name: 'Checkout is ready (stripe-mock)' }).waitFor();
+      await page.waitForURL((url) => url.pathname.startsWith('/checkout/cs_test_'), { timeout: 30_000 });
 
-      // The user pays; Stripe holds the complete session (served by the bridge), and
-      // sends the browser back before any webhook is delivered.
+      // The user pays elsewhere; Stripe holds the complete session (served by the bridge),
+      // and sends the browser back before any webhook is delivered.
       const [link] = await query<{ stripe_customer_id: string }>('select stripe_customer_id from billing_customers where user_id = $1', [userId]);
       const ids = { userId, customerId: link?.stripe_customer_id ?? '', subscriptionId: `sub_browser${Date.now()}` };
       const now = Math.floor(Date.now() / 1000);
@@ -260,7 +405,7 @@ describe('the example dashboard in Chromium', () => {
       await page.goto(`${netlify.url}/dashboard?checkout=success&session_id=${String(session['id'])}`);
       await expect.poll(() => title.textContent(), { timeout: 15_000 }).toBe('Active');
       await expect.poll(() => page.locator('#notice').textContent(), { timeout: 10_000 }).toBe('Payment confirmed: your subscription is active.');
-      await shot(page, '13-active-by-sync');
+      await shot(page, '18-active-by-sync');
       const delivered = await query("select type from stripe_events where stripe_customer_id = $1 and type not like 'sync.%'", [ids.customerId]);
       expect(delivered).toEqual([]);
       expect(await stripeRequests((r) => r.method === 'GET' && r.path === `/v1/checkout/sessions/${String(session['id'])}`)).toHaveLength(1);
@@ -333,10 +478,10 @@ window.results = results;
       await page.goto(`${origin}/`);
       await page.waitForFunction(() => 'results' in window, undefined, { timeout: 15_000 });
       const results = (await page.evaluate(() => (window as unknown as { results: unknown }).results)) as Record<string, { status?: number; body?: { url?: string; error?: string }; failed?: string }>;
-      await shot(page, '12-cors-from-another-origin');
+      await shot(page, '19-cors-from-another-origin');
 
       expect(results['checkout']?.status).toBe(200);
-      expect(results['checkout']?.body?.url).toMatch(/^https:\/\/checkout\.stripe\.com\//);
+      expect(results['checkout']?.body?.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/checkout\/cs_test_\w+$/);
       // An error is readable across origins too, in the API's own words.
       expect(results['portal']).toEqual({ status: 400, body: { error: 'No active subscription' } });
       expect(results['subscription']).toEqual({ status: 200, body: { subscription: null } });

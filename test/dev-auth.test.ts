@@ -132,6 +132,16 @@ describe('no deploy can mint a token', () => {
     }
   });
 
+  it('no source that deploys links or imports the local Checkout and portal pages (scripts/stack/hosted-pages.ts)', async () => {
+    const files = [...(await filesUnder('netlify/functions')), ...(await filesUnder('src')), ...(await filesUnder('public'))];
+    for (const file of files) {
+      const text = await readFile(path.join(ROOT, file), 'utf8');
+      for (const rule of [/hosted-pages/, /createHostedPages/, /__bridge/, /\/checkout\/cs_/, /\/billing\/bps_/, /:12110/]) {
+        expect(rule.test(text), `${file} matches ${String(rule)}`).toBe(false);
+      }
+    }
+  });
+
   it('the bundled functions (as Netlify\'s esbuild bundles them) hold none of the sign-in code', async () => {
     const entryPoints = (await filesUnder('netlify/functions')).filter((file) => file.endsWith('.mts')).map((file) => path.join(ROOT, file));
     const result = await build({ entryPoints, bundle: true, platform: 'node', format: 'esm', target: 'node22', write: false, outdir: '/bundles', logLevel: 'silent' });

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import checkout from '../netlify/functions/stripe-checkout.mts';
 import status from '../netlify/functions/stripe-subscription.mts';
 import webhook from '../netlify/functions/stripe-webhook.mts';
-import { addMonth, FlowError, planFlow, readStoredBilling, type Flow, type PlannedFlow } from '../scripts/lib/stripe-flows.ts';
+import { addMonth, addYear, FlowError, planFlow, readStoredBilling, type Flow, type FlowOptions, type PlannedFlow } from '../scripts/lib/stripe-flows.ts';
 import { issuerFor, localUserId, mintAccessToken } from '../scripts/lib/tokens.ts';
 import { authedPost, db, env, newUser, query, signedDelivery, type TestUser } from './support/stack.ts';
 import { runTrigger, type TriggerResult } from './support/trigger.ts';
@@ -34,13 +34,13 @@ async function view(user: TestUser): Promise<View | null> {
   return ((await response.json()) as { subscription: View | null }).subscription;
 }
 
-async function plan(flow: Flow, user: TestUser): Promise<PlannedFlow> {
-  return planFlow(flow, await readStoredBilling(db(), user.id), { userId: user.id, email: user.email, priceId: env('STRIPE_PRICE_ID') });
+async function plan(flow: Flow, user: TestUser, options: Partial<FlowOptions> = {}): Promise<PlannedFlow> {
+  return planFlow(flow, await readStoredBilling(db(), user.id), { userId: user.id, email: user.email, priceId: env('STRIPE_PRICE_ID'), ...options });
 }
 
 /** Plans the flow from the stored state and delivers it; every event must be applied, none stale. */
-async function run(flow: Flow, user: TestUser): Promise<PlannedFlow> {
-  const planned = await plan(flow, user);
+async function run(flow: Flow, user: TestUser, options: Partial<FlowOptions> = {}): Promise<PlannedFlow> {
+  const planned = await plan(flow, user, options);
   for (const event of planned.events) {
     const response = await webhook(signedDelivery(JSON.stringify(event)));
     expect(response.status, `${flow}: ${event.type}`).toBe(200);
@@ -54,6 +54,55 @@ const seconds = (iso: string | null | undefined) => (iso ? Date.parse(iso) / 100
 const types = (planned: PlannedFlow) => planned.events.map((e) => e.type);
 
 describe('the flows, one user\'s story through the webhook', () => {
+  it('what the local Checkout and portal play: a declined first payment, 3-D Secure, then paid; a switch to a yearly price; a scheduled downgrade; uncancel', async () => {
+    const user = newUser();
+    expect((await checkout(authedPost('http://localhost/api/stripe/checkout', user.token))).status).toBe(200);
+
+    const declined = await run('first-payment-declined', user);
+    expect(types(declined)).toEqual(['customer.subscription.created', 'invoice.payment_failed']);
+    expect(await view(user)).toMatchObject({ status: 'incomplete', access: false, lastPayment: { status: 'failed', nextPaymentAttempt: null } });
+    const challenged = await run('first-payment-requires-action', user);
+    expect(types(challenged)).toEqual(['invoice.payment_action_required']);
+    const invoiceOf = (planned: PlannedFlow) => (planned.events.find((e) => e.type.startsWith('invoice.'))?.data.object as { id: string }).id;
+    expect(invoiceOf(challenged)).toBe(invoiceOf(declined));
+    const paid = await run('first-payment-paid', user, { checkout: { sessionId: 'cs_test_local1', successUrl: 'http://localhost:8888/dashboard?checkout=success&session_id={CHECKOUT_SESSION_ID}', cancelUrl: 'http://localhost:8888/dashboard?checkout=canceled' } });
+    expect(types(paid)).toEqual(['invoice.paid', 'customer.subscription.updated', 'checkout.session.completed']);
+    expect(invoiceOf(paid)).toBe(invoiceOf(declined));
+    expect((paid.events[2]?.data.object as { id: string }).id).toBe('cs_test_local1');
+    expect(paid.subscriptionId).toBe(declined.subscriptionId);
+    expect(await view(user)).toMatchObject({ status: 'active', access: true, lastPayment: { status: 'paid', amount: 900 } });
+
+    // A yearly price, now: a new period of a year, the unused month credited.
+    const yearly = { id: 'price_local_yearly', amount: 9000, currency: 'eur', interval: 'year' as const, productId: env('STRIPE_PRODUCT_ID') };
+    const switched = await run('switch-price', user, { newPrice: yearly });
+    expect(types(switched)).toEqual(['customer.subscription.updated', 'invoice.paid']);
+    const onYearly = await view(user);
+    expect(onYearly?.priceId).toBe('price_local_yearly');
+    const switchedAt = switched.events[0]?.created ?? 0;
+    expect(seconds(onYearly?.currentPeriodEnd)).toBe(addYear(switchedAt));
+    expect(onYearly?.lastPayment?.amount).toBeGreaterThanOrEqual(9000 - 900);
+    expect(onYearly?.lastPayment?.amount).toBeLessThanOrEqual(9000);
+
+    // Back to monthly waits for the year's end; the renewal moves to it and releases the schedule.
+    const monthly = { id: env('STRIPE_PRICE_ID'), amount: 900, currency: 'eur', interval: 'month' as const, productId: env('STRIPE_PRODUCT_ID') };
+    const scheduled = await run('schedule-price-change', user, { newPrice: monthly, interval: 'year', amount: 9000 });
+    expect(types(scheduled)).toEqual(['subscription_schedule.created']);
+    const scheduleId = (scheduled.events[0]?.data.object as { id: string }).id;
+    expect((await view(user)) as unknown).toMatchObject({ priceId: 'price_local_yearly', scheduledChange: { priceId: env('STRIPE_PRICE_ID'), at: onYearly?.currentPeriodEnd } });
+    const renewed = await run('renew', user, { newPrice: monthly, scheduleId, interval: 'year', amount: 9000 });
+    expect(types(renewed)).toEqual(['customer.subscription.updated', 'subscription_schedule.released', 'invoice.paid']);
+    const onMonthly = await view(user);
+    expect(onMonthly as unknown).toMatchObject({ priceId: env('STRIPE_PRICE_ID'), scheduledChange: null, lastPayment: { status: 'paid', amount: 900 } });
+    expect(seconds(onMonthly?.currentPeriodEnd)).toBe(addMonth(seconds(onYearly?.currentPeriodEnd) ?? 0));
+
+    await run('cancel-at-period-end', user);
+    expect(await view(user)).toMatchObject({ accessReason: 'canceling', cancelAtPeriodEnd: true });
+    const kept = await run('uncancel', user);
+    expect(kept.events[0]?.data).toMatchObject({ previous_attributes: { cancel_at_period_end: true } });
+    expect(await view(user)).toMatchObject({ accessReason: 'active', cancelAtPeriodEnd: false });
+    await expect(plan('uncancel', user)).rejects.toThrow(FlowError);
+  });
+
   it('subscribe, renew, payment-failed twice, recover, cancel-at-period-end, cancel, subscribe again', async () => {
     const user = newUser();
     // The dashboard's Subscribe: checkout stores the user's Stripe customer.

@@ -7,10 +7,15 @@ const API = '/api/stripe';
 const SUPABASE_KEY = 'dashboard.supabaseUrl';
 const EMAIL_KEY = 'dashboard.email';
 
-// Served from this machine: Stripe is then stripe-mock, whose Checkout and portal URLs
-// are fixtures that open no page. The page shows them, and how to play the customer
-// with `npm run stripe:trigger`, instead of leaving for them.
+// Served from this machine: Stripe is then stripe-mock. `npm run dev` answers Checkout
+// and the portal with local pages that play Stripe (on a loopback address), and the page
+// follows them; a stripe-mock fixture URL (on Stripe's hosts) opens no page offline, so
+// the page shows it, and how to play the customer with `npm run stripe:trigger`.
 const LOCAL = ['localhost', '127.0.0.1', '[::1]'].includes(location.hostname);
+
+/** The plans from GET /api/stripe/plans; empty without a catalog. */
+let plans = /** @type {Plan[]} */ ([]);
+let interval = 'month';
 
 /** In memory only: gone on reload, like any token kept out of storage. */
 let session = /** @type {{ token: string, user: { id: string, email: string } } | null} */ (null);
@@ -105,6 +110,7 @@ async function signIn(email) {
     throw new Error(data.error ?? `The test sign-in failed (HTTP ${response.status}).`);
   }
   session = { token: data.access_token, user: data.user };
+  await loadPlans().catch((error) => showError(error instanceof Error ? error.message : String(error)));
   sessionStorage.setItem(EMAIL_KEY, data.user.email);
 
   el('who-email').textContent = data.user.email;
@@ -178,13 +184,15 @@ async function syncCheckout(sessionId) {
   return response.ok ? data.subscription : null;
 }
 
-async function subscribe() {
+/** @param {string} [price] a lookup key from /plans; the catalog's default without it */
+async function subscribe(price) {
   const response = await fetch('/api/stripe/checkout', {
     method: 'POST',
     headers: {
       'Authorization': `Bearer ${token()}`,
       'Content-Type': 'application/json'
-    }
+    },
+    ...(price && { body: JSON.stringify({ price }) })
   });
 
   const data = await readJson(response);
@@ -214,7 +222,7 @@ async function manageBilling() {
 
 /** @param {string} url @param {'checkout' | 'portal'} kind */
 function goToStripe(url, kind) {
-  if (LOCAL) {
+  if (LOCAL && !isLoopbackUrl(url)) {
     showHandOff(url, kind);
     return;
   }
@@ -287,6 +295,64 @@ function renderLocalHelp(userId) {
   );
 }
 
+// --- Plans ----------------------------------------------------------------------------
+
+/**
+ * @typedef {{ lookupKey: string, interval: string, amount: number | null, currency: string }} PlanPrice
+ * @typedef {{ key: string, name: string, description: string | null, features: { key: string, name: string }[],
+ *   trial: { days: number, cardRequired: boolean } | null, prices: PlanPrice[] }} Plan
+ */
+
+async function loadPlans() {
+  const response = await fetch(`${API}/plans`);
+  const data = await readJson(response);
+  if (!response.ok) throw new Error(data.error ?? `The plans could not be read (HTTP ${response.status}).`);
+  plans = data.plans;
+}
+
+/** The plans for the chosen billing period, the user's own marked. @param {Subscription | null} s */
+function renderPlans(s) {
+  el('plans').hidden = plans.length === 0;
+  const current = s && !['canceled', 'incomplete_expired'].includes(s.status) ? s : null;
+  el('plan-list').replaceChildren(
+    ...plans.flatMap((plan) => {
+      const price = plan.prices.find((p) => p.interval === interval);
+      if (!price) return [];
+      const item = document.createElement('li');
+      item.className = 'card plan';
+      const heading = document.createElement('h3');
+      heading.textContent = plan.name;
+      const cost = document.createElement('p');
+      cost.className = 'plan-price';
+      cost.textContent = `${price.amount === null ? 'Price on request' : money(price.amount, price.currency)} per ${interval === 'year' ? 'year' : 'month'}`;
+      const features = document.createElement('ul');
+      features.className = 'features';
+      features.append(...plan.features.map((f) => Object.assign(document.createElement('li'), { textContent: f.name })));
+      item.append(heading, cost);
+      if (plan.description) item.append(Object.assign(document.createElement('p'), { textContent: plan.description, className: 'muted' }));
+      if (plan.trial) item.append(Object.assign(document.createElement('p'), { textContent: `${plan.trial.days}-day free trial${plan.trial.cardRequired ? '' : ', no card needed'}` }));
+      item.append(features);
+      if (current?.plan === plan.key && current.interval === interval) {
+        item.dataset['current'] = 'true';
+        item.append(Object.assign(document.createElement('p'), { textContent: 'Your plan', className: 'badge' }));
+      } else {
+        const choose = document.createElement('button');
+        choose.type = 'button';
+        choose.dataset['action'] = '';
+        choose.textContent = `Choose ${plan.name}`;
+        choose.setAttribute('aria-label', `Choose ${plan.name}, ${interval === 'year' ? 'annual' : 'monthly'}`);
+        // A subscriber changes plan in the billing portal, as Stripe's portal allows.
+        choose.addEventListener('click', () => void act(() => (current ? manageBilling() : subscribe(price.lookupKey))));
+        item.append(choose);
+      }
+      return [item];
+    }),
+  );
+}
+
+/** @param {string} key */
+const featureName = (key) => plans.flatMap((p) => p.features).find((f) => f.key === key)?.name ?? key;
+
 // --- The subscription, in plain words -------------------------------------------------
 
 const dateFormat = new Intl.DateTimeFormat('en', { dateStyle: 'long' });
@@ -303,7 +369,9 @@ function money(amount, currency) {
 /**
  * @typedef {{ status: string, at: string, amount: number, currency: string, invoiceUrl: string | null, nextPaymentAttempt: string | null }} Payment
  * @typedef {{ status: string, access: boolean, accessReason: string, priceId: string | null, currentPeriodEnd: string | null,
- *   cancelAtPeriodEnd: boolean, trialEnd: string | null, graceUntil: string | null, lastPayment: Payment | null }} Subscription
+ *   cancelAtPeriodEnd: boolean, trialEnd: string | null, graceUntil: string | null, lastPayment: Payment | null,
+ *   plan?: string | null, interval?: string | null, features?: string[],
+ *   scheduledChange?: { priceId: string, plan: string | null, interval: string | null, at: string } | null }} Subscription
  */
 
 /** @param {Subscription | null} s @returns {{ title: string, tone: string, summary: string, details: [string, string | Node][] }} */
@@ -379,6 +447,22 @@ function describe(s) {
       summary = '';
       details.push(['Access', s.access ? 'Yes' : 'No']);
   }
+  if (s.plan) {
+    const name = plans.find((p) => p.key === s.plan)?.name ?? s.plan;
+    details.push(['Plan', `${name}, ${s.interval === 'year' ? 'annual' : 'monthly'}`]);
+  }
+  if (s.scheduledChange) {
+    const change = s.scheduledChange;
+    const name = plans.find((p) => p.key === change.plan)?.name ?? change.plan ?? change.priceId;
+    details.push(['Scheduled', `Changes to ${name}${change.interval ? `, ${change.interval === 'year' ? 'annual' : 'monthly'}` : ''} on ${day(change.at)}`]);
+  }
+  if (s.features && s.features.length > 0) {
+    const list = document.createElement('ul');
+    list.className = 'features';
+    list.id = 'features';
+    list.append(...s.features.map((key) => Object.assign(document.createElement('li'), { textContent: featureName(key) })));
+    details.push(['Features', list]);
+  }
   if (s.lastPayment) details.push(['Last payment', describePayment(s.lastPayment)]);
   return { title, tone, summary, details };
 }
@@ -406,9 +490,10 @@ function describePayment(p) {
 
 /** Renders only what changed, so the live region announces real changes. @param {Subscription | null} subscription */
 function render(subscription) {
-  const key = JSON.stringify(subscription);
+  const key = JSON.stringify([subscription, interval]);
   if (key === shown) return false;
   shown = key;
+  renderPlans(subscription);
   const view = describe(subscription);
   const title = el('status-title');
   title.textContent = view.title;
@@ -522,6 +607,15 @@ function start() {
   el('subscribe').addEventListener('click', () => void act(subscribe));
   el('portal').addEventListener('click', () => void act(manageBilling));
   el('refresh').addEventListener('click', () => void act(refresh));
+  for (const radio of document.querySelectorAll('input[name="interval"]')) {
+    radio.addEventListener('change', () => {
+      if (!(radio instanceof HTMLInputElement) || !radio.checked) return;
+      interval = radio.value;
+      const last = shown === undefined ? null : JSON.parse(shown)[0];
+      shown = undefined;
+      render(last);
+    });
+  }
   el('handoff-close').addEventListener('click', closeHandOff);
 
   // Back in this tab (after a terminal, or Stripe): read the status again.

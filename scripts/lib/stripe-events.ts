@@ -174,7 +174,7 @@ export type InvoiceEventType = 'invoice.paid' | 'invoice.payment_failed' | 'invo
 
 export interface InvoiceState {
   id: string;
-  billingReason: 'subscription_create' | 'subscription_cycle';
+  billingReason: 'subscription_create' | 'subscription_cycle' | 'subscription_update';
   periodStart: number;
   periodEnd: number;
   amount: number;
@@ -240,7 +240,7 @@ export function invoiceEvent(type: InvoiceEventType, parties: Parties, created: 
 export function checkoutSessionCompletedEvent(
   parties: Parties,
   created: number,
-  session: { id?: string; invoiceId: string | null; amountTotal: number; appUrl?: string },
+  session: { id?: string; invoiceId: string | null; amountTotal: number; appUrl?: string; successUrl?: string; cancelUrl?: string },
 ): Stripe.Event {
   return event('checkout.session.completed', created, 'automatic', (cs) => {
     const appUrl = session.appUrl ?? 'http://localhost:8888';
@@ -259,8 +259,8 @@ export function checkoutSessionCompletedEvent(
       amount_subtotal: session.amountTotal,
       amount_total: session.amountTotal,
       payment_status: session.amountTotal > 0 ? 'paid' : 'no_payment_required',
-      success_url: `${appUrl}/dashboard?checkout=success&session_id={CHECKOUT_SESSION_ID}`,
-      cancel_url: `${appUrl}/dashboard?checkout=canceled`,
+      success_url: session.successUrl ?? `${appUrl}/dashboard?checkout=success&session_id={CHECKOUT_SESSION_ID}`,
+      cancel_url: session.cancelUrl ?? `${appUrl}/dashboard?checkout=canceled`,
     });
   });
 }

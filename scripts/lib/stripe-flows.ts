@@ -14,6 +14,7 @@ import {
   invoiceEvent,
   stripeId,
   subscriptionEvent,
+  subscriptionScheduleEvent,
   type Parties,
   type SubscriptionState,
 } from './stripe-events.ts';
@@ -25,7 +26,14 @@ export const FLOWS = {
   renew: 'the next period is paid: customer.subscription.updated (new period, active), invoice.paid',
   'payment-failed': 'the renewal (or its retry) is declined: invoice.payment_failed, customer.subscription.updated (past_due)',
   recover: 'a retry succeeds: invoice.paid, customer.subscription.updated (active)',
+  'first-payment-declined': 'the card at Checkout attaches but is declined: customer.subscription.created (incomplete), invoice.payment_failed; again on the same invoice if already incomplete',
+  'first-payment-requires-action': 'the card at Checkout needs 3-D Secure: customer.subscription.created (incomplete), invoice.payment_action_required',
+  'first-payment-paid': 'an incomplete first payment succeeds (another card, or authenticated): invoice.paid, customer.subscription.updated (active), checkout.session.completed',
+  'switch-price': 'switches plan or interval now, in the portal: customer.subscription.updated (the new price), invoice.paid (the proration) unless trialing',
   'cancel-at-period-end': 'cancels in the portal: customer.subscription.updated (cancel_at_period_end)',
+  'schedule-price-change': 'a downgrade or shorter interval in the portal waits for the period\'s end: subscription_schedule.created (this price until then, the new one after)',
+  'release-schedule': 'the scheduled change is dropped (e.g. another plan chosen now): subscription_schedule.released',
+  uncancel: 'keeps a subscription that was canceling (portal: "Renew"): customer.subscription.updated (cancel_at_period_end false)',
   cancel: 'the subscription ends now: customer.subscription.deleted (canceled)',
   'checkout.session.completed': 'the seed\'s single event: links the user to a new subscription, provisionally active',
 } as const;
@@ -126,6 +134,18 @@ export async function readStoredBilling(db: pg.ClientBase | pg.Pool, userId: str
   };
 }
 
+/** A price as the subscription's item carries it. */
+export interface FlowPrice {
+  id: string;
+  /** Per period, in the smallest currency unit. */
+  amount: number;
+  currency: string;
+  interval: Interval;
+  productId?: string;
+}
+
+export type Interval = 'month' | 'year';
+
 export interface FlowOptions {
   userId: string;
   /** For metadata and the checkout session; else the stored one. */
@@ -139,6 +159,19 @@ export interface FlowOptions {
   now?: number;
   /** Where Checkout would have returned to (the session's success_url). */
   appUrl?: string;
+  /** The billing interval of the subscription's price (default month): how long a period is. */
+  interval?: Interval;
+  /** The price's product (default: the fixtures'). */
+  productId?: string;
+  /** A trial's length (default 14 days). */
+  trialDays?: number;
+  /** The Checkout Session that made the subscription, as Checkout created it. */
+  checkout?: { sessionId: string; successUrl: string; cancelUrl: string };
+  /** switch-price: the price switched to now; schedule-price-change and renew: the price a
+   *  change scheduled for the period's end switches to. */
+  newPrice?: FlowPrice;
+  /** The subscription schedule holding that change (renew releases it once it is done; release-schedule drops it). */
+  scheduleId?: string;
 }
 
 const DAY = 86_400;
@@ -152,6 +185,19 @@ export function addMonth(at: number): number {
   date.setUTCMonth(date.getUTCMonth() + 1);
   if (date.getUTCDate() !== dayOfMonth) date.setUTCDate(0);
   return Math.floor(date.getTime() / 1000);
+}
+
+/** Stripe's yearly billing: the same day next year (28 February after a 29th). */
+export function addYear(at: number): number {
+  const date = new Date(at * 1000);
+  const dayOfMonth = date.getUTCDate();
+  date.setUTCFullYear(date.getUTCFullYear() + 1);
+  if (date.getUTCDate() !== dayOfMonth) date.setUTCDate(0);
+  return Math.floor(date.getTime() / 1000);
+}
+
+export function addPeriod(at: number, interval: Interval): number {
+  return interval === 'year' ? addYear(at) : addMonth(at);
 }
 
 const ENDED: readonly string[] = ['canceled', 'incomplete_expired'];
@@ -178,10 +224,15 @@ export function storyOf(event: Stripe.Event): { customerId: string; subscription
     id?: string;
     customer?: unknown;
     subscription?: unknown;
+    released_subscription?: unknown;
     parent?: { subscription_details?: { subscription?: unknown } };
   };
   const subscription =
-    object.object === 'subscription' ? object.id : object.object === 'invoice' ? object.parent?.subscription_details?.subscription : object.subscription;
+    object.object === 'subscription'
+      ? object.id
+      : object.object === 'invoice'
+        ? object.parent?.subscription_details?.subscription
+        : (object.subscription ?? object.released_subscription);
   return typeof object.customer === 'string' && typeof subscription === 'string' ? { customerId: object.customer, subscriptionId: subscription } : undefined;
 }
 
@@ -193,6 +244,8 @@ function flowEvents(flow: Flow, stored: StoredBilling, options: FlowOptions): St
   const amount = options.amount ?? (current?.lastPaymentAmount || 900);
   const email = options.email ?? stored.email;
 
+  const interval = options.interval ?? 'month';
+  const trialDays = options.trialDays ?? TRIAL_DAYS;
   const parties = (subscriptionId: string, priceId: string, currency: string): Parties => ({
     userId: options.userId,
     email,
@@ -201,12 +254,19 @@ function flowEvents(flow: Flow, stored: StoredBilling, options: FlowOptions): St
     priceId,
     amount,
     currency,
+    ...(options.productId && { productId: options.productId }),
+  });
+  const sessionOf = (invoiceId: string | null) => ({
+    invoiceId,
+    ...(options.appUrl && { appUrl: options.appUrl }),
+    ...(options.checkout && { id: options.checkout.sessionId, successUrl: options.checkout.successUrl, cancelUrl: options.checkout.cancelUrl }),
   });
 
-  const newSubscription = (trial: boolean): Stripe.Event[] => {
+  const newSubscription = (first: 'paid' | 'trial' | 'declined' | 'requires-action'): Stripe.Event[] => {
     if (current) {
       throw new FlowError(`user ${options.userId} already has a subscription (${current.status}); Checkout would refuse a second one. Try renew, payment-failed or cancel.`);
     }
+    const trial = first === 'trial';
     const p = parties(stripeId('sub'), options.priceId, options.currency ?? 'eur');
     const invoiceId = stripeId('in');
     const start = tick();
@@ -214,36 +274,45 @@ function flowEvents(flow: Flow, stored: StoredBilling, options: FlowOptions): St
       status: trial ? 'trialing' : 'incomplete',
       created: start,
       periodStart: start,
-      periodEnd: trial ? start + TRIAL_DAYS * DAY : addMonth(start),
+      periodEnd: trial ? start + trialDays * DAY : addPeriod(start, interval),
       cancelAtPeriodEnd: false,
       canceledAt: null,
       endedAt: null,
       trialStart: trial ? start : null,
-      trialEnd: trial ? start + TRIAL_DAYS * DAY : null,
+      trialEnd: trial ? start + trialDays * DAY : null,
       latestInvoice: invoiceId,
     };
     const invoice = { id: invoiceId, billingReason: 'subscription_create' as const, periodStart: start, periodEnd: state.periodEnd, attemptCount: 1, nextPaymentAttempt: null };
-    const session = { invoiceId, ...(options.appUrl && { appUrl: options.appUrl }) };
-    if (trial) {
-      return [
-        subscriptionEvent('customer.subscription.created', p, start, state),
-        invoiceEvent('invoice.paid', p, tick(), { ...invoice, amount: 0 }),
-        checkoutSessionCompletedEvent(p, tick(), { ...session, amountTotal: 0 }),
-      ];
+    const created = subscriptionEvent('customer.subscription.created', p, start, state);
+    switch (first) {
+      case 'trial':
+        return [
+          created,
+          invoiceEvent('invoice.paid', p, tick(), { ...invoice, amount: 0 }),
+          checkoutSessionCompletedEvent(p, tick(), { ...sessionOf(invoiceId), amountTotal: 0 }),
+        ];
+      // A first invoice is not retried on a schedule: the customer tries again at Checkout.
+      case 'declined':
+        return [created, invoiceEvent('invoice.payment_failed', p, tick(), { ...invoice, amount })];
+      case 'requires-action':
+        return [created, invoiceEvent('invoice.payment_action_required', p, tick(), { ...invoice, amount })];
+      case 'paid':
+        return [
+          created,
+          invoiceEvent('invoice.paid', p, tick(), { ...invoice, amount }),
+          subscriptionEvent('customer.subscription.updated', p, tick(), { ...state, status: 'active' }, { previous: { status: 'incomplete' } }),
+          checkoutSessionCompletedEvent(p, tick(), { ...sessionOf(invoiceId), amountTotal: amount }),
+        ];
     }
-    return [
-      subscriptionEvent('customer.subscription.created', p, start, state),
-      invoiceEvent('invoice.paid', p, tick(), { ...invoice, amount }),
-      subscriptionEvent('customer.subscription.updated', p, tick(), { ...state, status: 'active' }, { previous: { status: 'incomplete' } }),
-      checkoutSessionCompletedEvent(p, tick(), { ...session, amountTotal: amount }),
-    ];
   };
 
-  if (flow === 'subscribe') return newSubscription(false);
-  if (flow === 'trial') return newSubscription(true);
+  if (flow === 'subscribe') return newSubscription('paid');
+  if (flow === 'trial') return newSubscription('trial');
+  if (!current && flow === 'first-payment-declined') return newSubscription('declined');
+  if (!current && flow === 'first-payment-requires-action') return newSubscription('requires-action');
   if (flow === 'checkout.session.completed') {
     const p = parties(stripeId('sub'), options.priceId, options.currency ?? 'eur');
-    return [checkoutSessionCompletedEvent(p, tick(), { invoiceId: null, amountTotal: amount, ...(options.appUrl && { appUrl: options.appUrl }) })];
+    return [checkoutSessionCompletedEvent(p, tick(), { ...sessionOf(null), amountTotal: amount })];
   }
 
   if (!current || !stored.customerId) {
@@ -276,7 +345,28 @@ function flowEvents(flow: Flow, stored: StoredBilling, options: FlowOptions): St
     }
   };
   // The next period, starting where the current one ends (the renewal date).
-  const renewal = (): SubscriptionState => ({ ...state, periodStart: periodEnd, periodEnd: addMonth(periodEnd), latestInvoice: stripeId('in') });
+  const renewal = (length: Interval = interval): SubscriptionState => ({ ...state, periodStart: periodEnd, periodEnd: addPeriod(periodEnd, length), latestInvoice: stripeId('in') });
+  // A schedule of two phases: this price until the period's end, then `to` for a period.
+  const schedule = (id: string, to: FlowPrice, status: 'active' | 'released') =>
+    subscriptionScheduleEvent(`subscription_schedule.${status === 'active' ? 'created' : 'released'}`, p, tick(), {
+      id,
+      status,
+      phases: [
+        { priceId: p.priceId, start: periodStart, end: periodEnd },
+        { priceId: to.id, start: periodEnd, end: addPeriod(periodEnd, to.interval) },
+      ],
+      currentPhase: status === 'active' ? { start: periodStart, end: periodEnd } : null,
+    });
+  // The incomplete first invoice, tried again at Checkout.
+  const firstInvoice = (attemptCount: number) => ({
+    id: current.latestInvoiceId ?? stripeId('in'),
+    billingReason: 'subscription_create' as const,
+    periodStart,
+    periodEnd,
+    amount,
+    attemptCount,
+    nextPaymentAttempt: null,
+  });
 
   switch (flow) {
     case 'trial-will-end': {
@@ -286,20 +376,101 @@ function flowEvents(flow: Flow, stored: StoredBilling, options: FlowOptions): St
     case 'renew': {
       requireStatus('active', 'trialing');
       requireRenewing();
-      const next: SubscriptionState = { ...renewal(), status: 'active' };
+      // A change scheduled for the period's end (a downgrade) takes effect with the renewal.
+      const to = options.newPrice;
+      const next: SubscriptionState = { ...renewal(to?.interval), status: 'active' };
+      const renewed = to ? { ...p, priceId: to.id, amount: to.amount, currency: to.currency, ...(to.productId && { productId: to.productId }) } : p;
+      // The schedule's last phase has begun: it lets the subscription go on by itself.
+      const release = () => (to && options.scheduleId ? [schedule(options.scheduleId, to, 'released')] : []);
       return [
-        subscriptionEvent('customer.subscription.updated', p, tick(), next, {
+        subscriptionEvent('customer.subscription.updated', renewed, tick(), next, {
           previous: { ...(state.status !== 'active' && { status: state.status }), latest_invoice: state.latestInvoice },
         }),
-        invoiceEvent('invoice.paid', p, tick(), {
+        ...release(),
+        invoiceEvent('invoice.paid', renewed, tick(), {
           id: next.latestInvoice ?? stripeId('in'),
           billingReason: 'subscription_cycle',
           periodStart: next.periodStart,
           periodEnd: next.periodEnd,
-          amount,
+          amount: renewed.amount,
           attemptCount: 1,
           nextPaymentAttempt: null,
         }),
+      ];
+    }
+    case 'first-payment-declined': {
+      requireStatus('incomplete');
+      return [invoiceEvent('invoice.payment_failed', p, tick(), firstInvoice(2))];
+    }
+    case 'first-payment-requires-action': {
+      requireStatus('incomplete');
+      return [invoiceEvent('invoice.payment_action_required', p, tick(), firstInvoice(2))];
+    }
+    case 'first-payment-paid': {
+      requireStatus('incomplete');
+      const invoice = firstInvoice(2);
+      return [
+        invoiceEvent('invoice.paid', p, tick(), invoice),
+        subscriptionEvent('customer.subscription.updated', p, tick(), { ...state, status: 'active' }, { previous: { status: 'incomplete' } }),
+        checkoutSessionCompletedEvent(p, tick(), { ...sessionOf(invoice.id), amountTotal: amount }),
+      ];
+    }
+    case 'switch-price': {
+      requireStatus('active', 'trialing');
+      const to = options.newPrice;
+      if (!to) throw new FlowError('switch-price needs the price to switch to.');
+      if (to.id === p.priceId) throw new FlowError(`user ${options.userId}'s subscription is already on ${to.id}.`);
+      const switched = { ...p, priceId: to.id, amount: to.amount, currency: to.currency, ...(to.productId && { productId: to.productId }) };
+      const at = tick();
+      const previous = { items: { data: [{ price: { id: p.priceId } }] } };
+      // In a trial nothing is charged: the trial goes on, on the new price.
+      if (current.status === 'trialing') {
+        return [subscriptionEvent('customer.subscription.updated', switched, at, state, { previous, cause: 'customer' })];
+      }
+      // Prorated: the unused part of this period is credited. A new interval starts a new
+      // period now (the billing cycle is reset); the same interval keeps the period.
+      const total = Math.max(periodEnd - periodStart, 1);
+      const unused = Math.min(Math.max(periodEnd - at, 0), total) / total;
+      const newPeriod = to.interval !== interval;
+      const charge = newPeriod ? to.amount - Math.round(p.amount * unused) : Math.round((to.amount - p.amount) * unused);
+      const invoiceId = stripeId('in');
+      const next: SubscriptionState = newPeriod
+        ? { ...state, periodStart: at, periodEnd: addPeriod(at, to.interval), latestInvoice: invoiceId }
+        : { ...state, latestInvoice: invoiceId };
+      return [
+        subscriptionEvent('customer.subscription.updated', switched, at, next, { previous, cause: 'customer' }),
+        invoiceEvent('invoice.paid', switched, tick(), {
+          id: invoiceId,
+          billingReason: 'subscription_update',
+          periodStart: next.periodStart,
+          periodEnd: next.periodEnd,
+          amount: Math.max(charge, 0),
+          attemptCount: 1,
+          nextPaymentAttempt: null,
+        }),
+      ];
+    }
+    case 'schedule-price-change': {
+      requireStatus('active', 'trialing');
+      requireRenewing();
+      if (!options.newPrice) throw new FlowError('schedule-price-change needs the price to change to.');
+      return [schedule(options.scheduleId ?? stripeId('sub_sched'), options.newPrice, 'active')];
+    }
+    case 'release-schedule': {
+      if (!options.newPrice || !options.scheduleId) throw new FlowError('release-schedule needs the schedule and its price.');
+      return [schedule(options.scheduleId, options.newPrice, 'released')];
+    }
+    case 'uncancel': {
+      requireStatus('active', 'trialing', 'past_due');
+      if (!current.cancelAtPeriodEnd) throw new FlowError(`user ${options.userId}'s subscription is not canceling.`);
+      return [
+        subscriptionEvent(
+          'customer.subscription.updated',
+          p,
+          tick(),
+          { ...state, cancelAtPeriodEnd: false, canceledAt: null },
+          { previous: { cancel_at_period_end: true, cancel_at: periodEnd, canceled_at: current.canceledAt }, cause: 'customer' },
+        ),
       ];
     }
     case 'payment-failed': {

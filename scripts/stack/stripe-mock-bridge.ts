@@ -23,10 +23,16 @@
 //    cannot answer. The bridge remembers the prices and webhook endpoints created
 //    through it (the mock's answer, with the values we sent: lookup key, amount,
 //    currency, interval, product; url, events, API version) and answers their list
-//    calls from that memory, in the mock's own shape. Nothing else is remembered.
+//    calls from that memory, in the mock's own shape. Products' names are remembered
+//    for the hosted pages (6).
+// 6. Stripe's hosted pages, locally (hosted-pages.ts): for an app registered with the
+//    bridge (`apps`, or POST /__bridge/apps), a Checkout Session or portal session
+//    created for it gets a `url` on this bridge, where a local Checkout and portal
+//    page play the customer and send the app the events Stripe would.
 
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { createHostedPages, type HostedPages, type LocalApp } from './hosted-pages.ts';
 
 export interface RecordedStripeRequest {
   method: string;
@@ -104,6 +110,7 @@ function listParam(params: URLSearchParams, name: string): string[] {
 class Memory {
   readonly prices = new Map<string, Obj>();
   readonly endpoints = new Map<string, Obj>();
+  readonly products = new Map<string, Obj>();
 
   /** The mock's answer to a create or update, made to say what we sent; remembered. */
   remember(method: string, path: string, params: URLSearchParams, answer: Obj): Obj {
@@ -131,6 +138,12 @@ class Memory {
       const price = this.prices.get(priceUpdate[1] ?? '');
       if (price && params.get('active') !== null) price['active'] = params.get('active') === 'true';
       return price ?? answer;
+    }
+    if (path === '/v1/products' || path.startsWith('/v1/products/')) {
+      const id = params.get('id') ?? (path === '/v1/products' ? String(answer['id']) : path.slice('/v1/products/'.length));
+      const product = { ...this.products.get(id), ...answer, id, ...(params.get('name') !== null && { name: params.get('name') }) };
+      this.products.set(id, product);
+      return product;
     }
     if (path === '/v1/webhook_endpoints') {
       const endpoint = {
@@ -162,15 +175,22 @@ class Memory {
   }
 }
 
-const REMEMBERED = /^\/v1\/(prices|webhook_endpoints)(\/[^/]+)?$/;
+const REMEMBERED = /^\/v1\/(prices|webhook_endpoints|products|checkout\/sessions|billing_portal\/sessions)(\/[^/]+)?$/;
 
-export async function startStripeMockBridge(target: string, port = 0): Promise<StripeMockBridge> {
+export interface BridgeOptions {
+  /** Apps whose Checkout and portal sessions get the local hosted pages (see hosted-pages.ts). */
+  apps?: readonly LocalApp[];
+}
+
+export async function startStripeMockBridge(target: string, port = 0, options: BridgeOptions = {}): Promise<StripeMockBridge> {
   const targetUrl = new URL(target);
   const recorded: RecordedStripeRequest[] = [];
   const eventLog: StripeEventLike[] = [];
   const objects = new Map<string, unknown>();
   let rateLimited = 0;
   const memory = new Memory();
+  // Known once listening (the port may be 0): the pages' URLs are on this server.
+  const hosted: { pages?: HostedPages } = {};
 
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -194,6 +214,12 @@ export async function startStripeMockBridge(target: string, port = 0): Promise<S
         json(res, 200, { times: rateLimited });
         return;
       }
+      if (url.pathname === '/__bridge/apps' && req.method === 'POST') {
+        hosted.pages?.register(JSON.parse(body) as LocalApp);
+        json(res, 200, { registered: true });
+        return;
+      }
+      if (hosted.pages?.handle(req, res, url, body)) return;
       if (url.pathname === '/__bridge/objects') {
         if (req.method === 'DELETE') objects.clear();
         if (req.method === 'POST') {
@@ -248,9 +274,10 @@ export async function startStripeMockBridge(target: string, port = 0): Promise<S
           upstreamRes.on('end', () => {
             const answer = JSON.parse(Buffer.concat(parts).toString('utf8')) as Obj;
             const method = req.method ?? 'GET';
-            const out =
-              memory.list(method, url.pathname, url.searchParams, answer) ??
-              memory.remember(method, url.pathname, new URLSearchParams(body), answer);
+            const params = new URLSearchParams(body);
+            const listed = memory.list(method, url.pathname, url.searchParams, answer);
+            const remembered = listed ?? memory.remember(method, url.pathname, params, answer);
+            const out = listed ?? (method === 'POST' && hosted.pages ? hosted.pages.rememberSession(url.pathname, params, remembered) : remembered);
             const text = JSON.stringify(out);
             const headers = { ...upstreamRes.headers, 'content-length': String(Buffer.byteLength(text)) };
             delete headers['transfer-encoding'];
@@ -272,13 +299,19 @@ export async function startStripeMockBridge(target: string, port = 0): Promise<S
     server.listen(port, '127.0.0.1', () => resolve());
   });
   const address = server.address() as AddressInfo;
+  const url = `http://127.0.0.1:${address.port}`;
+  const pages = createHostedPages({ baseUrl: url, prices: memory.prices, products: memory.products, objects });
+  hosted.pages = pages;
+  for (const app of options.apps ?? []) pages.register(app);
   return {
-    url: `http://127.0.0.1:${address.port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
+    url,
+    close: async () => {
+      await new Promise<void>((resolve) => {
         server.closeAllConnections();
         server.close(() => resolve());
-      }),
+      });
+      await pages.close();
+    },
   };
 }
 

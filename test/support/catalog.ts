@@ -2,14 +2,11 @@
 // mock, through the bridge that remembers prices) and database by the real billing:setup
 // code, for tests of checkout by plan, /plans, status and the SQL functions.
 
-import path from 'node:path';
 import Stripe from 'stripe';
-import { setupStripe, type SetupReport } from '../../src/billing/setup.ts';
-import { loadSetupConfig } from '../../src/config.ts';
-import { createStore } from '../../src/store.ts';
-import { createStripe } from '../../src/stripe-client.ts';
+import { pushCatalog, SHIPPED_CATALOG } from '../../scripts/lib/local-catalog.ts';
+import type { SetupReport } from '../../src/billing/setup.ts';
 
-export const CATALOG_FILE = path.resolve(import.meta.dirname, '../../billing-catalog.json');
+export const CATALOG_FILE = SHIPPED_CATALOG;
 
 export function catalogEnv(): Record<string, string> {
   return { BILLING_CATALOG: CATALOG_FILE };
@@ -32,9 +29,8 @@ export async function withEnv<T>(changes: Record<string, string | undefined>, ru
 }
 
 /** Runs billing:setup's code for `file` against the local stack. */
-export async function runSetup(file: string = CATALOG_FILE, dryRun = false): Promise<SetupReport> {
-  const config = loadSetupConfig({ ...process.env, BILLING_CATALOG: file });
-  return setupStripe({ stripe: await createStripe(config.stripe), store: createStore(config.store), catalog: config.catalog, appUrl: config.appUrl }, { dryRun });
+export function runSetup(file: string = CATALOG_FILE, dryRun = false): Promise<SetupReport> {
+  return pushCatalog(process.env, file, dryRun);
 }
 
 let done: Promise<SetupReport> | undefined;
