@@ -13,14 +13,7 @@
 //   worker thread, and a burst of 50 concurrent requests takes seconds each.
 
 import { fileURLToPath } from 'node:url';
-import {
-  DEV_PORTS,
-  LOCAL_JWT_SECRET,
-  LOCAL_STRIPE_PRICE_ID,
-  LOCAL_STRIPE_PRODUCT_ID,
-  LOCAL_STRIPE_SECRET_KEY,
-  LOCAL_STRIPE_WEBHOOK_SECRET,
-} from './lib/local-defaults.ts';
+import { DEV_PORTS, LOCAL_JWT_SECRET, LOCAL_STRIPE_ENV, LOCAL_STRIPE_WEBHOOK_SECRET } from './lib/local-defaults.ts';
 import { pushCatalog, SHIPPED_CATALOG } from './lib/local-catalog.ts';
 import { startNetlifyDev, type NetlifyDev } from './lib/netlify-dev.ts';
 import { startWarmSite, type WarmSite } from './lib/warm-site.ts';
@@ -71,10 +64,7 @@ try {
   const functionEnv = {
     ...stack.env,
     STRIPE_API_BASE: bridge.url,
-    STRIPE_SECRET_KEY: LOCAL_STRIPE_SECRET_KEY,
-    STRIPE_PRICE_ID: LOCAL_STRIPE_PRICE_ID,
-    STRIPE_PRODUCT_ID: LOCAL_STRIPE_PRODUCT_ID,
-    STRIPE_WEBHOOK_SECRET: LOCAL_STRIPE_WEBHOOK_SECRET,
+    ...LOCAL_STRIPE_ENV,
     BILLING_CATALOG: SHIPPED_CATALOG,
     URL: appUrl,
   };

@@ -6,13 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { TestProject } from 'vitest/node';
-import {
-  LOCAL_JWT_SECRET,
-  LOCAL_STRIPE_PRICE_ID,
-  LOCAL_STRIPE_PRODUCT_ID,
-  LOCAL_STRIPE_SECRET_KEY,
-  LOCAL_STRIPE_WEBHOOK_SECRET,
-} from '../scripts/lib/local-defaults.ts';
+import { LOCAL_JWT_SECRET, LOCAL_STRIPE_ENV } from '../scripts/lib/local-defaults.ts';
 import { startLocalStack } from '../scripts/stack/index.ts';
 import { startStripeMockBridge } from '../scripts/stack/stripe-mock-bridge.ts';
 
@@ -40,10 +34,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
     ...stack.env,
     STRIPE_MOCK_URL: stack.env.STRIPE_API_BASE,
     STRIPE_API_BASE: bridge.url,
-    STRIPE_SECRET_KEY: LOCAL_STRIPE_SECRET_KEY,
-    STRIPE_PRICE_ID: LOCAL_STRIPE_PRICE_ID,
-    STRIPE_PRODUCT_ID: LOCAL_STRIPE_PRODUCT_ID,
-    STRIPE_WEBHOOK_SECRET: LOCAL_STRIPE_WEBHOOK_SECRET,
+    ...LOCAL_STRIPE_ENV,
     URL: 'https://analytics.example.com',
   });
 

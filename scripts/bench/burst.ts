@@ -11,7 +11,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { LOCAL_JWT_SECRET, LOCAL_STRIPE_PRICE_ID, LOCAL_STRIPE_PRODUCT_ID, LOCAL_STRIPE_SECRET_KEY, LOCAL_STRIPE_WEBHOOK_SECRET } from '../lib/local-defaults.ts';
+import { LOCAL_JWT_SECRET, LOCAL_STRIPE_ENV, LOCAL_STRIPE_WEBHOOK_SECRET } from '../lib/local-defaults.ts';
 import { siteCopy, startNetlifyDev } from '../lib/netlify-dev.ts';
 import { issuerFor, mintAccessToken } from '../lib/tokens.ts';
 import { startWarmSite } from '../lib/warm-site.ts';
@@ -69,10 +69,7 @@ const env: Record<string, string> = {
   SUPABASE_SERVICE_ROLE_KEY: stack.env.SUPABASE_SERVICE_ROLE_KEY,
   SUPABASE_JWT_SECRET: stack.env.SUPABASE_JWT_SECRET,
   STRIPE_API_BASE: bridge.url,
-  STRIPE_SECRET_KEY: LOCAL_STRIPE_SECRET_KEY,
-  STRIPE_PRICE_ID: LOCAL_STRIPE_PRICE_ID,
-  STRIPE_PRODUCT_ID: LOCAL_STRIPE_PRODUCT_ID,
-  STRIPE_WEBHOOK_SECRET: LOCAL_STRIPE_WEBHOOK_SECRET,
+  ...LOCAL_STRIPE_ENV,
   URL: 'https://analytics.example.com',
 };
 Object.assign(process.env, env);

@@ -24,13 +24,7 @@ import { applyStripeEvent, verifyStripeEvent, type WebhookDeps } from '../../src
 import { loadWebhookConfig } from '../../src/config.ts';
 import { createStore, type BillingStore } from '../../src/store.ts';
 import { createStripe } from '../../src/stripe-client.ts';
-import {
-  LOCAL_JWT_SECRET,
-  LOCAL_STRIPE_PRICE_ID,
-  LOCAL_STRIPE_PRODUCT_ID,
-  LOCAL_STRIPE_SECRET_KEY,
-  LOCAL_STRIPE_WEBHOOK_SECRET,
-} from '../lib/local-defaults.ts';
+import { LOCAL_JWT_SECRET, LOCAL_STRIPE_ENV, LOCAL_STRIPE_WEBHOOK_SECRET } from '../lib/local-defaults.ts';
 import { startLocalStack, type LocalStack } from '../stack/index.ts';
 import { startStripeMockBridge, type StripeMockBridge } from '../stack/stripe-mock-bridge.ts';
 import { EventFactory, newCustomer, payloadOf, signPayload, UNHANDLED_TYPE } from './events.ts';
@@ -60,10 +54,7 @@ async function side(name: string, migrationsDir: string, withInbox: boolean, str
   const config = loadWebhookConfig({
     ...stack.env,
     STRIPE_API_BASE: stripeApiBase ?? stack.env.STRIPE_API_BASE,
-    STRIPE_SECRET_KEY: LOCAL_STRIPE_SECRET_KEY,
-    STRIPE_PRICE_ID: LOCAL_STRIPE_PRICE_ID,
-    STRIPE_PRODUCT_ID: LOCAL_STRIPE_PRODUCT_ID,
-    STRIPE_WEBHOOK_SECRET: LOCAL_STRIPE_WEBHOOK_SECRET,
+    ...LOCAL_STRIPE_ENV,
   });
   const real = createStore(config.store);
   // Before the inbox, a delivery that was not applied wrote nothing.

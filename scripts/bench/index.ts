@@ -16,7 +16,13 @@ import { loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type Stripe from 'stripe';
-import { LOCAL_JWT_SECRET, LOCAL_STRIPE_PRICE_ID, LOCAL_STRIPE_PRODUCT_ID, LOCAL_STRIPE_SECRET_KEY, LOCAL_STRIPE_WEBHOOK_SECRET } from '../lib/local-defaults.ts';
+import {
+  LOCAL_JWT_SECRET,
+  LOCAL_STRIPE_ENV,
+  LOCAL_STRIPE_PRICE_ID,
+  LOCAL_STRIPE_PRODUCT_ID,
+  LOCAL_STRIPE_WEBHOOK_SECRET,
+} from '../lib/local-defaults.ts';
 import { issuerFor, mintAccessToken } from '../lib/tokens.ts';
 import { startLocalStack, type LocalStack } from '../stack/index.ts';
 import { startStripeMockBridge, type StripeMockBridge } from '../stack/stripe-mock-bridge.ts';
@@ -114,10 +120,7 @@ async function main(): Promise<void> {
     SUPABASE_SERVICE_ROLE_KEY: stack.env.SUPABASE_SERVICE_ROLE_KEY,
     SUPABASE_JWT_SECRET: stack.env.SUPABASE_JWT_SECRET,
     STRIPE_API_BASE: bridge.url,
-    STRIPE_SECRET_KEY: LOCAL_STRIPE_SECRET_KEY,
-    STRIPE_PRICE_ID: LOCAL_STRIPE_PRICE_ID,
-    STRIPE_PRODUCT_ID: LOCAL_STRIPE_PRODUCT_ID,
-    STRIPE_WEBHOOK_SECRET: LOCAL_STRIPE_WEBHOOK_SECRET,
+    ...LOCAL_STRIPE_ENV,
     URL: 'https://analytics.example.com',
   };
   progress(`stack up (${elapsed()})`);

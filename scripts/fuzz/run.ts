@@ -18,13 +18,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import {
-  LOCAL_JWT_SECRET,
-  LOCAL_STRIPE_PRICE_ID,
-  LOCAL_STRIPE_PRODUCT_ID,
-  LOCAL_STRIPE_SECRET_KEY,
-  LOCAL_STRIPE_WEBHOOK_SECRET,
-} from '../lib/local-defaults.ts';
+import { LOCAL_JWT_SECRET, LOCAL_STRIPE_ENV } from '../lib/local-defaults.ts';
 import { startNetlifyDev, type NetlifyDev } from '../lib/netlify-dev.ts';
 import { issuerFor, mintAccessToken } from '../lib/tokens.ts';
 import { getFreePort, startLocalStack, type LocalStack } from '../stack/index.ts';
@@ -138,10 +132,7 @@ async function main(): Promise<number> {
     env: {
       ...stack.env,
       STRIPE_API_BASE: bridge.url,
-      STRIPE_SECRET_KEY: LOCAL_STRIPE_SECRET_KEY,
-      STRIPE_PRICE_ID: LOCAL_STRIPE_PRICE_ID,
-      STRIPE_PRODUCT_ID: LOCAL_STRIPE_PRODUCT_ID,
-      STRIPE_WEBHOOK_SECRET: LOCAL_STRIPE_WEBHOOK_SECRET,
+      ...LOCAL_STRIPE_ENV,
       URL: `http://localhost:${port}`,
     },
     ...(componentLog && { log: componentLog }),

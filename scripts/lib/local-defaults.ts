@@ -11,3 +11,11 @@ export const LOCAL_STRIPE_PRODUCT_ID = 'prod_TUq1Analytics';
 export const LOCAL_STRIPE_WEBHOOK_SECRET = 'whsec_local_development_only';
 
 export const DEV_PORTS = { netlify: 8888, gateway: 54321, postgres: 54322, postgrest: 54323, stripeMock: 12111, stripeBridge: 12110 };
+
+/** Stripe's variables of the functions, as the local stack runs them (tests, dev, bench, fuzz). */
+export const LOCAL_STRIPE_ENV = {
+  STRIPE_SECRET_KEY: LOCAL_STRIPE_SECRET_KEY,
+  STRIPE_PRICE_ID: LOCAL_STRIPE_PRICE_ID,
+  STRIPE_PRODUCT_ID: LOCAL_STRIPE_PRODUCT_ID,
+  STRIPE_WEBHOOK_SECRET: LOCAL_STRIPE_WEBHOOK_SECRET,
+} as const;
