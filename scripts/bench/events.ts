@@ -7,17 +7,21 @@ import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import {
   checkoutSessionCompletedEvent,
   customerDeletedEvent,
+  entitlementSummaryEvent,
   FIXTURE_IDS,
   fixtureEvent,
   invoiceEvent,
   stripeId,
   subscriptionEvent,
+  subscriptionScheduleEvent,
   type Parties,
   type SubscriptionState,
 } from '../lib/stripe-events.ts';
 import { HANDLED_EVENT_TYPES } from '../../src/billing/events.ts';
 
-export const HANDLED_TYPES: readonly string[] = [...HANDLED_EVENT_TYPES];
+/** The handled types the bench measures: all but the entitlement summary, which only a
+ *  catalog's deploy applies (the bench runs without one, as the seed's deploy does). */
+export const HANDLED_TYPES: readonly string[] = [...HANDLED_EVENT_TYPES].filter((type) => type !== 'entitlements.active_entitlement_summary.updated');
 
 /** A type we acknowledge without a write. */
 export const UNHANDLED_TYPE = 'product.updated';
@@ -87,6 +91,23 @@ export class EventFactory {
         return shape(invoiceEvent(type, parties, created, invoice));
       case 'customer.deleted':
         return shape(customerDeletedEvent(parties, created));
+      case 'entitlements.active_entitlement_summary.updated':
+        return shape(entitlementSummaryEvent(customer.customerId, created, ['unlimited_sites']));
+      case 'subscription_schedule.created':
+      case 'subscription_schedule.updated':
+      case 'subscription_schedule.released':
+      case 'subscription_schedule.canceled':
+      case 'subscription_schedule.completed':
+      case 'subscription_schedule.aborted': {
+        // A downgrade at the period's end: this price until then, another after.
+        const phases = [
+          { priceId: FIXTURE_IDS.priceId, start: state.periodStart, end: state.periodEnd },
+          { priceId: `${FIXTURE_IDS.priceId}Lower`, start: state.periodEnd, end: state.periodEnd + 30 * DAY },
+        ];
+        const status = type === 'subscription_schedule.created' || type === 'subscription_schedule.updated' ? 'active' : type === 'subscription_schedule.released' ? 'released' : type === 'subscription_schedule.completed' ? 'completed' : 'canceled';
+        const current = status === 'active' ? { start: state.periodStart, end: state.periodEnd } : null;
+        return shape(subscriptionScheduleEvent(type, parties, created, { id: stripeId('sub_sched'), status, phases, currentPhase: current }));
+      }
       default: {
         const event = fixtureEvent(type);
         event.id = stripeId('evt');
