@@ -245,7 +245,7 @@ export function createStore(config: StoreConfig, fetchImpl: typeof fetch = nodeF
 
     async applyEvent(event) {
       const change = event.change;
-      // Entitlement summaries and schedules have functions of their own (20261201100000, 20261201300000).
+      // Entitlement summaries and schedules have functions of their own (20261201100000).
       const { data, error } = change.kind === 'entitlements'
         ? await db.rpc('billing_apply_entitlements', {
           ...eventArgs(event),

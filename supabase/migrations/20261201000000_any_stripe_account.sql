@@ -3,82 +3,89 @@
 --
 -- * stripe_events becomes the record of every verified event: its API version, when
 --   it came and how often, and why it was skipped or failed. An event that could not
---   be read is recorded 'failed' with its reason (billing_record_failed_event) and is
---   not processed: a redelivery or a replay of it still applies it, once.
+--   be read is recorded 'failed' with its reason (billing_record_event) and is not
+--   processed: a redelivery or a replay of it still applies it, once. Every function
+--   that applies an event starts and ends through billing_event_begin/_finish.
 -- * A checkout.session.completed never replaces the user's stored customer: a session
 --   whose customer is not the user's (a Payment Link where the buyer typed any user id)
 --   is 'skipped' with its reason.
 -- * A subscription records whether it is for this product (for_this_product, decided
 --   by the webhook from STRIPE_PRICE_ID / STRIPE_PRODUCT_ID); only such subscriptions
---   are the user's subscription in billing_accounts, so another product on the same
---   Stripe account never grants access here.
+--   are the user's subscription in billing_accounts (its new definition is in
+--   20261201100000), so another product on the same Stripe account never grants access.
 
 alter table public.stripe_events
   add column api_version text,
   add column first_received_at timestamptz not null default now(),
   add column last_received_at timestamptz not null default now(),
   add column attempts integer not null default 1,
-  add column reason text;
+  add column reason text,
+  -- The customer it is about, so `npm run billing:events --user` can list a user's events.
+  add column stripe_customer_id text;
 comment on column public.stripe_events.outcome is
   'pending (being applied), applied, stale, ignored, skipped (reason) or failed (reason; not processed: a redelivery applies it). attempts counts deliveries, duplicates included';
 create index stripe_events_failed_idx on public.stripe_events (stripe_created_at) where outcome = 'failed';
+create index stripe_events_customer_idx on public.stripe_events (stripe_customer_id, stripe_created_at desc);
+create index stripe_events_created_idx on public.stripe_events (stripe_created_at desc);
 
 alter table public.billing_subscriptions
   add column product_id text,
   -- Rows from before this column was decided were all written for our own checkout.
   add column for_this_product boolean not null default true;
 
-drop view public.billing_accounts;
-create view public.billing_accounts with (security_invoker = true) as
-select
-  u.user_id,
-  coalesce(c.stripe_customer_id, case when sd.stripe_customer_id is null then s.stripe_customer_id end) as stripe_customer_id,
-  sd.stripe_customer_id as deleted_customer_id,
-  s.stripe_subscription_id,
-  case when sd.stripe_customer_id is null then s.status else 'canceled' end as status,
-  s.price_id,
-  s.product_id,
-  s.quantity,
-  s.current_period_start,
-  s.current_period_end,
-  s.cancel_at_period_end and sd.stripe_customer_id is null as cancel_at_period_end,
-  s.cancel_at,
-  coalesce(s.canceled_at, sd.deleted_at) as canceled_at,
-  coalesce(s.ended_at, sd.deleted_at) as ended_at,
-  s.trial_start,
-  s.trial_end,
-  s.last_payment_status,
-  s.last_payment_at,
-  s.last_payment_amount,
-  s.last_payment_currency,
-  s.hosted_invoice_url,
-  s.next_payment_attempt,
-  s.payment_failed_at,
-  s.trial_will_end_at,
-  s.created_at as subscription_recorded_at,
-  s.updated_at as subscription_updated_at
-from (
-  select user_id from public.billing_customers
-  union
-  select user_id from public.billing_subscriptions where user_id is not null
-) u
-left join public.billing_customers c on c.user_id = u.user_id
-left join lateral (
-  select s.*
-  from public.billing_subscriptions s
-  where s.user_id = u.user_id and s.status is not null and s.for_this_product
-  order by
-    (s.status in ('canceled', 'incomplete_expired')
-      or exists (select 1 from public.billing_deleted_customers x where x.stripe_customer_id = s.stripe_customer_id)) asc,
-    s.stripe_created_at desc nulls last,
-    s.created_at desc
-  limit 1
-) s on true
-left join public.billing_deleted_customers sd on sd.stripe_customer_id = s.stripe_customer_id;
 
-revoke all on public.billing_accounts from anon, authenticated, public;
-grant select on public.billing_accounts to authenticated;
-grant all on public.billing_accounts to service_role;
+-- The start and the end of applying any verified event, shared by billing_apply_event,
+-- billing_apply_entitlements and billing_apply_schedule so that all of them keep the
+-- ledger the same way.
+--
+-- begin: records the event as pending, in the caller's transaction. Deliveries of the
+-- same event id are serialised here: the second waits for the first to commit and then
+-- sees the row (false: a duplicate, counted); if the first rolled back, the second
+-- goes ahead. An event recorded as failed was never applied: its retry goes ahead.
+-- Then events of one customer apply one at a time (an advisory lock): without it two
+-- concurrent events each miss the other's uncommitted rows, e.g. a checkout's link and
+-- a subscription event that needs it.
+create function public.billing_event_begin(
+  p_event_id text,
+  p_event_type text,
+  p_event_created timestamptz,
+  p_livemode boolean,
+  p_api_version text,
+  p_customer_id text
+) returns boolean
+language plpgsql
+security invoker
+set search_path = ''
+as $$
+begin
+  insert into public.stripe_events as e (id, type, livemode, stripe_created_at, api_version, stripe_customer_id, outcome)
+  values (p_event_id, p_event_type, p_livemode, p_event_created, p_api_version, p_customer_id, 'pending')
+  on conflict (id) do update
+    set outcome = 'pending', attempts = e.attempts + 1, last_received_at = now(),
+        api_version = coalesce(excluded.api_version, e.api_version),
+        stripe_customer_id = coalesce(excluded.stripe_customer_id, e.stripe_customer_id)
+    where e.outcome = 'failed';
+  if not found then
+    update public.stripe_events set attempts = attempts + 1, last_received_at = now() where id = p_event_id;
+    return false;
+  end if;
+  if p_customer_id is not null then
+    perform pg_advisory_xact_lock(hashtextextended('billing_customer:' || p_customer_id, 0));
+  end if;
+  return true;
+end;
+$$;
+
+-- finish: what became of it, on record and as the caller's answer.
+create function public.billing_event_finish(p_event_id text, p_outcome text, p_reason text)
+returns jsonb
+language sql
+security invoker
+set search_path = ''
+as $$
+  update public.stripe_events set outcome = p_outcome, reason = p_reason where id = p_event_id;
+  select jsonb_strip_nulls(jsonb_build_object('outcome', p_outcome, 'reason', p_reason));
+$$;
 
 -- The signature changes (the API version; a result with a reason), so a new function.
 drop function public.billing_apply_event(text, text, timestamptz, boolean, jsonb);
@@ -110,32 +117,9 @@ declare
   v_deleted_at timestamptz;
   s jsonb;
 begin
-  -- Serialise deliveries of the same event id: the second waits here for the first
-  -- to commit and then sees the row; if the first rolled back, the second applies.
-  -- An event recorded as failed was never applied: its retry or replay applies it.
-  insert into public.stripe_events as e (id, type, livemode, stripe_created_at, api_version, outcome)
-  values (p_event_id, p_event_type, p_livemode, p_event_created, p_api_version, 'pending')
-  on conflict (id) do update
-    set outcome = 'pending', attempts = e.attempts + 1, last_received_at = now(),
-        api_version = coalesce(excluded.api_version, e.api_version)
-    where e.outcome = 'failed';
-  if not found then
-    update public.stripe_events
-      set attempts = attempts + 1, last_received_at = now()
-      where id = p_event_id;
+  v_customer := coalesce(p_change ->> 'customer_id', p_change -> 'subscription' ->> 'customer_id', p_change -> 'invoice' ->> 'customer_id');
+  if not public.billing_event_begin(p_event_id, p_event_type, p_event_created, p_livemode, p_api_version, v_customer) then
     return jsonb_build_object('outcome', 'duplicate');
-  end if;
-
-  -- Events of one customer apply one at a time. Without this, two concurrent events
-  -- each miss the other's uncommitted rows: a checkout's link and a subscription event
-  -- that needs it, or a customer's deletion and a checkout that links it again.
-  v_customer := coalesce(
-    p_change ->> 'customer_id',
-    p_change -> 'subscription' ->> 'customer_id',
-    p_change -> 'invoice' ->> 'customer_id'
-  );
-  if v_customer is not null then
-    perform pg_advisory_xact_lock(hashtextextended('billing_customer:' || v_customer, 0));
   end if;
 
   if v_kind = 'checkout_completed' then
@@ -153,8 +137,7 @@ begin
                where (c.user_id = v_user and c.stripe_customer_id <> v_customer)
                   or (c.stripe_customer_id = v_customer and c.user_id <> v_user)) then
       v_reason := 'checkout session''s customer is not the user''s customer';
-      update public.stripe_events set outcome = 'skipped', reason = v_reason where id = p_event_id;
-      return jsonb_build_object('outcome', 'skipped', 'reason', v_reason);
+      return public.billing_event_finish(p_event_id, 'skipped', v_reason);
     end if;
 
     if v_deleted_at is null then
@@ -323,34 +306,55 @@ begin
     v_outcome := 'applied';
   end if;
 
-  update public.stripe_events set outcome = v_outcome where id = p_event_id;
-  return jsonb_build_object('outcome', v_outcome);
+  return public.billing_event_finish(p_event_id, v_outcome, null);
 end;
 $$;
 
--- A verified event we could not apply, and why. Never overwrites an event that was
--- applied (or refused on purpose); a failed one keeps its latest reason.
-create function public.billing_record_failed_event(
+-- A verified event that was not applied: 'skipped' (not ours to act on, with why) or
+-- 'failed' (with the error; not processed, so a redelivery, the catch-up or a replay
+-- still applies it once).
+create function public.billing_record_event(
   p_event_id text,
   p_event_type text,
   p_event_created timestamptz,
   p_livemode boolean,
   p_api_version text,
+  p_customer_id text,
+  p_outcome text,
   p_reason text
-) returns void
-language sql
+) returns text
+language plpgsql
 security invoker
 set search_path = ''
 as $$
-  insert into public.stripe_events as e (id, type, livemode, stripe_created_at, api_version, outcome, reason)
-  values (p_event_id, p_event_type, p_livemode, p_event_created, p_api_version, 'failed', p_reason)
+declare
+  v_outcome text;
+begin
+  if p_outcome not in ('skipped', 'failed') then
+    raise exception 'billing_record_event records skipped or failed events, not %', p_outcome;
+  end if;
+  -- A failed attempt's record gives way to what happened next; an applied (or
+  -- skipped) event is never overwritten, only counted.
+  insert into public.stripe_events as e
+    (id, type, livemode, stripe_created_at, api_version, stripe_customer_id, outcome, reason)
+  values (p_event_id, p_event_type, p_livemode, p_event_created, p_api_version, p_customer_id, p_outcome, p_reason)
   on conflict (id) do update
-    set reason = excluded.reason, attempts = e.attempts + 1, last_received_at = now(),
-        api_version = coalesce(excluded.api_version, e.api_version)
-    where e.outcome = 'failed';
+    set attempts = e.attempts + 1,
+        last_received_at = now(),
+        outcome = case when e.outcome = 'failed' then excluded.outcome else e.outcome end,
+        reason = case when e.outcome = 'failed' then excluded.reason else e.reason end,
+        api_version = coalesce(e.api_version, excluded.api_version),
+        stripe_customer_id = coalesce(e.stripe_customer_id, excluded.stripe_customer_id)
+  returning outcome into v_outcome;
+  return v_outcome;
+end;
 $$;
 
 revoke execute on function public.billing_apply_event(text, text, timestamptz, boolean, text, jsonb) from public, anon, authenticated;
-revoke execute on function public.billing_record_failed_event(text, text, timestamptz, boolean, text, text) from public, anon, authenticated;
+revoke execute on function public.billing_record_event(text, text, timestamptz, boolean, text, text, text, text) from public, anon, authenticated;
+revoke execute on function public.billing_event_begin(text, text, timestamptz, boolean, text, text) from public, anon, authenticated;
+revoke execute on function public.billing_event_finish(text, text, text) from public, anon, authenticated;
 grant execute on function public.billing_apply_event(text, text, timestamptz, boolean, text, jsonb) to service_role;
-grant execute on function public.billing_record_failed_event(text, text, timestamptz, boolean, text, text) to service_role;
+grant execute on function public.billing_record_event(text, text, timestamptz, boolean, text, text, text, text) to service_role;
+grant execute on function public.billing_event_begin(text, text, timestamptz, boolean, text, text) to service_role;
+grant execute on function public.billing_event_finish(text, text, text) to service_role;

@@ -9,8 +9,11 @@
 --   (entitlements.active_entitlement_summary.updated), newest event wins. When it is
 --   newer than the subscription's state, it is what the user has; otherwise their
 --   plan's features are.
--- * billing_accounts gains plan, price_interval, features and had_trial (appended, so
---   `create or replace` keeps every existing column as it was).
+-- * billing_subscription_schedules: what a subscription schedule changes next (the
+--   portal's downgrade at the period's end), newest event wins.
+-- * billing_accounts, as this backend reads it: the subscription for this product
+--   (20261201000000's for_this_product), its plan, interval and features, had_trial,
+--   and the scheduled change.
 -- * billing_decide_access: the access rule (decideAccess in src/billing/access.ts),
 --   for SQL. billing_has_access, billing_features and billing_has_feature apply it to
 --   the user's account. They are security invoker: row-level security on the billing
@@ -64,8 +67,81 @@ revoke all on public.billing_plans, public.billing_prices, public.billing_custom
 grant select on public.billing_plans, public.billing_prices, public.billing_customer_entitlements to authenticated;
 grant all on public.billing_plans, public.billing_prices, public.billing_customer_entitlements to service_role;
 
--- The view as 20261201000000 left it, with four columns appended.
-create or replace view public.billing_accounts with (security_invoker = true) as
+-- Subscription schedules: what Stripe will change on a subscription, and when. The
+-- billing portal makes one for a downgrade at the period's end (the catalog's portal
+-- configuration schedules downgrades), so the status can say "Business until 25 Dec,
+-- then Pro" before it happens. One row per subscription (Stripe allows one schedule on
+-- a subscription): the change its newest event says comes next, or none, ordered by
+-- (event created, event id) like everything else.
+create table public.billing_subscription_schedules (
+  stripe_subscription_id text primary key,
+  stripe_schedule_id text not null,
+  stripe_customer_id text not null,
+  status text not null,
+  -- Null: the schedule will change nothing more (released, canceled, completed, or in
+  -- its last phase).
+  next_price_id text,
+  next_change_at timestamptz,
+  event_created timestamptz not null,
+  event_id text not null,
+  updated_at timestamptz not null default now()
+);
+alter table public.billing_subscription_schedules enable row level security;
+create policy "Users read their own schedules" on public.billing_subscription_schedules
+  for select to authenticated using (exists (
+    select 1 from public.billing_subscriptions s
+    where s.stripe_subscription_id = billing_subscription_schedules.stripe_subscription_id and s.user_id = (select auth.uid())
+  ));
+revoke all on public.billing_subscription_schedules from anon, authenticated, public;
+grant select on public.billing_subscription_schedules to authenticated;
+grant all on public.billing_subscription_schedules to service_role;
+
+create function public.billing_apply_schedule(
+  p_event_id text,
+  p_event_type text,
+  p_event_created timestamptz,
+  p_livemode boolean,
+  p_api_version text,
+  p_change jsonb
+) returns jsonb
+language plpgsql
+security invoker
+set search_path = ''
+set lock_timeout = '3s'
+as $$
+declare
+  s jsonb := p_change -> 'schedule';
+  v_rows integer;
+begin
+  if not public.billing_event_begin(p_event_id, p_event_type, p_event_created, p_livemode, p_api_version, s ->> 'customer_id') then
+    return jsonb_build_object('outcome', 'duplicate');
+  end if;
+  insert into public.billing_subscription_schedules as cur (
+    stripe_subscription_id, stripe_schedule_id, stripe_customer_id, status,
+    next_price_id, next_change_at, event_created, event_id
+  ) values (
+    s ->> 'subscription_id', s ->> 'schedule_id', s ->> 'customer_id', s ->> 'status',
+    s ->> 'next_price_id', (s ->> 'next_change_at')::timestamptz, p_event_created, p_event_id
+  )
+  on conflict (stripe_subscription_id) do update
+    set stripe_schedule_id = excluded.stripe_schedule_id, stripe_customer_id = excluded.stripe_customer_id,
+        status = excluded.status, next_price_id = excluded.next_price_id, next_change_at = excluded.next_change_at,
+        event_created = excluded.event_created, event_id = excluded.event_id, updated_at = now()
+    where (excluded.event_created, excluded.event_id collate "C") > (cur.event_created, cur.event_id collate "C");
+  get diagnostics v_rows = row_count;
+  return public.billing_event_finish(p_event_id, case when v_rows = 1 then 'applied' else 'stale' end, null);
+end;
+$$;
+
+revoke execute on function public.billing_apply_schedule(text, text, timestamptz, boolean, text, jsonb) from public, anon, authenticated;
+grant execute on function public.billing_apply_schedule(text, text, timestamptz, boolean, text, jsonb) to service_role;
+
+-- The user's account, as this backend reads it: the subscription that matters is one
+-- for this product (for_this_product), with its plan, interval and features, whether the
+-- user ever had a trial, and what a schedule will change next. A deleted customer's
+-- subscription has no change to come.
+drop view public.billing_accounts;
+create view public.billing_accounts with (security_invoker = true) as
 select
   u.user_id,
   coalesce(c.stripe_customer_id, case when sd.stripe_customer_id is null then s.stripe_customer_id end) as stripe_customer_id,
@@ -93,7 +169,6 @@ select
   s.trial_will_end_at,
   s.created_at as subscription_recorded_at,
   s.updated_at as subscription_updated_at,
-  -- Appended by this migration.
   p.plan,
   pr.interval as price_interval,
   case
@@ -104,7 +179,13 @@ select
   exists (
     select 1 from public.billing_subscriptions t
     where t.user_id = u.user_id and t.for_this_product and t.trial_start is not null
-  ) as had_trial
+  ) as had_trial,
+  -- What a schedule will change next (a downgrade at the period's end), with that
+  -- price's plan and interval.
+  sc.next_price_id as scheduled_price_id,
+  sc.next_change_at as scheduled_change_at,
+  scp.plan as scheduled_plan,
+  scp.interval as scheduled_interval
 from (
   select user_id from public.billing_customers
   union
@@ -125,7 +206,14 @@ left join lateral (
 left join public.billing_deleted_customers sd on sd.stripe_customer_id = s.stripe_customer_id
 left join public.billing_plans p on p.stripe_product_id = s.product_id
 left join public.billing_prices pr on pr.stripe_price_id = s.price_id
-left join public.billing_customer_entitlements e on e.stripe_customer_id = s.stripe_customer_id;
+left join public.billing_customer_entitlements e on e.stripe_customer_id = s.stripe_customer_id
+left join public.billing_subscription_schedules sc
+  on sc.stripe_subscription_id = s.stripe_subscription_id and sc.next_price_id is not null and sd.stripe_customer_id is null
+left join public.billing_prices scp on scp.stripe_price_id = sc.next_price_id;
+
+revoke all on public.billing_accounts from anon, authenticated, public;
+grant select on public.billing_accounts to authenticated;
+grant all on public.billing_accounts to service_role;
 
 -- Days of access after the first failed payment, for SQL: the database setting
 -- billing.grace_days (`alter database postgres set billing.grace_days = '10'`), else 7,
@@ -267,6 +355,7 @@ $$;
 
 -- entitlements.active_entitlement_summary.updated: recorded like any event (once per
 -- id; a failed one is retried), and the newest summary per customer kept.
+
 create function public.billing_apply_entitlements(
   p_event_id text,
   p_event_type text,
@@ -283,20 +372,10 @@ set lock_timeout = '3s'
 as $$
 declare
   v_rows integer;
-  v_outcome text;
 begin
-  insert into public.stripe_events as e (id, type, livemode, stripe_created_at, api_version, outcome)
-  values (p_event_id, p_event_type, p_livemode, p_event_created, p_api_version, 'pending')
-  on conflict (id) do update
-    set outcome = 'pending', attempts = e.attempts + 1, last_received_at = now(),
-        api_version = coalesce(excluded.api_version, e.api_version)
-    where e.outcome = 'failed';
-  if not found then
-    update public.stripe_events set attempts = attempts + 1, last_received_at = now() where id = p_event_id;
+  if not public.billing_event_begin(p_event_id, p_event_type, p_event_created, p_livemode, p_api_version, p_customer_id) then
     return jsonb_build_object('outcome', 'duplicate');
   end if;
-  perform pg_advisory_xact_lock(hashtextextended('billing_customer:' || p_customer_id, 0));
-
   insert into public.billing_customer_entitlements as cur (stripe_customer_id, features, event_created, event_id)
   values (p_customer_id, p_features, p_event_created, p_event_id)
   on conflict (stripe_customer_id) do update
@@ -304,10 +383,7 @@ begin
         event_id = excluded.event_id, updated_at = now()
     where (excluded.event_created, excluded.event_id collate "C") > (cur.event_created, cur.event_id collate "C");
   get diagnostics v_rows = row_count;
-  v_outcome := case when v_rows = 1 then 'applied' else 'stale' end;
-
-  update public.stripe_events set outcome = v_outcome where id = p_event_id;
-  return jsonb_build_object('outcome', v_outcome);
+  return public.billing_event_finish(p_event_id, case when v_rows = 1 then 'applied' else 'stale' end, null);
 end;
 $$;
 
