@@ -10,8 +10,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import subscription from '../netlify/functions/stripe-subscription.mts';
 import { decideAccess, SUBSCRIPTION_STATUSES, type AccessFacts } from '../src/billing/access.ts';
 import { ACCESS_CASES, GRACE_DAYS, type AccessCase } from './support/access-cases.ts';
-import { catalogEnv, ensureCatalog, withEnv } from './support/catalog.ts';
-import { db, newUser, query, type TestUser } from './support/stack.ts';
+import { catalogEnv, ensureCatalog } from './support/catalog.ts';
+import { db, newUser, query, withEnv, type TestUser } from './support/stack.ts';
 
 const DAY_MS = 86_400_000;
 const BUSINESS = ['unlimited_sites', 'realtime_dashboard', 'custom_events', 'advanced_filtering', 'shared_dashboards', 'api_access'];

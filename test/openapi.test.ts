@@ -18,7 +18,7 @@ import { SUBSCRIPTION_STATUSES, type AccessReason } from '../src/billing/access.
 import type { PaymentOutcome } from '../src/store.ts';
 import { checkoutCompletedEvent, invoiceEvent, newIds, subscriptionEvent, type Ids, type SubscriptionState } from './support/events.ts';
 import { CATALOG_FILE, ensureCatalog } from './support/catalog.ts';
-import { env, freshEvent, newUser, postStripeObject, query, signedDelivery, type TestUser } from './support/stack.ts';
+import { env, freshEvent, newUser, postStripeObject, query, signedDelivery, withEnv, type TestUser } from './support/stack.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 
@@ -666,22 +666,6 @@ function targets(op: DocumentedOperation, req: Request, status?: number): boolea
 }
 
 const title = (c: Case) => `${c.op} ${c.status}: ${c.name}`;
-
-async function withEnv<T>(changes: Record<string, string | undefined>, run: () => Promise<T>): Promise<T> {
-  const saved = Object.fromEntries(Object.keys(changes).map((name) => [name, process.env[name]]));
-  const apply = (values: Record<string, string | undefined>) => {
-    for (const [name, value] of Object.entries(values)) {
-      if (value === undefined) delete process.env[name];
-      else process.env[name] = value;
-    }
-  };
-  apply(changes);
-  try {
-    return await run();
-  } finally {
-    apply(saved);
-  }
-}
 
 /** Functions log one JSON line per request; a passing case's lines are noise. */
 async function quietly<T>(run: () => Promise<T>): Promise<T> {

@@ -12,10 +12,10 @@ import subscription from '../netlify/functions/stripe-subscription.mts';
 import webhook from '../netlify/functions/stripe-webhook.mts';
 import { PINNED_API_VERSION } from '../src/billing/api-version.ts';
 import { HANDLED_EVENT_TYPES } from '../src/billing/events.ts';
-import { catalogEnv, CATALOG_FILE, ensureCatalog, priceIdOf, runSetup, withEnv } from './support/catalog.ts';
+import { catalogEnv, CATALOG_FILE, ensureCatalog, priceIdOf, runSetup } from './support/catalog.ts';
 import { entitlementSummaryEvent, subscriptionScheduleEvent } from '../scripts/lib/stripe-events.ts';
 import { checkoutCompletedEvent, newIds, subscriptionEvent } from './support/events.ts';
-import { authedPost, expectCors, newUser, query, signedDelivery, stripeRequests, type TestUser } from './support/stack.ts';
+import { authedPost, expectCors, newUser, query, signedDelivery, stripeRequests, withEnv, type TestUser } from './support/stack.ts';
 
 const DAY = 86_400;
 const now = () => Math.floor(Date.now() / 1000);

@@ -12,21 +12,6 @@ export function catalogEnv(): Record<string, string> {
   return { BILLING_CATALOG: CATALOG_FILE };
 }
 
-export async function withEnv<T>(changes: Record<string, string | undefined>, run: () => Promise<T>): Promise<T> {
-  const saved = Object.fromEntries(Object.keys(changes).map((name) => [name, process.env[name]]));
-  const apply = (values: Record<string, string | undefined>) => {
-    for (const [name, value] of Object.entries(values)) {
-      if (value === undefined) delete process.env[name];
-      else process.env[name] = value;
-    }
-  };
-  apply(changes);
-  try {
-    return await run();
-  } finally {
-    apply(saved);
-  }
-}
 
 /** Runs billing:setup's code for `file` against the local stack. */
 export function runSetup(file: string = CATALOG_FILE, dryRun = false): Promise<SetupReport> {

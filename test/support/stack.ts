@@ -123,3 +123,20 @@ export const clearStripeEvents = () => bridge('/__bridge/events', { method: 'DEL
 export const rateLimitStripeEvents = (times: number) => bridge('/__bridge/rate-limit', { method: 'POST', body: JSON.stringify({ times }) });
 /** GET `path` answers `body` (e.g. /v1/checkout/sessions/cs_…). */
 export const postStripeObject = (path: string, body: unknown) => bridge('/__bridge/objects', { method: 'POST', body: JSON.stringify({ path, body }) });
+
+/** Runs `run` with these environment variables set (undefined: unset), then puts them back. */
+export async function withEnv<T>(changes: Record<string, string | undefined>, run: () => Promise<T>): Promise<T> {
+  const saved = Object.fromEntries(Object.keys(changes).map((name) => [name, process.env[name]]));
+  const apply = (values: Record<string, string | undefined>) => {
+    for (const [name, value] of Object.entries(values)) {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    }
+  };
+  apply(changes);
+  try {
+    return await run();
+  } finally {
+    apply(saved);
+  }
+}
