@@ -18,7 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startNetlifyDev, type NetlifyDev } from '../scripts/lib/netlify-dev.ts';
 import { localUserId } from '../scripts/lib/tokens.ts';
 import { getFreePort } from '../scripts/stack/index.ts';
-import { CATALOG_FILE, catalogEnv, ensureCatalog } from './support/catalog.ts';
+import { CATALOG_FILE, catalogEnv } from './support/catalog.ts';
 import { checkoutCompletedEvent, subscriptionEvent } from './support/events.ts';
 import { env, newUser, postStripeObject, query, stripeRequests } from './support/stack.ts';
 import { runTrigger } from './support/trigger.ts';
@@ -34,7 +34,6 @@ beforeAll(async () => {
   const env = Object.fromEntries(Object.entries(process.env).filter((entry): entry is [string, string] => entry[1] !== undefined));
   // Checkout and the portal return to this netlify dev, as they return to the site's URL.
   // isolated: its own .netlify/ build folder, beside test/netlify-dev.test.ts's netlify dev (or npm run dev).
-  await ensureCatalog();
   netlify = await startNetlifyDev({ port, env: { ...env, ...catalogEnv(), URL: `http://localhost:${port}` }, isolated: true });
   // As `npm run dev` does: this app's Checkout and portal sessions open the local pages.
   const registered = await fetch(`${env['STRIPE_API_BASE'] ?? ''}/__bridge/apps`, {

@@ -6,11 +6,11 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import subscription from '../netlify/functions/stripe-subscription.mts';
 import { decideAccess, SUBSCRIPTION_STATUSES, type AccessFacts } from '../src/billing/access.ts';
 import { ACCESS_CASES, GRACE_DAYS, type AccessCase } from './support/access-cases.ts';
-import { catalogEnv, ensureCatalog } from './support/catalog.ts';
+import { catalogEnv } from './support/catalog.ts';
 import { db, newUser, query, withEnv, type TestUser } from './support/stack.ts';
 
 const DAY_MS = 86_400_000;
@@ -87,10 +87,6 @@ describe('the access rule, in TypeScript and in SQL', () => {
 });
 
 describe('features: GET /api/stripe/subscription and billing_features agree on every case', () => {
-  beforeAll(async () => {
-    await ensureCatalog();
-  });
-
   /** A Business subscriber whose subscription is in the case's state, stored as the webhook stores it. */
   async function account(c: AccessCase): Promise<TestUser> {
     const user = newUser();
@@ -145,7 +141,6 @@ describe('docs/entitlements.md: the policy example', () => {
 
   it('a user without the feature reads none of their rows; a user with it reads theirs, and only theirs', async () => {
     expect(example).toContain('billing_has_feature');
-    await ensureCatalog();
     await query('drop table if exists public.api_tokens');
     await query(example);
     const withFeature = newUser();

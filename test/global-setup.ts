@@ -6,6 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { TestProject } from 'vitest/node';
+import { pushCatalog } from '../scripts/lib/local-catalog.ts';
 import { LOCAL_JWT_SECRET, LOCAL_STRIPE_ENV } from '../scripts/lib/local-defaults.ts';
 import { startLocalStack } from '../scripts/stack/index.ts';
 import { startStripeMockBridge } from '../scripts/stack/stripe-mock-bridge.ts';
@@ -28,15 +29,19 @@ export default async function setup(project: TestProject): Promise<() => Promise
     migrationsDir: path.resolve(import.meta.dirname, '../supabase/migrations'),
   });
   const bridge = await startStripeMockBridge(stack.env.STRIPE_API_BASE);
-  console.log(`local stack up in ${Math.round(performance.now() - started)} ms`);
-
-  project.provide('testEnv', {
+  const testEnv: TestEnv = {
     ...stack.env,
     STRIPE_MOCK_URL: stack.env.STRIPE_API_BASE,
     STRIPE_API_BASE: bridge.url,
     ...LOCAL_STRIPE_ENV,
     URL: 'https://analytics.example.com',
-  });
+  };
+  // The shipped catalog, once, before the files that sell it run side by side (see
+  // test/support/catalog.ts).
+  await pushCatalog(testEnv);
+  console.log(`local stack up in ${Math.round(performance.now() - started)} ms`);
+
+  project.provide('testEnv', testEnv);
 
   return async () => {
     await bridge.close();

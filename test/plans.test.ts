@@ -5,14 +5,14 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import checkout from '../netlify/functions/stripe-checkout.mts';
 import plans from '../netlify/functions/stripe-plans.mts';
 import subscription from '../netlify/functions/stripe-subscription.mts';
 import webhook from '../netlify/functions/stripe-webhook.mts';
 import { PINNED_API_VERSION } from '../src/billing/api-version.ts';
 import { HANDLED_EVENT_TYPES } from '../src/billing/events.ts';
-import { catalogEnv, CATALOG_FILE, ensureCatalog, priceIdOf, runSetup } from './support/catalog.ts';
+import { catalogEnv, CATALOG_FILE, priceIdOf, runSetup } from './support/catalog.ts';
 import { entitlementSummaryEvent, subscriptionScheduleEvent } from '../scripts/lib/stripe-events.ts';
 import { checkoutCompletedEvent, newIds, subscriptionEvent } from './support/events.ts';
 import { authedPost, expectCors, newUser, query, signedDelivery, stripeRequests, withEnv, type TestUser } from './support/stack.ts';
@@ -21,10 +21,6 @@ const DAY = 86_400;
 const now = () => Math.floor(Date.now() / 1000);
 const PRO = ['unlimited_sites', 'realtime_dashboard', 'custom_events', 'advanced_filtering'];
 const BUSINESS = [...PRO, 'shared_dashboards', 'api_access'];
-
-beforeAll(async () => {
-  await ensureCatalog();
-});
 
 const post = (user: TestUser, body?: string) =>
   withEnv(catalogEnv(), () => checkout(authedPost('http://localhost/api/stripe/checkout', user.token, body === undefined ? {} : { body })));
@@ -135,6 +131,18 @@ describe('npm run billing:setup, against stripe-mock', () => {
     const [created] = await stripeRequests((r) => r.method === 'POST' && r.path === '/v1/prices' && r.params['lookup_key'] === `pro_monthly_${tag}` && r.params['unit_amount'] === '1200');
     expect(created?.params['transfer_lookup_key']).toBe('true');
     expect(await stripeRequests((r) => r.method === 'POST' && r.path === `/v1/prices/${oldId ?? ''}` && r.params['active'] === 'false')).toHaveLength(1);
+  });
+
+  it('the local Stripe refuses a second price under a lookup key another price holds, as Stripe does', async () => {
+    const base = new URL(process.env['STRIPE_API_BASE'] ?? '');
+    const response = await fetch(new URL('/v1/prices', base), {
+      method: 'POST',
+      headers: { authorization: `Bearer ${process.env['STRIPE_SECRET_KEY'] ?? ''}`, 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ currency: 'eur', unit_amount: '900', 'recurring[interval]': 'month', product: 'analytics_pro', lookup_key: 'pro_monthly' }),
+    });
+    expect(response.status).toBe(400);
+    const { error } = (await response.json()) as { error: { param?: string; message?: string } };
+    expect(error).toMatchObject({ param: 'lookup_key', message: `A price (\`${await priceIdOf('pro_monthly')}\`) already uses that lookup key.` });
   });
 
   it('--dry-run lists changes and sends nothing', async () => {

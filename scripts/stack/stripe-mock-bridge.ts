@@ -112,6 +112,18 @@ class Memory {
   readonly endpoints = new Map<string, Obj>();
   readonly products = new Map<string, Obj>();
 
+  /** Stripe's refusal of a create this memory knows to be wrong, or null. A second price
+   *  with a lookup key another price holds is refused unless it takes the key over, as
+   *  Stripe does; without this, two setups racing would leave two prices under one key. */
+  refusal(method: string, path: string, params: URLSearchParams): Obj | null {
+    if (method !== 'POST' || path !== '/v1/prices') return null;
+    const lookupKey = params.get('lookup_key');
+    if (!lookupKey || params.get('transfer_lookup_key') === 'true') return null;
+    const holder = [...this.prices.values()].find((p) => p['lookup_key'] === lookupKey);
+    if (!holder) return null;
+    return { error: { type: 'invalid_request_error', param: 'lookup_key', message: `A price (\`${String(holder['id'])}\`) already uses that lookup key.` } };
+  }
+
   /** The mock's answer to a create or update, made to say what we sent; remembered. */
   remember(method: string, path: string, params: URLSearchParams, answer: Obj): Obj {
     if (method !== 'POST') return answer;
@@ -256,6 +268,12 @@ export async function startStripeMockBridge(target: string, port = 0, options: B
       }
       if (req.method === 'GET' && objects.has(url.pathname)) {
         json(res, 200, objects.get(url.pathname));
+        return;
+      }
+
+      const refusal = memory.refusal(req.method ?? 'GET', url.pathname, new URLSearchParams(body));
+      if (refusal) {
+        json(res, 400, refusal);
         return;
       }
 

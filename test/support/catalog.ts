@@ -1,6 +1,8 @@
-// The shipped catalog (billing-catalog.json), pushed to the local stack's Stripe (the
-// mock, through the bridge that remembers prices) and database by the real billing:setup
-// code, for tests of checkout by plan, /plans, status and the SQL functions.
+// The shipped catalog (billing-catalog.json), for tests of checkout by plan, /plans,
+// status and the SQL functions. test/global-setup.ts pushes it to the local stack's
+// Stripe (the mock, through the bridge that remembers prices) and database once, with
+// the real billing:setup code, before any test file runs: files running side by side
+// would otherwise race to create the same lookup keys.
 
 import Stripe from 'stripe';
 import { pushCatalog, SHIPPED_CATALOG } from '../../scripts/lib/local-catalog.ts';
@@ -12,17 +14,9 @@ export function catalogEnv(): Record<string, string> {
   return { BILLING_CATALOG: CATALOG_FILE };
 }
 
-
 /** Runs billing:setup's code for `file` against the local stack. */
 export function runSetup(file: string = CATALOG_FILE, dryRun = false): Promise<SetupReport> {
   return pushCatalog(process.env, file, dryRun);
-}
-
-let done: Promise<SetupReport> | undefined;
-/** The shipped catalog, set up once per test file (setup is idempotent). */
-export function ensureCatalog(): Promise<SetupReport> {
-  done ??= runSetup();
-  return done;
 }
 
 /** The Stripe price id of a lookup key, as the local Stripe holds it. */
