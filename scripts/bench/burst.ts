@@ -7,20 +7,17 @@
 // Knobs: BURST_CHECKOUTS=50, BURST_DELIVERIES=100.
 
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { loadavg, tmpdir } from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { LOCAL_JWT_SECRET, LOCAL_STRIPE_ENV, LOCAL_STRIPE_WEBHOOK_SECRET } from '../lib/local-defaults.ts';
+import { rm } from 'node:fs/promises';
+import { loadavg } from 'node:os';
+import { LOCAL_JWT_SECRET, LOCAL_STRIPE_WEBHOOK_SECRET } from '../lib/local-defaults.ts';
 import { siteCopy, startNetlifyDev } from '../lib/netlify-dev.ts';
 import { issuerFor, mintAccessToken } from '../lib/tokens.ts';
 import { startWarmSite } from '../lib/warm-site.ts';
-import { getFreePort, startLocalStack } from '../stack/index.ts';
-import { startStripeMockBridge } from '../stack/stripe-mock-bridge.ts';
+import { getFreePort } from '../stack/index.ts';
+import { startThrowawayStack } from '../stack/throwaway.ts';
 import { EventFactory, newCustomer, payloadOf, signPayload } from './events.ts';
 import { quantile } from './stats.ts';
 
-const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CHECKOUTS = Number(process.env['BURST_CHECKOUTS'] ?? 50);
 const DELIVERIES = Number(process.env['BURST_DELIVERIES'] ?? 100);
 const SEQUENTIAL = 8;
@@ -56,22 +53,7 @@ function summary(results: readonly Timed[], wallMs: number): string[] {
   ];
 }
 
-const dataDir = await mkdtemp(path.join(tmpdir(), 'billing-burst-db-'));
-const stack = await startLocalStack({
-  dataDir,
-  ports: { postgres: 0, gateway: 0, postgrest: 0, stripeMock: 0 },
-  jwtSecret: LOCAL_JWT_SECRET,
-  migrationsDir: path.join(REPO_ROOT, 'supabase/migrations'),
-});
-const bridge = await startStripeMockBridge(stack.env.STRIPE_API_BASE);
-const env: Record<string, string> = {
-  SUPABASE_URL: stack.env.SUPABASE_URL,
-  SUPABASE_SERVICE_ROLE_KEY: stack.env.SUPABASE_SERVICE_ROLE_KEY,
-  SUPABASE_JWT_SECRET: stack.env.SUPABASE_JWT_SECRET,
-  STRIPE_API_BASE: bridge.url,
-  ...LOCAL_STRIPE_ENV,
-  URL: 'https://analytics.example.com',
-};
+const { env, stop } = await startThrowawayStack('burst');
 Object.assign(process.env, env);
 const factory = new EventFactory();
 const issuer = issuerFor(env['SUPABASE_URL'] ?? '');
@@ -134,7 +116,5 @@ try {
   console.log('| --- | --- | --- | --- | --- | --- | --- |');
   for (const row of rows) console.log(`| ${row.join(' | ')} |`);
 } finally {
-  await bridge.close();
-  await stack.stop();
-  await rm(dataDir, { recursive: true, force: true });
+  await stop();
 }

@@ -16,16 +16,9 @@ import { loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type Stripe from 'stripe';
-import {
-  LOCAL_JWT_SECRET,
-  LOCAL_STRIPE_ENV,
-  LOCAL_STRIPE_PRICE_ID,
-  LOCAL_STRIPE_PRODUCT_ID,
-  LOCAL_STRIPE_WEBHOOK_SECRET,
-} from '../lib/local-defaults.ts';
+import { LOCAL_STRIPE_PRICE_ID, LOCAL_STRIPE_PRODUCT_ID, LOCAL_STRIPE_WEBHOOK_SECRET } from '../lib/local-defaults.ts';
 import { issuerFor, mintAccessToken } from '../lib/tokens.ts';
-import { startLocalStack, type LocalStack } from '../stack/index.ts';
-import { startStripeMockBridge, type StripeMockBridge } from '../stack/stripe-mock-bridge.ts';
+import { startThrowawayStack, type ThrowawayStack } from '../stack/throwaway.ts';
 import { reduceEvent } from '../../src/billing/events.ts';
 import { productScope } from '../../src/billing/product-scope.ts';
 import { loadStatusConfig } from '../../src/config.ts';
@@ -69,10 +62,8 @@ const started = performance.now();
 const loadAtStart = loadavg();
 const elapsed = () => `${((performance.now() - started) / 1000).toFixed(0)} s`;
 
-let stack: LocalStack | undefined;
-let bridge: StripeMockBridge | undefined;
+let stack: ThrowawayStack | undefined;
 let workDir: string | undefined;
-let dataDir: string | undefined;
 const children = new Set<number>();
 
 async function shutdown(): Promise<void> {
@@ -83,13 +74,10 @@ async function shutdown(): Promise<void> {
       // already gone
     }
   }
-  await bridge?.close();
-  bridge = undefined;
   await stack?.stop();
   stack = undefined;
-  for (const dir of [workDir, dataDir]) if (dir) await rm(dir, { recursive: true, force: true });
+  if (workDir) await rm(workDir, { recursive: true, force: true });
   workDir = undefined;
-  dataDir = undefined;
 }
 
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
@@ -101,28 +89,12 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
 
 async function main(): Promise<void> {
   workDir = await mkdtemp(path.join(tmpdir(), 'billing-bench-'));
-  // Its own folder: when run as root, postgres runs as another user and must reach it.
-  dataDir = await mkdtemp(path.join(tmpdir(), 'billing-bench-db-'));
   const previous = await previousResults(OUT);
 
   // The stack, as the tests start it: free ports, a fresh database in a temporary folder.
   progress('starting the local stack');
-  stack = await startLocalStack({
-    dataDir,
-    ports: { postgres: 0, gateway: 0, postgrest: 0, stripeMock: 0 },
-    jwtSecret: LOCAL_JWT_SECRET,
-    migrationsDir: path.join(REPO_ROOT, 'supabase/migrations'),
-    ...(VERBOSE && { log: (line: string) => process.stderr.write(`${line}\n`) }),
-  });
-  bridge = await startStripeMockBridge(stack.env.STRIPE_API_BASE);
-  const env: Record<string, string> = {
-    SUPABASE_URL: stack.env.SUPABASE_URL,
-    SUPABASE_SERVICE_ROLE_KEY: stack.env.SUPABASE_SERVICE_ROLE_KEY,
-    SUPABASE_JWT_SECRET: stack.env.SUPABASE_JWT_SECRET,
-    STRIPE_API_BASE: bridge.url,
-    ...LOCAL_STRIPE_ENV,
-    URL: 'https://analytics.example.com',
-  };
+  stack = await startThrowawayStack('bench', VERBOSE ? (line: string) => process.stderr.write(`${line}\n`) : undefined);
+  const { env, bridge } = stack;
   progress(`stack up (${elapsed()})`);
 
   const factory = new EventFactory();
