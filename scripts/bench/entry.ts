@@ -15,6 +15,30 @@ export default async (_req: Request): Promise<Response> =>
 `;
 const NOOP_NAME = 'bench-noop';
 
+/** The floor of a function that must hear from the database before it answers: one
+ *  POST to PostgREST over node:http (as our store sends it), and nothing else. The
+ *  difference between it and the no-op is what one cold database call costs. */
+export const ONE_CALL_FUNCTION = `// One database call and nothing else: a cold-start floor (the bench adds it to a copy of the site).
+import http from 'node:http';
+
+export default async (req: Request): Promise<Response> => {
+  const body = await req.text();
+  const key = process.env['SUPABASE_SERVICE_ROLE_KEY'] ?? '';
+  const url = new URL('/rest/v1/rpc/billing_events_known', process.env['SUPABASE_URL']);
+  const headers = { apikey: key, authorization: \`Bearer \${key}\`, 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) };
+  const status = await new Promise<number>((resolve, reject) => {
+    const call = http.request(url, { method: 'POST', headers }, (res) => {
+      res.resume();
+      res.once('end', () => resolve(res.statusCode ?? 0));
+    });
+    call.once('error', reject);
+    call.end(body);
+  });
+  return new Response(JSON.stringify({ status }), { status: status === 200 ? 200 : 502, headers: { 'Content-Type': 'application/json' } });
+};
+`;
+const ONE_CALL_NAME = 'bench-one-call';
+
 /** Targets through the entry point, full 200 path, × the no-op (issue #12). */
 export const ENTRY_TARGETS: Record<string, number> = { checkout: 1.6, portal: 1.6, status: 1.3, webhook: 1.1 };
 /** At most this much larger than the no-op's zip. */
@@ -38,6 +62,8 @@ export interface EntryFunction {
 
 export interface EntryReport {
   noop: { zipBytes: number; answer: Spread; request: Spread; importMs: Spread; ready: Spread; cpu: Spread };
+  /** ONE_CALL_FUNCTION: the floor of any function that answers after one database call. */
+  oneCall: EntryFunction;
   functions: EntryFunction[];
   /** The same functions as Netlify packs the source files without `npm run build`
    *  (netlify.toml pointed at netlify/functions, no build command): the baseline. */
@@ -69,7 +95,7 @@ export async function entryPointColdStarts(opts: {
   progress: (line: string) => void;
 }): Promise<EntryReport> {
   const started = performance.now();
-  const built = await netlifyBuild({ extraFunctions: { [`${NOOP_NAME}.mts`]: NOOP_FUNCTION } });
+  const built = await netlifyBuild({ extraFunctions: { [`${NOOP_NAME}.mts`]: NOOP_FUNCTION, [`${ONE_CALL_NAME}.mts`]: ONE_CALL_FUNCTION } });
   const buildSeconds = (performance.now() - started) / 1000;
   const before = await netlifyBuild({ editToml: withoutBuildStep, ownNodeModules: true });
   const root = await unpackRoot('billing-bench-zips-');
@@ -86,17 +112,22 @@ export async function entryPointColdStarts(opts: {
       dirs.set(`unbundled ${zip.name}`, (await unpack(zip.zip, path.join(root, `unbundled-${zip.name}`))).dir);
       zipBytes.set(`unbundled ${zip.name}`, zip.zipBytes);
     }
-    const entries = [...Object.keys(FUNCTION_OF), ...Object.keys(FUNCTION_OF).map((n) => `unbundled ${n}`), 'noop'];
+    const entries = [...Object.keys(FUNCTION_OF), ...Object.keys(FUNCTION_OF).map((n) => `unbundled ${n}`), 'one-call', 'noop'];
     const runs = new Map<string, LambdaRun[]>(entries.map((e) => [e, []]));
     for (let run = 0; run < opts.runs; run += 1) {
       opts.progress(`entry-point cold starts: round ${run + 1}/${opts.runs}`);
       for (let k = 0; k < entries.length; k += 1) {
         const name = entries[(k + run) % entries.length] ?? 'noop';
         const plain = name.replace(/^unbundled /, '');
-        const fn = name === 'noop' ? NOOP_NAME : `${name.startsWith('unbundled ') ? 'unbundled ' : ''}${FUNCTION_OF[plain] ?? plain}`;
+        const fn = name === 'noop' ? NOOP_NAME : name === 'one-call' ? ONE_CALL_NAME : `${name.startsWith('unbundled ') ? 'unbundled ' : ''}${FUNCTION_OF[plain] ?? plain}`;
         const dir = dirs.get(fn);
         if (!dir) throw new Error(`netlify build made no ${fn}.zip`);
-        const full = name === 'noop' ? { request: { url: 'https://bench.example/noop', method: 'POST', headers: {}, body: '{}' }, expect: 200 } : opts.requests.full(plain, run);
+        const full =
+          name === 'noop'
+            ? { request: { url: 'https://bench.example/noop', method: 'POST', headers: {}, body: '{}' }, expect: 200 }
+            : name === 'one-call'
+              ? { request: { url: 'https://bench.example/one-call', method: 'POST', headers: {}, body: JSON.stringify({ p_event_ids: [`evt_bench_floor_${run}`] }) }, expect: 200 }
+              : opts.requests.full(plain, run);
         // The full 200 is the cold process's first request, as the no-op's is.
         const requests = [full.request];
         const result = await invoke({ runner, dir, name: fn, requests, env: opts.env });
@@ -113,7 +144,7 @@ export async function entryPointColdStarts(opts: {
       const first = spread(list.map(answerAt));
       return {
         name,
-        zipBytes: zipBytes.get(`${prefix}${FUNCTION_OF[name] ?? ''}`) ?? 0,
+        zipBytes: zipBytes.get(`${prefix}${FUNCTION_OF[name] ?? ONE_CALL_NAME}`) ?? 0,
         first,
         request: spread(list.map((r) => r.answers[0]?.ms ?? Number.NaN)),
         importMs: spread(list.map((r) => r.importMs)),
@@ -133,6 +164,7 @@ export async function entryPointColdStarts(opts: {
         ready: spread(noopRuns.map((r) => r.readyMs)),
         cpu: spread(noopRuns.map((r) => r.cpuMs)),
       },
+      oneCall: figures('one-call', ''),
       functions,
       unbundled,
       buildSeconds,
