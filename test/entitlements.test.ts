@@ -11,7 +11,7 @@ import subscription from '../netlify/functions/stripe-subscription.mts';
 import { decideAccess, SUBSCRIPTION_STATUSES, type AccessFacts } from '../src/billing/access.ts';
 import { ACCESS_CASES, GRACE_DAYS, type AccessCase } from './support/access-cases.ts';
 import { catalogEnv } from './support/catalog.ts';
-import { db, newUser, query, withEnv, type TestUser } from './support/stack.ts';
+import { asUser, newUser, query, withEnv, type TestUser } from './support/stack.ts';
 
 const DAY_MS = 86_400_000;
 const BUSINESS = ['unlimited_sites', 'realtime_dashboard', 'custom_events', 'advanced_filtering', 'shared_dashboards', 'api_access'];
@@ -33,24 +33,6 @@ async function sqlDecision(facts: AccessFacts | null, now: Date, graceDays: numb
     [facts?.status ?? null, facts?.cancelAtPeriodEnd ?? false, facts?.currentPeriodStart ?? null, facts?.currentPeriodEnd ?? null, facts?.paymentFailedAt ?? null, graceDays, now.toISOString()],
   );
   return { access: row?.access, reason: row?.reason, graceUntil: row?.grace_until ?? null };
-}
-
-/** A query as the signed-in user, the way PostgREST runs it (role and JWT claims). */
-async function asUser<T>(userId: string, sql: string, params: unknown[] = []): Promise<T[]> {
-  const client = await db().connect();
-  try {
-    await client.query('begin');
-    await client.query(`select set_config('request.jwt.claims', $1, true)`, [JSON.stringify({ sub: userId, role: 'authenticated' })]);
-    await client.query('set local role authenticated');
-    const result = await client.query(sql, params);
-    await client.query('commit');
-    return result.rows as T[];
-  } catch (error) {
-    await client.query('rollback');
-    throw error;
-  } finally {
-    client.release();
-  }
 }
 
 describe('the access rule, in TypeScript and in SQL', () => {

@@ -93,7 +93,7 @@ async function main(): Promise<void> {
 
   // The stack, as the tests start it: free ports, a fresh database in a temporary folder.
   progress('starting the local stack');
-  stack = await startThrowawayStack('bench', VERBOSE ? (line: string) => process.stderr.write(`${line}\n`) : undefined);
+  stack = await startThrowawayStack('bench', VERBOSE ? { log: (line: string) => process.stderr.write(`${line}\n`) } : {});
   const { env, bridge } = stack;
   progress(`stack up (${elapsed()})`);
 

@@ -23,8 +23,15 @@ export interface ThrowawayStack {
   stop: () => Promise<void>;
 }
 
+export interface ThrowawayOptions {
+  log?: LogFn;
+  /** Start a PostgreSQL of its own even where DATABASE_URL names one: a test that changes
+   *  database-wide state runs inside the test run, whose DATABASE_URL is the shared one. */
+  ownDatabase?: boolean;
+}
+
 /** `name` names the temporary folder (billing-<name>-db-…). */
-export async function startThrowawayStack(name: string, log?: LogFn): Promise<ThrowawayStack> {
+export async function startThrowawayStack(name: string, options: ThrowawayOptions = {}): Promise<ThrowawayStack> {
   // Its own folder: when run as root, postgres runs as another user and must reach it.
   const dataDir = await mkdtemp(path.join(tmpdir(), `billing-${name}-db-`));
   let stack: LocalStack | undefined;
@@ -40,7 +47,8 @@ export async function startThrowawayStack(name: string, log?: LogFn): Promise<Th
       ports: { postgres: 0, gateway: 0, postgrest: 0, stripeMock: 0 },
       jwtSecret: LOCAL_JWT_SECRET,
       migrationsDir: MIGRATIONS,
-      ...(log && { log }),
+      ...(options.log && { log: options.log }),
+      ...(options.ownDatabase && { databaseUrl: null }),
     });
     bridge = await startStripeMockBridge(stack.env.STRIPE_API_BASE);
   } catch (error) {

@@ -34,15 +34,46 @@ export function newUser(extraClaims: Record<string, unknown> = {}): TestUser {
   return { id, email, token };
 }
 
-let pool: pg.Pool | undefined;
+// One pool per database: a test may point DATABASE_URL at a stack of its own (withEnv).
+const pools = new Map<string, pg.Pool>();
 export function db(): pg.Pool {
-  pool ??= new pg.Pool({ connectionString: env('DATABASE_URL'), max: 4 });
+  const url = env('DATABASE_URL');
+  let pool = pools.get(url);
+  if (!pool) pools.set(url, (pool = new pg.Pool({ connectionString: url, max: 4 })));
   return pool;
+}
+
+/** Ends db()'s pool for the current DATABASE_URL: before that database stops, whose
+ *  closing would otherwise reach idle connections as an unhandled error. */
+export async function closeDb(): Promise<void> {
+  const url = env('DATABASE_URL');
+  const pool = pools.get(url);
+  pools.delete(url);
+  await pool?.end();
 }
 
 export async function query<Row extends pg.QueryResultRow>(sql: string, params: unknown[] = []): Promise<Row[]> {
   const result = await db().query<Row>(sql, params);
   return result.rows;
+}
+
+/** `sql` as the signed-in user `userId` would run it through PostgREST: role
+ *  authenticated, their claims set, row-level security on. */
+export async function asUser<T>(userId: string, sql: string, params: unknown[] = []): Promise<T[]> {
+  const client = await db().connect();
+  try {
+    await client.query('begin');
+    await client.query(`select set_config('request.jwt.claims', $1, true)`, [JSON.stringify({ sub: userId, role: 'authenticated' })]);
+    await client.query('set local role authenticated');
+    const result = await client.query(sql, params);
+    await client.query('commit');
+    return result.rows as T[];
+  } catch (error) {
+    await client.query('rollback');
+    throw error;
+  } finally {
+    client.release();
+  }
 }
 
 // Webhooks ---------------------------------------------------------------------------
