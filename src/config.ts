@@ -21,9 +21,14 @@ export const CONFIG_VARIABLES = [
   'SUPABASE_URL',
   'SUPABASE_SERVICE_ROLE_KEY',
   'SUPABASE_JWT_SECRET',
-  'BILLING_GRACE_DAYS',
   'BILLING_CATALOG',
 ] as const;
+
+/** Variables this code no longer reads, and where their setting lives now. A deploy that
+ *  still sets one is refused by the loaders that read it, rather than silently ignored. */
+const RETIRED_VARIABLES = {
+  BILLING_GRACE_DAYS: 'is no longer read: the grace period is public.billing_settings.grace_days in the database, for the API and the SQL functions alike (docs/entitlements.md); set it there and remove the variable',
+} as const;
 
 /** A required variable is missing or malformed. Message names every variable at fault. */
 export class ConfigError extends Error {
@@ -88,12 +93,7 @@ export interface PortalConfig {
 export interface StatusConfig {
   store: StoreConfig;
   auth: AuthConfig;
-  /** BILLING_GRACE_DAYS: days of access after the first failed payment; default 7. */
-  graceDays: number;
 }
-
-/** Not a secret, and the product's policy rather than a deploy detail: it has a default. */
-export const DEFAULT_GRACE_DAYS = 7;
 
 export interface WebhookConfig {
   stripe: StripeConfig;
@@ -167,15 +167,9 @@ class Reader {
     return (value ?? '').split(',').map((entry) => entry.trim()).filter((entry) => entry !== '');
   }
 
-  integer(name: string, fallback: number, min: number, max: number): number {
-    const raw = this.optional(name);
-    if (raw === undefined) return fallback;
-    const value = Number(raw);
-    if (!/^\d+$/.test(raw) || value < min || value > max) {
-      this.problems.push({ variable: name, problem: `must be a whole number from ${min} to ${max}` });
-      return fallback;
-    }
-    return value;
+  /** A variable that must no longer be set (see RETIRED_VARIABLES). */
+  retired(name: keyof typeof RETIRED_VARIABLES): void {
+    if (this.optional(name) !== undefined) this.problems.push({ variable: name, problem: RETIRED_VARIABLES[name] });
   }
 
   done(): void {
@@ -293,8 +287,8 @@ export function loadStatusConfig(env: Env): StatusConfig {
   const config: StatusConfig = {
     store,
     auth: readAuth(r, store),
-    graceDays: r.integer('BILLING_GRACE_DAYS', DEFAULT_GRACE_DAYS, 0, 90),
   };
+  r.retired('BILLING_GRACE_DAYS');
   r.done();
   return config;
 }
@@ -326,8 +320,8 @@ export function loadSyncConfig(env: Env): SyncConfig {
     store,
     auth: readAuth(r, store),
     scope: readScope(r, readCatalog(r)),
-    graceDays: r.integer('BILLING_GRACE_DAYS', DEFAULT_GRACE_DAYS, 0, 90),
   };
+  r.retired('BILLING_GRACE_DAYS');
   r.done();
   return config;
 }

@@ -46,6 +46,8 @@ export interface BillingAccount {
   subscription: StoredSubscription | null;
   /** Whether any subscription of theirs to this product ever had a trial. */
   hadTrial: boolean;
+  /** Days of access after the first failed payment (billing_settings, as SQL reads it). */
+  graceDays: number;
 }
 
 /** A subscription as an event showed it. Times are ISO 8601 strings. */
@@ -196,7 +198,7 @@ const EVENT_COLUMNS = 'id,type,api_version,stripe_created_at,first_received_at,l
 
 // One literal, so supabase-js can type the selected row.
 const ACCOUNT_COLUMNS =
-  'user_id,stripe_customer_id,deleted_customer_id,stripe_subscription_id,status,price_id,current_period_start,current_period_end,cancel_at_period_end,trial_end,payment_failed_at,last_payment_status,last_payment_at,last_payment_amount,last_payment_currency,hosted_invoice_url,next_payment_attempt,plan,price_interval,features,had_trial,scheduled_price_id,scheduled_change_at,scheduled_plan,scheduled_interval';
+  'user_id,stripe_customer_id,deleted_customer_id,stripe_subscription_id,status,price_id,current_period_start,current_period_end,cancel_at_period_end,trial_end,payment_failed_at,last_payment_status,last_payment_at,last_payment_amount,last_payment_currency,hosted_invoice_url,next_payment_attempt,plan,price_interval,features,had_trial,scheduled_price_id,scheduled_change_at,scheduled_plan,scheduled_interval,billing_account_grace_days';
 
 const APPLY_OUTCOMES: readonly unknown[] = ['applied', 'stale', 'ignored', 'duplicate', 'skipped'] satisfies ApplyOutcome[];
 
@@ -342,6 +344,7 @@ function toAccount(row: BillingAccountRow): BillingAccount {
     stripeCustomerId: row.stripe_customer_id,
     deletedCustomerId: row.deleted_customer_id,
     hadTrial: row.had_trial,
+    graceDays: row.billing_account_grace_days,
     subscription:
       row.stripe_subscription_id && row.status
         ? {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadCheckoutConfig, loadPortalConfig, loadStatusConfig, loadWebhookConfig } from '../src/config.ts';
+import { ConfigError, loadCheckoutConfig, loadPortalConfig, loadStatusConfig, loadSyncConfig, loadWebhookConfig } from '../src/config.ts';
 
 const complete = {
   STRIPE_SECRET_KEY: 'sk_test_abc',
@@ -46,13 +46,13 @@ describe('config', () => {
     expect(loadCheckoutConfig(asymmetricOnly).auth.jwtSecret).toBeUndefined();
   });
 
-  it('reads BILLING_GRACE_DAYS, defaulting to 7, and refuses nonsense', () => {
-    expect(loadStatusConfig(complete).graceDays).toBe(7);
-    expect(loadStatusConfig({ ...complete, BILLING_GRACE_DAYS: '14' }).graceDays).toBe(14);
-    expect(loadStatusConfig({ ...complete, BILLING_GRACE_DAYS: '0' }).graceDays).toBe(0);
-    for (const bad of ['-1', '3.5', 'seven', '91']) {
-      expect(configError(() => loadStatusConfig({ ...complete, BILLING_GRACE_DAYS: bad })).variables).toEqual(['BILLING_GRACE_DAYS']);
+  it('refuses BILLING_GRACE_DAYS, which moved to the database, naming where it lives now', () => {
+    for (const load of [loadStatusConfig, loadSyncConfig]) {
+      const error = configError(() => load({ ...complete, BILLING_GRACE_DAYS: '10' }));
+      expect(error.variables).toEqual(['BILLING_GRACE_DAYS']);
+      expect(error.message).toContain('public.billing_settings.grace_days');
     }
+    expect(loadStatusConfig(complete)).not.toHaveProperty('graceDays');
   });
 
   it('treats blank values as missing', () => {

@@ -66,7 +66,7 @@ describe('row-level security', () => {
     const privileges = await query<{ grantee: string }>(
       `select distinct grantee from information_schema.routine_privileges
         where routine_schema = 'public' and routine_name like 'billing_%' and privilege_type = 'EXECUTE'
-          and routine_name not in ('billing_has_access', 'billing_features', 'billing_has_feature', 'billing_decide_access', 'billing_grace_days')`,
+          and routine_name not in ('billing_has_access', 'billing_features', 'billing_has_feature', 'billing_decide_access', 'billing_grace_days', 'billing_account_grace_days')`,
     );
     const grantees = privileges.map((p) => p.grantee);
     expect(grantees).toContain('service_role');

@@ -36,7 +36,7 @@ export type AccessReason =
   | 'trialing'
   | 'canceling' // active (or trialing) with cancel_at_period_end, before the period ends
   | 'period_ended' // the same, after the period ended
-  | 'grace_period' // past_due, within BILLING_GRACE_DAYS of the first failed payment
+  | 'grace_period' // past_due, within the grace days (billing_settings) of the first failed payment
   | 'grace_expired'
   | 'no_subscription'
   | Exclude<SubscriptionStatus, 'active' | 'trialing' | 'past_due'>;

@@ -34,9 +34,12 @@ export async function subscriptionStatus(
   user: AuthUser,
   now: Date = new Date(),
 ): Promise<{ subscription: SubscriptionView | null }> {
-  const subscription = (await deps.store.getAccount(user.id))?.subscription ?? null;
-  if (!subscription) return { subscription: null };
-  const decision = decideAccess(subscription, now, deps.config.graceDays);
+  const account = await deps.store.getAccount(user.id);
+  const subscription = account?.subscription ?? null;
+  if (!account || !subscription) return { subscription: null };
+  // The grace days come with the account, from the database: the same number the SQL
+  // entitlement functions use in policies.
+  const decision = decideAccess(subscription, now, account.graceDays);
   return {
     subscription: {
       status: subscription.status,
