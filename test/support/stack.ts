@@ -39,7 +39,18 @@ const pools = new Map<string, pg.Pool>();
 export function db(): pg.Pool {
   const url = env('DATABASE_URL');
   let pool = pools.get(url);
-  if (!pool) pools.set(url, (pool = new pg.Pool({ connectionString: url, max: 4 })));
+  if (!pool) {
+    pool = new pg.Pool({ connectionString: url, max: 4 });
+    // A database a test stops (its own stack, or a fault test's) tells connections it is
+    // shutting down (57P01), also ones the pool has just ended: not a failure of the test.
+    // Anything else still surfaces, as an uncaught error.
+    const unlessShutdown = (error: Error) => {
+      if ((error as Error & { code?: string }).code !== '57P01') throw error;
+    };
+    pool.on('error', unlessShutdown);
+    pool.on('connect', (client) => client.on('error', unlessShutdown));
+    pools.set(url, pool);
+  }
   return pool;
 }
 
