@@ -8,7 +8,7 @@ import { cp, mkdtemp, readdir, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { httpAnswers, OutputTail, registerKillOnExit, sleep, type LogFn } from '../stack/process.ts';
+import { getFreePort, httpAnswers, OutputTail, registerKillOnExit, sleep, type LogFn } from '../stack/process.ts';
 import { buildFunctions, buildSite, DASHBOARD_VARIABLE, watchFunctions } from './build.ts';
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -46,10 +46,13 @@ export async function startNetlifyDev(opts: {
   const watcher = opts.watch
     ? await watchFunctions(cwd, (error) => (error ? say(`[build] rebuild failed: ${error}`, 'err') : say('[build] functions rebuilt', 'out')))
     : (await buildFunctions(cwd), undefined);
+  // Its static server on a free port: by default every netlify dev takes 3999 if it looks
+  // free, and two starting at once (two test files) both see it free; one then fails.
+  const staticServerPort = await getFreePort();
   // process.execPath: the Node 22 that runs us, not whatever `node` is first on PATH.
   const child = spawn(
     process.execPath,
-    [NETLIFY_CLI, 'dev', '--offline', '--internal-disable-edge-functions', '--no-open', '--port', String(opts.port)],
+    [NETLIFY_CLI, 'dev', '--offline', '--internal-disable-edge-functions', '--no-open', '--port', String(opts.port), '--staticServerPort', String(staticServerPort)],
     {
       cwd,
       env: { ...process.env, ...opts.env, [DASHBOARD_VARIABLE]: dashboard ? '1' : '0', BROWSER: 'none', NETLIFY_TELEMETRY_DISABLED: '1' },
