@@ -50,7 +50,7 @@ export function lazyStripe(config: StripeConfig): StripeLoader {
   let client: Promise<Stripe> | undefined;
   return () =>
     (client ??= createStripe(config).catch((error: unknown) => {
-      client = undefined; // let the next request try the import again
+      client = undefined; // let the next request build it again
       throw error;
     }));
 }
