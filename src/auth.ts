@@ -84,6 +84,9 @@ export function createTokenVerifier(config: AuthConfig, options: VerifierOptions
       // jsonwebtoken accepts tokens without `exp`; a session token without one never ends.
       if (typeof claims.exp !== 'number') throw new UnauthorizedError('Invalid token');
       if (typeof claims.sub !== 'string' || !UUID.test(claims.sub)) throw new UnauthorizedError('Invalid token');
+      // A user's session says `authenticated`; the project's anon and service_role keys are
+      // JWTs signed with the same secret, and are nobody to bill.
+      if (claims['role'] !== 'authenticated') throw new UnauthorizedError('Invalid token');
       // Anonymous sign-ins are real sessions, but nobody to bill.
       if (claims['is_anonymous'] === true) throw new ForbiddenError('Anonymous users cannot use billing; sign in with an account');
       const email: unknown = claims['email'];
@@ -127,7 +130,9 @@ function createJwksCache(url: URL, fetchImpl: typeof fetch, now: () => number) {
     inflight ??= (async () => {
       attemptedAt = now();
       try {
-        const response = await fetchImpl(url, { signal: AbortSignal.timeout(JWKS_TIMEOUT_MS), headers: { accept: 'application/json' } });
+        // No redirects: the keys that are trusted come from the project's own URL, and a
+        // redirect to another host would make that host's keys sign our tokens.
+        const response = await fetchImpl(url, { signal: AbortSignal.timeout(JWKS_TIMEOUT_MS), headers: { accept: 'application/json' }, redirect: 'error' });
         if (!response.ok) return;
         keys = parseJwks(await response.json());
         fetchedAt = now();

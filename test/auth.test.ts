@@ -168,6 +168,31 @@ describe('ES256 and RS256 from the JWKS', () => {
     expect(await rejection(verifier(), token)).toBeInstanceOf(UnauthorizedError);
   });
 
+  it('follows no redirect: keys served by another host after a 302 are never trusted', async () => {
+    // The other host publishes an attacker's key; the project's URL redirects to it.
+    const attacker = signingKey('attacker-key', 'ES256');
+    const elsewhere = http.createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys: [attacker.publicJwk] }));
+    });
+    await new Promise<void>((resolve) => elsewhere.listen(0, '127.0.0.1', resolve));
+    const redirecting = http.createServer((_req, res) => {
+      res.writeHead(302, { location: `http://127.0.0.1:${(elsewhere.address() as AddressInfo).port}/jwks.json` }).end();
+    });
+    await new Promise<void>((resolve) => redirecting.listen(0, '127.0.0.1', resolve));
+    try {
+      const v = verifier({ jwksUrl: new URL(`http://127.0.0.1:${(redirecting.address() as AddressInfo).port}/auth/v1/.well-known/jwks.json`) });
+      expect(await rejection(v, asymmetric(attacker))).toBeInstanceOf(UnauthorizedError);
+      // The same token verifies when that key is the project's own: the redirect alone refused it.
+      published = [attacker.publicJwk];
+      expect((await verifier().verify(asymmetric(attacker))).id).toBe(userId);
+    } finally {
+      for (const server of [elsewhere, redirecting]) {
+        server.closeAllConnections();
+        await new Promise((resolve) => server.close(resolve));
+      }
+    }
+  });
+
   it('refuses an asymmetric token without a kid', async () => {
     const token = jwt.sign(claims(), es256.privateKey, { algorithm: 'ES256' });
     expect(await rejection(verifier(), token)).toBeInstanceOf(UnauthorizedError);
@@ -198,6 +223,11 @@ describe('what is refused', () => {
       return `${header}.${body}.${hs256().split('.')[2]}`;
     }, 'Invalid token'],
     ['a token over 8 KB', () => hs256({ padding: 'x'.repeat(MAX_TOKEN_BYTES) }), 'Invalid token'],
+    // The project's own keys are JWTs of the same secret and audience-free; given a sub
+    // and the user audience, they must still not be billed as a user.
+    ['a service_role token', () => hs256({ role: 'service_role' }), 'Invalid token'],
+    ['an anon token', () => hs256({ role: 'anon' }), 'Invalid token'],
+    ['a token without a role', () => hs256({ role: undefined }), 'Invalid token'],
     ['garbage', () => 'not.a.token', 'Invalid token'],
   ])('refuses %s with 401', async (_name, token, message) => {
     const error = await rejection(verifier(), token());
