@@ -120,6 +120,13 @@ export interface SetupConfig {
   appUrl: URL;
 }
 
+/** Webhook secrets anyone can read: `.env.example`'s placeholder and the local stack's
+ *  (scripts/lib/local-defaults.ts). A deploy that lists one would accept deliveries
+ *  forged by whoever read them, so only a local stack may use them. */
+export const EXAMPLE_WEBHOOK_SECRET = 'whsec_xxx';
+export const LOCAL_DEVELOPMENT_WEBHOOK_SECRET = 'whsec_local_development_only';
+const PUBLIC_WEBHOOK_SECRETS: ReadonlySet<string> = new Set([EXAMPLE_WEBHOOK_SECRET, LOCAL_DEVELOPMENT_WEBHOOK_SECRET]);
+
 type Problems = { variable: string; problem: string }[];
 
 /** Collects problems across all variables so one error names them all. */
@@ -295,15 +302,46 @@ export function loadStatusConfig(env: Env): StatusConfig {
 
 export function loadWebhookConfig(env: Env): WebhookConfig {
   const r = new Reader(env);
+  const stripe = readStripe(r);
+  const store = readStore(r);
   const config: WebhookConfig = {
-    stripe: readStripe(r),
-    store: readStore(r),
-    webhookSecrets: r.list(r.required('STRIPE_WEBHOOK_SECRET')),
+    stripe,
+    store,
+    webhookSecrets: readWebhookSecrets(r, stripe.mode === 'live' || !isLoopback(store.supabaseUrl)),
     scope: readScope(r, readCatalog(r)),
   };
-  for (const secret of config.webhookSecrets) r.prefixed('STRIPE_WEBHOOK_SECRET', secret, ['whsec_']);
   r.done();
   return config;
+}
+
+/**
+ * STRIPE_WEBHOOK_SECRET, a comma-separated list that fails closed: one bad entry refuses
+ * the whole list, whatever else it holds, because any entry that verifies is enough. An
+ * empty entry (`a,,b`, `,`) or a bare `whsec_` is never a secret; `deployed` (a live key,
+ * or a database off this machine) also refuses the secrets that are published.
+ */
+function readWebhookSecrets(r: Reader, deployed: boolean): string[] {
+  const name = 'STRIPE_WEBHOOK_SECRET';
+  const raw = r.required(name);
+  if (!raw) return [];
+  const secrets = raw.split(',').map((entry) => entry.trim());
+  if (secrets.some((secret) => secret === '' || secret === 'whsec_')) {
+    r.problems.push({ variable: name, problem: 'holds an empty secret (an empty entry in the list, or whsec_ alone)' });
+  }
+  for (const secret of secrets) r.prefixed(name, secret, ['whsec_']);
+  if (deployed && secrets.some((secret) => PUBLIC_WEBHOOK_SECRETS.has(secret))) {
+    r.problems.push({
+      variable: name,
+      problem: "holds a published secret (.env.example's placeholder or the local development one), which would let anyone sign events; outside a local stack (SUPABASE_URL on loopback, a test key) list only the endpoint's own signing secrets",
+    });
+  }
+  return secrets;
+}
+
+/** A Supabase on this machine: `npm run dev`, the tests. Anything else is a deploy. */
+function isLoopback(url: URL): boolean {
+  const host = url.hostname;
+  return host === 'localhost' || host === '[::1]' || /^127(\.\d{1,3}){3}$/.test(host);
 }
 
 export interface SyncConfig extends StatusConfig {

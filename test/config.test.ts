@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadCheckoutConfig, loadPortalConfig, loadStatusConfig, loadSyncConfig, loadWebhookConfig } from '../src/config.ts';
+import { ConfigError, EXAMPLE_WEBHOOK_SECRET, LOCAL_DEVELOPMENT_WEBHOOK_SECRET, loadCheckoutConfig, loadPortalConfig, loadStatusConfig, loadSyncConfig, loadWebhookConfig } from '../src/config.ts';
 
 const complete = {
   STRIPE_SECRET_KEY: 'sk_test_abc',
@@ -74,6 +74,45 @@ describe('config', () => {
     expect(loadPortalConfig(portalOnly).appUrl.href).toBe('https://analytics.example.com/');
   });
 
+  describe('STRIPE_WEBHOOK_SECRET fails closed: one bad entry refuses the whole list', () => {
+    const real = 'whsec_0123456789abcdefghijklmnopqrstuv';
+    const deployed = { ...complete, STRIPE_WEBHOOK_SECRET: real };
+    const local = { ...deployed, SUPABASE_URL: 'http://127.0.0.1:54321' };
+
+    it.each([
+      ['the .env.example placeholder', `${real},${EXAMPLE_WEBHOOK_SECRET}`],
+      ['the local development secret', `${LOCAL_DEVELOPMENT_WEBHOOK_SECRET}, ${real}`],
+      ['an empty secret', `${real},whsec_`],
+      ['an empty entry', `${real},,whsec_another_real_secret_0123`],
+      ['an empty list', ','],
+    ])('on a deploy: refuses %s, naming the variable but not the secrets', (_name, list) => {
+      const error = configError(() => loadWebhookConfig({ ...deployed, STRIPE_WEBHOOK_SECRET: list }));
+      expect(error.variables).toContain('STRIPE_WEBHOOK_SECRET');
+      expect(error.message).not.toContain(real);
+    });
+
+    it('with a live key, even on a local Supabase', () => {
+      const live = { ...local, STRIPE_SECRET_KEY: 'sk_live_abc' };
+      expect(configError(() => loadWebhookConfig({ ...live, STRIPE_WEBHOOK_SECRET: `${real},${EXAMPLE_WEBHOOK_SECRET}` })).variables).toEqual(['STRIPE_WEBHOOK_SECRET']);
+      expect(loadWebhookConfig(live).webhookSecrets).toEqual([real]);
+    });
+
+    it('a local stack (SUPABASE_URL on loopback, a test key) may use the published secrets, never an empty one', () => {
+      for (const host of ['http://127.0.0.1:54321', 'http://localhost:54321', 'http://[::1]:54321']) {
+        const config = loadWebhookConfig({ ...local, SUPABASE_URL: host, STRIPE_WEBHOOK_SECRET: `${LOCAL_DEVELOPMENT_WEBHOOK_SECRET},${EXAMPLE_WEBHOOK_SECRET}` });
+        expect(config.webhookSecrets).toEqual([LOCAL_DEVELOPMENT_WEBHOOK_SECRET, EXAMPLE_WEBHOOK_SECRET]);
+      }
+      expect(configError(() => loadWebhookConfig({ ...local, STRIPE_WEBHOOK_SECRET: `${real},whsec_` })).variables).toEqual(['STRIPE_WEBHOOK_SECRET']);
+      // A host that merely looks local is a deploy.
+      expect(() => loadWebhookConfig({ ...local, SUPABASE_URL: 'https://127.0.0.1.example.com', STRIPE_WEBHOOK_SECRET: LOCAL_DEVELOPMENT_WEBHOOK_SECRET })).toThrow(ConfigError);
+    });
+
+    it('several real secrets, a rolled one and its successor, still load', () => {
+      const next = 'whsec_abcdefghijklmnopqrstuv0123456789';
+      expect(loadWebhookConfig({ ...deployed, STRIPE_WEBHOOK_SECRET: ` ${real} , ${next} ` }).webhookSecrets).toEqual([real, next]);
+    });
+  });
+
   it('knows live keys from test keys, and reads STRIPE_API_BASE', () => {
     const config = loadCheckoutConfig({ ...complete, STRIPE_SECRET_KEY: 'sk_live_abc', STRIPE_API_BASE: 'http://localhost:12111' });
     expect(config.stripe.mode).toBe('live');
@@ -88,5 +127,13 @@ describe('.env.example', () => {
     const names = [...text.matchAll(/^([A-Z_]+)=/gm)].map((m) => m[1]);
     const { CONFIG_VARIABLES } = await import('../src/config.ts');
     expect(names).toEqual([...CONFIG_VARIABLES]);
+  });
+
+  it("its webhook secret is the placeholder a deploy refuses", async () => {
+    const { readFile } = await import('node:fs/promises');
+    const text = await readFile(new URL('../.env.example', import.meta.url), 'utf8');
+    const example = /^STRIPE_WEBHOOK_SECRET=(.*)$/m.exec(text)?.[1];
+    expect(example).toBe(EXAMPLE_WEBHOOK_SECRET);
+    expect(() => loadWebhookConfig({ ...complete, STRIPE_WEBHOOK_SECRET: `whsec_a_real_one_0123456789,${example}` })).toThrow(ConfigError);
   });
 });
