@@ -1,5 +1,5 @@
 // What the functions must refuse, and how, with nothing written; and concurrency.
-import { generateKeyPairSync } from 'node:crypto';
+import { createHmac, generateKeyPairSync } from 'node:crypto';
 import jwt from 'jsonwebtoken';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import checkout from '../netlify/functions/stripe-checkout.mts';
@@ -9,9 +9,10 @@ import status from '../netlify/functions/stripe-subscription.mts';
 import webhook from '../netlify/functions/stripe-webhook.mts';
 import { customerIdempotencyKey } from '../src/billing/checkout.ts';
 import { MAX_EVENT_BYTES } from '../src/billing/webhook.ts';
+import { EXAMPLE_WEBHOOK_SECRET, LOCAL_DEVELOPMENT_WEBHOOK_SECRET } from '../src/config.ts';
 import { checkoutCompletedEvent, newIds } from './support/events.ts';
 import { proxyInPlaceOf, type Proxy } from './support/proxy.ts';
-import { authedPost, env, expectCors, newUser, query, signedDelivery, stripeRequests } from './support/stack.ts';
+import { authedPost, env, expectCors, newUser, query, signedDelivery, stripeRequests, withEnv } from './support/stack.ts';
 
 const T = 1_790_000_000;
 
@@ -60,6 +61,60 @@ describe('webhook: bad input is refused and nothing is written', () => {
     const event = checkoutCompletedEvent(newIds(newUser().id), T);
     const response = await webhook(new Request('http://localhost/api/stripe/webhook', { method: 'POST', headers: { 'stripe-signature': signature }, body: JSON.stringify(event) }));
     expect(response.status).toBe(400);
+    expect(await query('select 1 from stripe_events where id = $1', [event.id])).toHaveLength(0);
+  });
+});
+
+describe('webhook: the signature covers the bytes Stripe sent', () => {
+  const post = (bytes: Uint8Array, signature: string) =>
+    webhook(new Request('http://localhost/api/stripe/webhook', { method: 'POST', headers: { 'stripe-signature': signature, 'content-type': 'application/json' }, body: bytes }));
+
+  it('a byte-order mark added in front of a signed body: 400, nothing written', async () => {
+    const event = checkoutCompletedEvent(newIds(newUser().id), T);
+    const payload = JSON.stringify(event);
+    const signature = signedDelivery(payload).headers.get('stripe-signature') ?? '';
+    const response = await post(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(payload)]), signature);
+    expect(response.status).toBe(400);
+    expect(await response.json()).toEqual({ error: 'Invalid signature' });
+    expect(await query('select 1 from stripe_events where id = $1', [event.id])).toHaveLength(0);
+  });
+
+  it('bytes that are not UTF-8, signed over exactly those bytes: 400, nothing written', async () => {
+    const event = checkoutCompletedEvent(newIds(newUser().id), T);
+    // A field holding the byte 0xFF, which no UTF-8 text has (a lenient decoder reads U+FFFD).
+    const payload = JSON.stringify(event);
+    const bytes = Buffer.concat([Buffer.from(`${payload.slice(0, -1)},"note":"`), Buffer.from([0xff]), Buffer.from('"}')]);
+    const t = Math.floor(Date.now() / 1000);
+    const v1 = createHmac('sha256', env('STRIPE_WEBHOOK_SECRET')).update(`${t}.`).update(bytes).digest('hex');
+    const response = await post(bytes, `t=${t},v1=${v1}`);
+    expect(response.status).toBe(400);
+    expect(await response.json()).toEqual({ error: 'Not a Stripe event' });
+    expect(await query('select 1 from stripe_events where id = $1', [event.id])).toHaveLength(0);
+  });
+
+  it('the same event as plain UTF-8 bytes, signed over them, is applied', async () => {
+    const event = checkoutCompletedEvent(newIds(newUser().id), T);
+    const payload = `{"note":"Zoë ☕",${JSON.stringify(event).slice(1)}`;
+    const response = await webhook(signedDelivery(payload));
+    expect(response.status).toBe(200);
+    expect(await query('select 1 from stripe_events where id = $1', [event.id])).toHaveLength(1);
+  });
+});
+
+describe('webhook: a deploy whose secret list holds a published secret accepts nothing', () => {
+  it.each([
+    ["the .env.example placeholder", EXAMPLE_WEBHOOK_SECRET],
+    ['the local development secret', LOCAL_DEVELOPMENT_WEBHOOK_SECRET],
+  ])('%s beside a real secret: a delivery forged with it answers 500, and nothing is written', async (_name, published) => {
+    const event = checkoutCompletedEvent(newIds(newUser().id), T);
+    const payload = JSON.stringify(event);
+    const response = await withEnv(
+      // A Supabase off this machine is a deploy; the request never gets as far as reaching it.
+      { STRIPE_WEBHOOK_SECRET: `whsec_the_endpoints_real_secret_0123,${published}`, SUPABASE_URL: 'https://abcd.supabase.co' },
+      () => webhook(signedDelivery(payload, { secret: published })),
+    );
+    expect(response.status).toBe(500);
+    expect(await response.json()).toEqual({ error: 'Billing is not configured on this server' });
     expect(await query('select 1 from stripe_events where id = $1', [event.id])).toHaveLength(0);
   });
 });

@@ -1,7 +1,7 @@
 // POST /api/stripe/webhook: Stripe's event deliveries, verified and applied at most once.
 import { applyStripeEvent, MAX_EVENT_BYTES, verifyStripeEvent } from '../../src/billing/webhook.ts';
 import { CONFIG_VARIABLES, loadWebhookConfig } from '../../src/config.ts';
-import { readTextWithin } from '../../src/http/body.ts';
+import { readBytesWithin } from '../../src/http/body.ts';
 import { defineEndpoint } from '../../src/http/endpoint.ts';
 import { createStore } from '../../src/store.ts';
 
@@ -15,8 +15,8 @@ export default defineEndpoint({
     return { config, store: createStore(config.store) };
   },
   run: async (req, deps, scope) => {
-    // The signature covers the exact bytes Stripe sent: read them before anything parses them.
-    const rawBody = await readTextWithin(req, MAX_EVENT_BYTES);
+    // The signature covers the exact bytes Stripe sent: read them before anything decodes them.
+    const rawBody = await readBytesWithin(req, MAX_EVENT_BYTES);
     const event = verifyStripeEvent(deps.config, rawBody, req.headers.get('stripe-signature'));
     // Before applying, so that every line about this delivery, a failure's too, names it.
     const about = { eventId: event.id, eventType: event.type, apiVersion: event.apiVersion };

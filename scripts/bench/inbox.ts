@@ -57,7 +57,7 @@ async function side(name: string, migrationsDir: string, stripeApiBase?: string)
 
 async function deliver(deps: WebhookDeps, payload: string): Promise<number> {
   const started = performance.now();
-  const event = verifyStripeEvent(deps.config, payload, signPayload(payload, LOCAL_STRIPE_WEBHOOK_SECRET));
+  const event = verifyStripeEvent(deps.config, Buffer.from(payload), signPayload(payload, LOCAL_STRIPE_WEBHOOK_SECRET));
   await applyStripeEvent(deps, event);
   return performance.now() - started;
 }

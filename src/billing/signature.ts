@@ -9,8 +9,9 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 
 export type SignatureProblem = 'malformed header' | 'no matching signature' | 'timestamp outside tolerance';
 
+/** `rawBody`: the bytes Stripe sent (a string is taken as its UTF-8 bytes). */
 export function checkStripeSignature(
-  rawBody: string,
+  rawBody: Uint8Array | string,
   header: string,
   secret: string,
   toleranceSeconds: number,
@@ -25,7 +26,7 @@ export function checkStripeSignature(
   }
   if (timestamp === undefined || signatures.length === 0) return 'malformed header';
 
-  const expected = createHmac('sha256', secret).update(`${timestamp}.${rawBody}`, 'utf8').digest();
+  const expected = createHmac('sha256', secret).update(`${timestamp}.`, 'utf8').update(rawBody).digest();
   if (!signatures.some((signature) => timingSafeEqual(signature, expected))) return 'no matching signature';
   // Checked after the signature, so an old but genuine delivery is told apart from a forgery.
   if (Math.abs(nowSeconds - timestamp) > toleranceSeconds) return 'timestamp outside tolerance';

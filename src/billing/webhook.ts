@@ -1,5 +1,6 @@
 import type { WebhookConfig } from '../config.ts';
 import { InvalidEventError, InvalidSignatureError } from '../errors.ts';
+import { strictUtf8Text } from '../http/body.ts';
 import type { ApplyOutcome, ApplyResult, BillingStore, EventReceipt } from '../store.ts';
 import { reduceEvent, type Reduction } from './events.ts';
 import { customerIdOf } from './stripe-objects.ts';
@@ -36,17 +37,22 @@ export interface WebhookResult {
   alert?: 'warn' | 'error';
 }
 
-/** Checks the signature over the raw body (400 if it fails) and returns the event. */
-export function verifyStripeEvent(config: WebhookConfig, rawBody: string, signature: string | null): VerifiedEvent {
+/** Checks the signature over the bytes Stripe sent (400 if it fails), then reads them
+ *  as UTF-8 JSON (400 if they are not) and returns the event. */
+export function verifyStripeEvent(config: WebhookConfig, rawBody: Uint8Array, signature: string | null): VerifiedEvent {
   if (!signature) throw new InvalidSignatureError('Missing stripe-signature header');
   // Any one secret verifying is enough: a rolled secret, or a second endpoint.
   const verified = config.webhookSecrets.some(
     (secret) => checkStripeSignature(rawBody, signature, secret, SIGNATURE_TOLERANCE_SECONDS) === null,
   );
   if (!verified) throw new InvalidSignatureError();
+  // Decoded only now, and strictly: text decoded leniently (a byte-order mark dropped,
+  // bad bytes replaced) would differ from what was signed.
+  const text = strictUtf8Text(rawBody);
+  if (text === null) throw new InvalidEventError();
   let parsed: unknown;
   try {
-    parsed = JSON.parse(rawBody);
+    parsed = JSON.parse(text);
   } catch {
     throw new InvalidEventError(); // a valid signature over something that is not JSON
   }

@@ -1,13 +1,14 @@
 import { PayloadTooLargeError } from '../errors.ts';
 
 /**
- * The request body as text, refusing (413) one larger than `limitBytes` without reading
- * more of it than that: by its Content-Length when it gives one, else while streaming.
+ * The request body's bytes, exactly as sent, refusing (413) one larger than `limitBytes`
+ * without reading more of it than that: by its Content-Length when it gives one, else
+ * while streaming.
  */
-export async function readTextWithin(req: Request, limitBytes: number): Promise<string> {
+export async function readBytesWithin(req: Request, limitBytes: number): Promise<Buffer> {
   const declared = Number(req.headers.get('content-length') ?? Number.NaN);
   if (declared > limitBytes) throw new PayloadTooLargeError(limitBytes);
-  if (!req.body) return '';
+  if (!req.body) return Buffer.alloc(0);
   const reader = req.body.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
@@ -21,5 +22,22 @@ export async function readTextWithin(req: Request, limitBytes: number): Promise<
     }
     chunks.push(value);
   }
-  return new TextDecoder().decode(Buffer.concat(chunks));
+  return Buffer.concat(chunks);
+}
+
+/** The body as text (see readBytesWithin); bytes that are not UTF-8 become U+FFFD. */
+export async function readTextWithin(req: Request, limitBytes: number): Promise<string> {
+  return new TextDecoder().decode(await readBytesWithin(req, limitBytes));
+}
+
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/** The bytes as UTF-8 text, exactly: null if they are not UTF-8. A byte-order mark is kept
+ *  (TextDecoder would drop it by default), so the text is what was signed, no more. */
+export function strictUtf8Text(bytes: Uint8Array): string | null {
+  try {
+    return strictUtf8.decode(bytes);
+  } catch {
+    return null;
+  }
 }
