@@ -122,15 +122,29 @@ describe('webhook: a deploy whose secret list holds a published secret accepts n
 describe('checkout, portal and status ignore what they do not use', () => {
   it.each([
     ['a JSON body', { 'content-type': 'application/json' }, '{"priceId":"price_attacker","customer":"cus_someone_else"}'],
-    ['a text body', { 'content-type': 'text/plain' }, 'hello'],
-    ['a malformed JSON body', { 'content-type': 'application/json' }, '{"unterminated'],
-    ['no content type', {}, 'x'],
+    ['an empty body', { 'content-type': 'application/json' }, ''],
+    ['an empty object, no content type', {}, '{}'],
   ])('checkout with %s uses only the token and the configured price', async (_name, headers, body) => {
     const user = newUser();
     const response = await checkout(authedPost('http://localhost/api/stripe/checkout', user.token, { headers, body }));
     expect(response.status).toBe(200);
     const [session] = await stripeRequests((r) => r.path === '/v1/checkout/sessions' && r.params['client_reference_id'] === user.id);
     expect(session?.params['line_items[0][price]']).toBe(env('STRIPE_PRICE_ID'));
+  });
+
+  it.each([
+    ['a text body', { 'content-type': 'text/plain' }, 'hello'],
+    ['a malformed JSON body', { 'content-type': 'application/json' }, '{"price": "business_yearly"'],
+    ['JSON that is not an object', { 'content-type': 'application/json' }, '["business_yearly"]'],
+    ['JSON null', { 'content-type': 'application/json' }, 'null'],
+    ['no content type and not JSON', {}, 'x'],
+  ])('checkout with %s: 400 Invalid JSON body, and nothing is sold', async (_name, headers, body) => {
+    const user = newUser();
+    const response = await checkout(authedPost('http://localhost/api/stripe/checkout', user.token, { headers, body }));
+    expect(response.status).toBe(400);
+    expectCors(response);
+    expect(await response.json()).toEqual({ error: 'Invalid JSON body' });
+    expect(await stripeRequests((r) => r.params['client_reference_id'] === user.id || r.params['metadata[userId]'] === user.id)).toEqual([]);
   });
 
   it('an oversized Authorization header: 401, not a crash', async () => {

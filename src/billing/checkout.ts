@@ -1,7 +1,7 @@
 import type Stripe from 'stripe';
 import type { AuthUser } from '../auth.ts';
 import type { CheckoutConfig } from '../config.ts';
-import { AlreadySubscribedError, UnknownPriceError } from '../errors.ts';
+import { AlreadySubscribedError, InvalidRequestError, UnknownPriceError } from '../errors.ts';
 import type { BillingStore } from '../store.ts';
 import type { StripeLoader } from '../stripe-client.ts';
 import { canStartCheckout } from './access.ts';
@@ -22,16 +22,18 @@ export interface CheckoutRequest {
   price: string | null;
 }
 
-/** The optional body: none, `{}`, or `{"price": "<lookup key>"}`. As before the catalog,
- *  a body that is not a JSON object is ignored (the default price); only `price` is read. */
+/** The optional body: none, `{}`, or `{"price": "<lookup key>"}`; only `price` is read.
+ *  Anything else that is sent must be a JSON object: a client that meant a price and sent
+ *  it broken is told so (400), never sold the default plan. */
 export function parseCheckoutBody(text: string): CheckoutRequest {
+  if (text.trim() === '') return { price: null };
   let body: unknown;
   try {
     body = JSON.parse(text);
   } catch {
-    return { price: null };
+    throw new InvalidRequestError('Invalid JSON body');
   }
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) return { price: null };
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new InvalidRequestError('Invalid JSON body');
   const price = (body as Record<string, unknown>)['price'];
   if (price === undefined || price === null) return { price: null };
   if (typeof price !== 'string') throw new UnknownPriceError();
