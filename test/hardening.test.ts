@@ -67,7 +67,7 @@ describe('webhook: bad input is refused and nothing is written', () => {
 
 describe('webhook: the signature covers the bytes Stripe sent', () => {
   const post = (bytes: Uint8Array, signature: string) =>
-    webhook(new Request('http://localhost/api/stripe/webhook', { method: 'POST', headers: { 'stripe-signature': signature, 'content-type': 'application/json' }, body: bytes }));
+    webhook(new Request('http://localhost/api/stripe/webhook', { method: 'POST', headers: { 'stripe-signature': signature, 'content-type': 'application/json' }, body: new Blob([new Uint8Array(bytes)]) }));
 
   it('a byte-order mark added in front of a signed body: 400, nothing written', async () => {
     const event = checkoutCompletedEvent(newIds(newUser().id), T);
