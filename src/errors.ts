@@ -102,3 +102,10 @@ export class UnknownPriceError extends HttpError {
     this.name = 'UnknownPriceError';
   }
 }
+
+export class TooManyRequestsError extends HttpError {
+  constructor(retryAfterSeconds: number) {
+    super(429, 'Too many requests', { 'Retry-After': String(retryAfterSeconds) });
+    this.name = 'TooManyRequestsError';
+  }
+}

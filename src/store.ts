@@ -147,6 +147,12 @@ export interface BillingStore {
    *  act on) or 'failed' (for a replay: a later apply of the same id still applies it,
    *  once). Returns the outcome now on record ('applied' if it was applied before). */
   recordEvent(event: EventReceipt, outcome: 'skipped' | 'failed', reason: string, options?: { timeoutMs?: number }): Promise<string>;
+  /** Counts a request of `action` for the subject: 0 while within `limit` per window of
+   *  `windowSeconds`, else the seconds until the window ends. */
+  countRequest(subjectId: string, action: string, limit: number, windowSeconds: number): Promise<number>;
+  /** The customer an event was applied for, if the inbox holds it as done (not failed,
+   *  not skipped); null otherwise. */
+  appliedEventCustomer(eventId: string): Promise<string | null>;
   /** Of these event ids, those the ledger holds as done (anything but failed). */
   knownEventIds(ids: readonly string[]): Promise<Set<string>>;
   listEvents(filter: EventFilter): Promise<RecordedEvent[]>;
@@ -275,6 +281,20 @@ export function createStore(config: StoreConfig, fetchImpl: typeof fetch = nodeF
       if (error) throw new StoreError('recordEvent', error.message);
       if (typeof data !== 'string') throw new StoreError('recordEvent', 'no outcome returned');
       return data;
+    },
+
+    async countRequest(subjectId, action, limit, windowSeconds) {
+      const { data, error } = await db.rpc('billing_count_request', { p_subject: subjectId, p_action: action, p_limit: limit, p_window_seconds: windowSeconds });
+      if (error) throw new StoreError('countRequest', error.message);
+      if (typeof data !== 'number') throw new StoreError('countRequest', 'no count returned');
+      return data;
+    },
+
+    async appliedEventCustomer(eventId) {
+      const { data, error } = await db.from('stripe_events').select('stripe_customer_id,outcome').eq('id', eventId).maybeSingle();
+      if (error) throw new StoreError('appliedEventCustomer', error.message);
+      if (!data || data.outcome === 'failed' || data.outcome === 'skipped' || data.outcome === 'pending') return null;
+      return data.stripe_customer_id;
     },
 
     async knownEventIds(ids) {

@@ -15,6 +15,7 @@ import { describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { issuerFor, mintAccessToken } from '../scripts/lib/tokens.ts';
 import { SUBSCRIPTION_STATUSES, type AccessReason } from '../src/billing/access.ts';
+import { REQUEST_LIMITS, type LimitedAction } from '../src/billing/request-limits.ts';
 import type { PaymentOutcome } from '../src/store.ts';
 import { checkoutCompletedEvent, invoiceEvent, newIds, subscriptionEvent, type Ids, type SubscriptionState } from './support/events.ts';
 import { CATALOG_FILE } from './support/catalog.ts';
@@ -362,6 +363,20 @@ function authCases(op: string, method: 'GET' | 'POST', route: string): Case[] {
   ];
 }
 
+/** A user at their request limit for `action` (as any instance's requests left it). */
+function rateLimitedCase(op: string, route: string, action: LimitedAction, body?: string): Case {
+  return {
+    op,
+    status: 429,
+    name: 'past the request limit',
+    request: async () => {
+      const user = newUser();
+      await query('insert into billing_request_counts (subject_id, action, window_start, hits) values ($1, $2, now(), $3)', [user.id, action, REQUEST_LIMITS[action].limit]);
+      return request('POST', route, { token: user.token, ...(body !== undefined && { body }) });
+    },
+  };
+}
+
 function methodCases(op: string, route: string, methods: readonly string[]): Case[] {
   return methods.map((method) => ({ op, status: 405, name: method, request: () => request(method, route, { token: newUser().token }) }));
 }
@@ -400,6 +415,7 @@ const cases: Case[] = [
     env: withCatalog,
   },
   ...authCases(`POST ${CHECKOUT}`, 'POST', CHECKOUT),
+  rateLimitedCase(`POST ${CHECKOUT}`, CHECKOUT, 'checkout'),
   ...methodCases(`POST ${CHECKOUT}`, CHECKOUT, ['GET', 'HEAD', 'PUT', 'PATCH', 'DELETE']),
   {
     op: `POST ${CHECKOUT}`,
@@ -443,6 +459,7 @@ const cases: Case[] = [
     },
   },
   ...authCases(`POST ${PORTAL}`, 'POST', PORTAL),
+  rateLimitedCase(`POST ${PORTAL}`, PORTAL, 'portal'),
   ...methodCases(`POST ${PORTAL}`, PORTAL, ['GET', 'HEAD', 'PUT', 'PATCH', 'DELETE']),
   { op: `POST ${PORTAL}`, status: 500, name: 'URL not set', request: () => request('POST', PORTAL, { token: newUser().token }), env: () => ({ URL: undefined }) },
   { op: `POST ${PORTAL}`, status: 500, name: 'Stripe unreachable', request: async () => request('POST', PORTAL, { token: (await subscriber()).token }), env: () => ({ STRIPE_API_BASE: DOWN }) },
@@ -628,6 +645,7 @@ const cases: Case[] = [
     },
   },
   ...authCases(`POST ${SYNC}`, 'POST', SYNC),
+  rateLimitedCase(`POST ${SYNC}`, SYNC, 'sync', JSON.stringify({ sessionId: 'cs_test_limited0000' })),
   ...methodCases(`POST ${SYNC}`, SYNC, ['GET', 'HEAD', 'PUT', 'PATCH', 'DELETE']),
   {
     op: `POST ${SYNC}`,

@@ -7,6 +7,7 @@ import type { StripeLoader } from '../stripe-client.ts';
 import { canStartCheckout } from './access.ts';
 import { priceByLookupKey, type Catalog, type Plan } from './catalog.ts';
 import type { CatalogPrices } from './prices.ts';
+import { admitRequest } from './request-limits.ts';
 import { dashboardUrl } from './urls.ts';
 
 export interface CheckoutDeps {
@@ -61,7 +62,7 @@ export async function startCheckout(
   // Load the Stripe SDK while the database answers (a cold start's longest waits).
   const loading = deps.stripe();
   loading.catch(() => {}); // awaited below, unless the user may not check out
-  const account = await deps.store.getAccount(user.id);
+  const [account] = await Promise.all([deps.store.getAccount(user.id), admitRequest(deps.store, user.id, 'checkout')]);
   if (!canStartCheckout(account?.subscription?.status ?? null)) throw new AlreadySubscribedError();
   const stripe = await loading;
 

@@ -3,6 +3,7 @@ import type { PortalConfig } from '../config.ts';
 import { NoSubscriptionError } from '../errors.ts';
 import type { BillingStore } from '../store.ts';
 import type { StripeLoader } from '../stripe-client.ts';
+import { admitRequest } from './request-limits.ts';
 import { dashboardUrl } from './urls.ts';
 
 export interface PortalDeps {
@@ -16,7 +17,7 @@ export async function openPortal(deps: PortalDeps, user: AuthUser): Promise<{ ur
   // Load the Stripe SDK while the database answers.
   const loading = deps.stripe();
   loading.catch(() => {}); // awaited below, unless there is nothing to manage
-  const account = await deps.store.getAccount(user.id);
+  const [account] = await Promise.all([deps.store.getAccount(user.id), admitRequest(deps.store, user.id, 'portal')]);
   // A customer without any subscription has nothing to manage yet: checkout is the way in.
   if (!account?.subscription || !account.stripeCustomerId) throw new NoSubscriptionError();
 

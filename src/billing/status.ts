@@ -1,6 +1,6 @@
 import type { AuthUser } from '../auth.ts';
 import type { StatusConfig } from '../config.ts';
-import type { BillingStore, LastPayment } from '../store.ts';
+import type { BillingAccount, BillingStore, LastPayment } from '../store.ts';
 import { decideAccess, type AccessReason, type SubscriptionStatus } from './access.ts';
 
 export interface StatusDeps {
@@ -34,7 +34,11 @@ export async function subscriptionStatus(
   user: AuthUser,
   now: Date = new Date(),
 ): Promise<{ subscription: SubscriptionView | null }> {
-  const account = await deps.store.getAccount(user.id);
+  return statusOf(await deps.store.getAccount(user.id), now);
+}
+
+/** The status body of an account already read. */
+export function statusOf(account: BillingAccount | null, now: Date): { subscription: SubscriptionView | null } {
   const subscription = account?.subscription ?? null;
   if (!account || !subscription) return { subscription: null };
   // The grace days come with the account, from the database: the same number the SQL

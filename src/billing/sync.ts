@@ -11,7 +11,8 @@ import { CheckoutNotCompleteError, CheckoutSessionNotFoundError, InvalidRequestE
 import type { BillingStore } from '../store.ts';
 import type { StripeLoader } from '../stripe-client.ts';
 import { isOurCheckoutSession, snapshotOf } from './events.ts';
-import { subscriptionStatus, type SubscriptionView } from './status.ts';
+import { admitRequest } from './request-limits.ts';
+import { statusOf, subscriptionStatus, type SubscriptionView } from './status.ts';
 import { readCheckoutSession, readSubscription } from './stripe-objects.ts';
 
 export const SYNC_EVENT_TYPE = 'sync.checkout_session';
@@ -43,8 +44,16 @@ export async function syncCheckoutSession(
   now: () => Date = () => new Date(),
 ): Promise<{ subscription: SubscriptionView | null }> {
   const loading = deps.stripe();
-  loading.catch(() => {}); // awaited below
-  const account = await deps.store.getAccount(user.id);
+  loading.catch(() => {}); // awaited below, unless nothing needs Stripe
+  const [account, appliedFor] = await Promise.all([
+    deps.store.getAccount(user.id),
+    deps.store.appliedEventCustomer(syncEventId(sessionId)),
+    admitRequest(deps.store, user.id, 'sync'),
+  ]);
+  // Applied before, for this caller's customer: whatever changed since came by webhook,
+  // so the answer is the stored state, and Stripe is not asked again (a dashboard that
+  // reloads its return URL, or a client that loops, costs one database read).
+  if (appliedFor !== null && appliedFor === account?.stripeCustomerId && account.subscription) return statusOf(account, now());
   const stripe = await loading;
 
   const fetchedAt = now(); // before the read: see src/billing/reconcile.ts, "Ordering"
@@ -65,7 +74,7 @@ export async function syncCheckoutSession(
   const receipt = { type: SYNC_EVENT_TYPE, created, livemode, apiVersion: null };
   await deps.store.applyEvent({
     ...receipt,
-    id: `sync_${facts.id}`,
+    id: syncEventId(facts.id),
     change: { kind: 'checkout_completed', user_id: user.id, customer_id: customerId, subscription_id: facts.subscriptionId, email: facts.email },
   });
   await deps.store.applyEvent({
@@ -74,6 +83,11 @@ export async function syncCheckoutSession(
     change: { kind: 'subscription', subscription: snapshotOf(readSubscription(subscription), deps.config.scope) },
   });
   return subscriptionStatus(deps, user, now());
+}
+
+/** The inbox id of a session's checkout, as sync applies it. */
+function syncEventId(sessionId: string): string {
+  return `sync_${sessionId}`;
 }
 
 async function retrieveSession(stripe: Stripe, sessionId: string): Promise<Stripe.Checkout.Session> {
