@@ -3,6 +3,7 @@
 // so a deploy without, say, URL still verifies and applies webhooks.
 // Every variable here is documented, line for line, in .env.example.
 
+import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { CatalogError, catalogScope, parseCatalog, type Catalog } from './billing/catalog.ts';
@@ -120,12 +121,17 @@ export interface SetupConfig {
   appUrl: URL;
 }
 
-/** Webhook secrets anyone can read: `.env.example`'s placeholder and the local stack's
- *  (scripts/lib/local-defaults.ts). A deploy that lists one would accept deliveries
- *  forged by whoever read them, so only a local stack may use them. */
-export const EXAMPLE_WEBHOOK_SECRET = 'whsec_xxx';
-export const LOCAL_DEVELOPMENT_WEBHOOK_SECRET = 'whsec_local_development_only';
-const PUBLIC_WEBHOOK_SECRETS: ReadonlySet<string> = new Set([EXAMPLE_WEBHOOK_SECRET, LOCAL_DEVELOPMENT_WEBHOOK_SECRET]);
+/** Webhook secrets anyone can read, by their SHA-256: `.env.example`'s placeholder
+ *  (whsec_xxx) and the local stack's (scripts/lib/local-defaults.ts; digests, so that
+ *  what ships holds no local secret). A deploy that lists one would accept deliveries
+ *  forged by whoever read them, so only a local stack may use them. test/config.test.ts
+ *  checks both files against these. */
+export const PUBLISHED_WEBHOOK_SECRET_DIGESTS: ReadonlySet<string> = new Set([
+  '20acb51291fa6262a5d0aa78a9507fe6217ec0b7819f9404127434c6cc34ac4a',
+  '82229c551204101a2e9c9fa3281962bc29225dcc28f1b762d81c287b430ca008',
+]);
+
+const isPublished = (secret: string) => PUBLISHED_WEBHOOK_SECRET_DIGESTS.has(createHash('sha256').update(secret).digest('hex'));
 
 type Problems = { variable: string; problem: string }[];
 
@@ -329,7 +335,7 @@ function readWebhookSecrets(r: Reader, deployed: boolean): string[] {
     r.problems.push({ variable: name, problem: 'holds an empty secret (an empty entry in the list, or whsec_ alone)' });
   }
   for (const secret of secrets) r.prefixed(name, secret, ['whsec_']);
-  if (deployed && secrets.some((secret) => PUBLIC_WEBHOOK_SECRETS.has(secret))) {
+  if (deployed && secrets.some(isPublished)) {
     r.problems.push({
       variable: name,
       problem: "holds a published secret (.env.example's placeholder or the local development one), which would let anyone sign events; outside a local stack (SUPABASE_URL on loopback, a test key) list only the endpoint's own signing secrets",

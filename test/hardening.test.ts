@@ -9,10 +9,10 @@ import status from '../netlify/functions/stripe-subscription.mts';
 import webhook from '../netlify/functions/stripe-webhook.mts';
 import { customerIdempotencyKey } from '../src/billing/checkout.ts';
 import { MAX_EVENT_BYTES } from '../src/billing/webhook.ts';
-import { EXAMPLE_WEBHOOK_SECRET, LOCAL_DEVELOPMENT_WEBHOOK_SECRET } from '../src/config.ts';
+import { LOCAL_STRIPE_WEBHOOK_SECRET } from '../scripts/lib/local-defaults.ts';
 import { checkoutCompletedEvent, newIds } from './support/events.ts';
 import { proxyInPlaceOf, type Proxy } from './support/proxy.ts';
-import { authedPost, env, expectCors, newUser, query, signedDelivery, stripeRequests, withEnv } from './support/stack.ts';
+import { authedPost, env, exampleEnv, expectCors, newUser, query, signedDelivery, stripeRequests, withEnv } from './support/stack.ts';
 
 const T = 1_790_000_000;
 
@@ -103,8 +103,8 @@ describe('webhook: the signature covers the bytes Stripe sent', () => {
 
 describe('webhook: a deploy whose secret list holds a published secret accepts nothing', () => {
   it.each([
-    ["the .env.example placeholder", EXAMPLE_WEBHOOK_SECRET],
-    ['the local development secret', LOCAL_DEVELOPMENT_WEBHOOK_SECRET],
+    ["the .env.example placeholder", exampleEnv('STRIPE_WEBHOOK_SECRET')],
+    ['the local development secret', LOCAL_STRIPE_WEBHOOK_SECRET],
   ])('%s beside a real secret: a delivery forged with it answers 500, and nothing is written', async (_name, published) => {
     const event = checkoutCompletedEvent(newIds(newUser().id), T);
     const payload = JSON.stringify(event);

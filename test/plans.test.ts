@@ -185,10 +185,12 @@ describe('POST /api/stripe/checkout with a catalog', () => {
     }
   });
 
-  it('ignores a body that is not a JSON object, as before the catalog: the default price', async () => {
+  it('refuses a body that is not a JSON object: a price sent broken is never sold as the default', async () => {
     const user = newUser();
-    expect((await post(user, 'price=business_yearly')).status).toBe(200);
-    expect((await sessionsOf(user))[0]?.params['line_items[0][price]']).toBe(await priceIdOf('pro_monthly'));
+    const response = await post(user, 'price=business_yearly');
+    expect(response.status).toBe(400);
+    expect(await response.json()).toEqual({ error: 'Invalid JSON body' });
+    expect(await sessionsOf(user)).toEqual([]);
   });
 
   it('offers a trial without a card where the plan says so, and says what happens at its end', async () => {

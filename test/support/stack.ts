@@ -15,6 +15,14 @@ export function env(name: string): string {
   return value;
 }
 
+/** A variable's value as .env.example gives it (a placeholder a deploy must refuse). */
+export function exampleEnv(name: string): string {
+  const text = readFileSync(path.resolve(import.meta.dirname, '../../.env.example'), 'utf8');
+  const value = new RegExp(`^${name}=(.*)$`, 'm').exec(text)?.[1];
+  if (value === undefined) throw new Error(`.env.example lacks ${name}`);
+  return value;
+}
+
 export interface TestUser {
   id: string;
   email: string;
