@@ -1,10 +1,7 @@
 // The catalog through the front door: billing:setup against stripe-mock (asserting what
 // was sent), checkout by plan, GET /api/stripe/plans, and the plan in the status.
 
-import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
+import { readFile, writeFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import checkout from '../netlify/functions/stripe-checkout.mts';
 import plans from '../netlify/functions/stripe-plans.mts';
@@ -12,7 +9,7 @@ import subscription from '../netlify/functions/stripe-subscription.mts';
 import webhook from '../netlify/functions/stripe-webhook.mts';
 import { PINNED_API_VERSION } from '../src/billing/api-version.ts';
 import { HANDLED_EVENT_TYPES } from '../src/billing/events.ts';
-import { catalogEnv, CATALOG_FILE, priceIdOf, runSetup } from './support/catalog.ts';
+import { catalogEnv, priceIdOf, runSetup, uniqueCatalog } from './support/catalog.ts';
 import { entitlementSummaryEvent, subscriptionScheduleEvent } from '../scripts/lib/stripe-events.ts';
 import { checkoutCompletedEvent, newIds, subscriptionEvent } from './support/events.ts';
 import { authedPost, expectCors, newUser, query, signedDelivery, stripeRequests, withEnv, type TestUser } from './support/stack.ts';
@@ -40,20 +37,6 @@ async function status(user: TestUser): Promise<Record<string, unknown> | null> {
   );
   expect(response.status).toBe(200);
   return ((await response.json()) as { subscription: Record<string, unknown> | null }).subscription;
-}
-
-// A catalog of its own (unique ids and keys), so its requests are told apart from the
-// other test files' setups on the shared mock.
-async function uniqueCatalog(): Promise<{ file: string; tag: string }> {
-  const tag = randomBytes(4).toString('hex');
-  const text = (await readFile(CATALOG_FILE, 'utf8'))
-    .replaceAll(/"(pro|business)_(monthly|yearly)"/g, `"$1_$2_${tag}"`)
-    .replaceAll(/"analytics_(pro|business)"/g, `"analytics_$1_${tag}"`)
-    .replace('"plans": {\n    "pro"', `"plans": {\n    "pro_${tag}"`)
-    .replace('\n    "business": {', `\n    "business_${tag}": {`);
-  const file = path.join(await mkdtemp(path.join(tmpdir(), 'catalog-')), 'catalog.json');
-  await writeFile(file, text);
-  return { file, tag };
 }
 
 describe('npm run billing:setup, against stripe-mock', () => {
