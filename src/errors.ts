@@ -109,3 +109,12 @@ export class TooManyRequestsError extends HttpError {
     this.name = 'TooManyRequestsError';
   }
 }
+
+/** A catalog price whose lookup key Stripe resolves to a price that is not ours (e.g.
+ *  another app on the account took the key). A 500: ours to fix, not the buyer's. */
+export class PlanUnavailableError extends HttpError {
+  constructor() {
+    super(500, 'Plan unavailable');
+    this.name = 'PlanUnavailableError';
+  }
+}

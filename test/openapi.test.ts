@@ -18,7 +18,7 @@ import { SUBSCRIPTION_STATUSES, type AccessReason } from '../src/billing/access.
 import { REQUEST_LIMITS, type LimitedAction } from '../src/billing/request-limits.ts';
 import type { PaymentOutcome } from '../src/store.ts';
 import { checkoutCompletedEvent, invoiceEvent, newIds, subscriptionEvent, type Ids, type SubscriptionState } from './support/events.ts';
-import { CATALOG_FILE } from './support/catalog.ts';
+import { CATALOG_FILE, runSetup, takeLookupKey, uniqueCatalog } from './support/catalog.ts';
 import { env, freshEvent, newUser, postStripeObject, query, signedDelivery, withEnv, type TestUser } from './support/stack.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -317,7 +317,7 @@ interface Case {
   name: string;
   request: () => Request | Promise<Request>;
   /** Environment for this request only; undefined removes a variable. */
-  env?: () => Record<string, string | undefined>;
+  env?: () => Record<string, string | undefined> | Promise<Record<string, string | undefined>>;
 }
 
 const CHECKOUT = '/api/stripe/checkout';
@@ -342,6 +342,19 @@ async function paidSession(edit: Record<string, unknown> = {}): Promise<{ user: 
   const sessionId = String(session['id']);
   await postStripeObject(`/v1/checkout/sessions/${sessionId}`, session);
   return { user, sessionId };
+}
+
+/** A catalog of its own whose monthly Pro lookup key another app on the account took
+ *  (its own product, transfer_lookup_key): made once, for the case that needs it. */
+let takenOver: Promise<{ file: string; lookupKey: string }> | undefined;
+function catalogTakenOver(): Promise<{ file: string; lookupKey: string }> {
+  takenOver ??= (async () => {
+    const { file, tag } = await uniqueCatalog();
+    await runSetup(file);
+    await takeLookupKey(`pro_monthly_${tag}`, { product: `other_app_${tag}`, amount: 900, currency: 'eur', interval: 'month' });
+    return { file, lookupKey: `pro_monthly_${tag}` };
+  })();
+  return takenOver;
 }
 
 function authCases(op: string, method: 'GET' | 'POST', route: string): Case[] {
@@ -425,6 +438,13 @@ const cases: Case[] = [
     env: () => ({ STRIPE_PRICE_ID: undefined }),
   },
   { op: `POST ${CHECKOUT}`, status: 500, name: 'Stripe unreachable', request: () => request('POST', CHECKOUT, { token: newUser().token }), env: () => ({ STRIPE_API_BASE: DOWN }) },
+  {
+    op: `POST ${CHECKOUT}`,
+    status: 500,
+    name: 'a catalog price whose lookup key another app took',
+    request: async () => request('POST', CHECKOUT, { token: newUser().token, body: JSON.stringify({ price: (await catalogTakenOver()).lookupKey }) }),
+    env: async () => ({ BILLING_CATALOG: (await catalogTakenOver()).file }),
+  },
   { op: `OPTIONS ${CHECKOUT}`, status: 204, name: 'a preflight', request: () => preflight(CHECKOUT, 'POST') },
   {
     op: `OPTIONS ${CHECKOUT}`,
@@ -699,7 +719,8 @@ describe('docs/openapi.yaml, against the functions', () => {
       expect(targets(op, req, c.status), 'the request goes to the operation the case names').toBe(true);
       const handler = await handlerFor(pathname);
       if (!handler) throw new Error(`no function serves ${pathname} (netlify.toml, config.path)`);
-      const response = await quietly(() => withEnv(c.env?.() ?? {}, () => handler(req)));
+      const environment = (await c.env?.()) ?? {};
+      const response = await quietly(() => withEnv(environment, () => handler(req)));
       expect(await conformance(op, c.status, req.method, response)).toEqual([]);
     });
   }

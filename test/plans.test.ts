@@ -1,18 +1,15 @@
 // The catalog through the front door: billing:setup against stripe-mock (asserting what
 // was sent), checkout by plan, GET /api/stripe/plans, and the plan in the status.
 
-import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { readFile, writeFile } from 'node:fs/promises';
+import { describe, expect, it, vi } from 'vitest';
 import checkout from '../netlify/functions/stripe-checkout.mts';
 import plans from '../netlify/functions/stripe-plans.mts';
 import subscription from '../netlify/functions/stripe-subscription.mts';
 import webhook from '../netlify/functions/stripe-webhook.mts';
 import { PINNED_API_VERSION } from '../src/billing/api-version.ts';
 import { HANDLED_EVENT_TYPES } from '../src/billing/events.ts';
-import { catalogEnv, CATALOG_FILE, priceIdOf, runSetup } from './support/catalog.ts';
+import { catalogEnv, priceIdOf, runSetup, takeLookupKey, uniqueCatalog } from './support/catalog.ts';
 import { entitlementSummaryEvent, subscriptionScheduleEvent } from '../scripts/lib/stripe-events.ts';
 import { checkoutCompletedEvent, newIds, subscriptionEvent } from './support/events.ts';
 import { authedPost, expectCors, newUser, query, signedDelivery, stripeRequests, withEnv, type TestUser } from './support/stack.ts';
@@ -40,20 +37,6 @@ async function status(user: TestUser): Promise<Record<string, unknown> | null> {
   );
   expect(response.status).toBe(200);
   return ((await response.json()) as { subscription: Record<string, unknown> | null }).subscription;
-}
-
-// A catalog of its own (unique ids and keys), so its requests are told apart from the
-// other test files' setups on the shared mock.
-async function uniqueCatalog(): Promise<{ file: string; tag: string }> {
-  const tag = randomBytes(4).toString('hex');
-  const text = (await readFile(CATALOG_FILE, 'utf8'))
-    .replaceAll(/"(pro|business)_(monthly|yearly)"/g, `"$1_$2_${tag}"`)
-    .replaceAll(/"analytics_(pro|business)"/g, `"analytics_$1_${tag}"`)
-    .replace('"plans": {\n    "pro"', `"plans": {\n    "pro_${tag}"`)
-    .replace('\n    "business": {', `\n    "business_${tag}": {`);
-  const file = path.join(await mkdtemp(path.join(tmpdir(), 'catalog-')), 'catalog.json');
-  await writeFile(file, text);
-  return { file, tag };
 }
 
 describe('npm run billing:setup, against stripe-mock', () => {
@@ -276,6 +259,114 @@ describe('GET /api/stripe/plans', () => {
     const response = await withEnv({ BILLING_CATALOG: undefined }, () => plans(new Request('http://localhost/api/stripe/plans')));
     expect(response.status).toBe(200);
     expect(await response.json()).toEqual({ defaultPrice: null, plans: [] });
+  });
+});
+
+describe('a lookup key sells only our price', () => {
+  // Another app on the same Stripe account runs its own setup and takes one of our lookup
+  // keys (transfer_lookup_key). Each test has a catalog of its own: taking the shipped
+  // catalog's keys would change what the other files sell.
+  const MISMATCH = "price under a catalog lookup key is not the catalog's: not for sale";
+
+  /** The JSON lines logged at error while `run` runs. */
+  async function errorLines<T>(run: () => Promise<T>): Promise<{ result: T; lines: Record<string, unknown>[] }> {
+    const lines: Record<string, unknown>[] = [];
+    const errors = vi.spyOn(console, 'error').mockImplementation((line: unknown) => void lines.push(JSON.parse(String(line)) as Record<string, unknown>));
+    try {
+      return { result: await run(), lines };
+    } finally {
+      errors.mockRestore();
+    }
+  }
+
+  const checkoutWith = (file: string, user: TestUser, price: string) =>
+    withEnv({ BILLING_CATALOG: file }, () => checkout(authedPost('http://localhost/api/stripe/checkout', user.token, { body: JSON.stringify({ price }) })));
+  const plansWith = (file: string) => withEnv({ BILLING_CATALOG: file }, () => plans(new Request('http://localhost/api/stripe/plans')));
+
+  it('checkout answers 500 "Plan unavailable" for a price another app took, logs both prices once per read, and sells the others', async () => {
+    const { file, tag } = await uniqueCatalog();
+    await runSetup(file);
+    const ours = await priceIdOf(`pro_monthly_${tag}`);
+    const foreign = await takeLookupKey(`pro_monthly_${tag}`, { product: `other_app_${tag}`, amount: 900, currency: 'eur', interval: 'month' });
+    expect(foreign).not.toBe(ours);
+    expect(await priceIdOf(`pro_monthly_${tag}`)).toBe(foreign); // the key is the other app's now
+
+    const buyers = [newUser(), newUser()];
+    const { result: answers, lines } = await errorLines(async () => {
+      const out: Response[] = [];
+      for (const buyer of buyers) out.push(await checkoutWith(file, buyer, `pro_monthly_${tag}`));
+      return out;
+    });
+    for (const response of answers) {
+      expect(response.status).toBe(500);
+      expectCors(response);
+      expect(await response.json()).toEqual({ error: 'Plan unavailable' });
+    }
+    // Refused before a customer or a session is made: nothing reached Stripe for them.
+    for (const buyer of buyers) {
+      expect(await stripeRequests((r) => JSON.stringify(r.params).includes(buyer.id))).toEqual([]);
+      expect(await query('select 1 from billing_customers where user_id = $1', [buyer.id])).toEqual([]);
+    }
+    // One read of Stripe served both requests: the mismatch is logged once, with both prices.
+    expect(lines.filter((l) => l['msg'] === MISMATCH)).toEqual([
+      expect.objectContaining({
+        level: 'error',
+        fn: 'checkout',
+        lookupKey: `pro_monthly_${tag}`,
+        plan: `pro_${tag}`,
+        catalogProduct: `analytics_pro_${tag}`,
+        catalogAmount: 900,
+        catalogCurrency: 'eur',
+        catalogInterval: 'month',
+        stripePriceId: foreign,
+        stripeProduct: `other_app_${tag}`,
+        stripeAmount: 900,
+        stripeCurrency: 'eur',
+        stripeInterval: 'month',
+      }),
+    ]);
+    expect(lines.filter((l) => l['msg'] === 'request failed')).toEqual([
+      expect.objectContaining({ status: 500, errorType: 'PlanUnavailableError' }),
+      expect.objectContaining({ status: 500, errorType: 'PlanUnavailableError' }),
+    ]);
+
+    // The plan's other price, and the other plan, keep selling.
+    for (const lookupKey of [`pro_yearly_${tag}`, `business_monthly_${tag}`]) {
+      const buyer = newUser();
+      expect((await checkoutWith(file, buyer, lookupKey)).status).toBe(200);
+      expect((await sessionsOf(buyer))[0]?.params['line_items[0][price]']).toBe(await priceIdOf(lookupKey));
+    }
+  });
+
+  it.each([
+    ['another product', { product: 'other_app', amount: 900, currency: 'eur', interval: 'month' as const }],
+    ['another amount', { product: 'analytics_pro', amount: 100, currency: 'eur', interval: 'month' as const }],
+    ['another currency', { product: 'analytics_pro', amount: 900, currency: 'usd', interval: 'month' as const }],
+    ['another interval', { product: 'analytics_pro', amount: 900, currency: 'eur', interval: 'year' as const }],
+  ])('/plans leaves out the price under our lookup key with %s, and keeps the others', async (_name, taken) => {
+    const { file, tag } = await uniqueCatalog();
+    await runSetup(file);
+    const foreign = await takeLookupKey(`pro_monthly_${tag}`, { ...taken, product: `${taken.product}_${tag}` });
+    const { result: response, lines } = await errorLines(() => plansWith(file));
+    expect(response.status).toBe(200);
+    const body = (await response.json()) as { plans: { key: string; prices: { lookupKey: string }[] }[] };
+    expect(body.plans.map((p) => [p.key, p.prices.map((price) => price.lookupKey)])).toEqual([
+      [`pro_${tag}`, [`pro_yearly_${tag}`]],
+      [`business_${tag}`, [`business_monthly_${tag}`, `business_yearly_${tag}`]],
+    ]);
+    expect(lines).toEqual([
+      expect.objectContaining({ msg: MISMATCH, fn: 'plans', lookupKey: `pro_monthly_${tag}`, stripePriceId: foreign, stripeProduct: `${taken.product}_${tag}`, stripeAmount: taken.amount, stripeCurrency: taken.currency, stripeInterval: taken.interval }),
+    ]);
+  });
+
+  it('a price setup has not made is told apart: checkout answers "Internal server error", /plans leaves it out, no mismatch is logged', async () => {
+    const { file, tag } = await uniqueCatalog(); // billing:setup not run
+    const { result, lines } = await errorLines(async () => ({ checkout: await checkoutWith(file, newUser(), `pro_monthly_${tag}`), plans: await plansWith(file) }));
+    expect(result.checkout.status).toBe(500);
+    expect(await result.checkout.json()).toEqual({ error: 'Internal server error' });
+    expect(((await result.plans.json()) as { plans: { prices: unknown[] }[] }).plans.map((p) => p.prices)).toEqual([[], []]);
+    expect(lines.filter((l) => l['msg'] === MISMATCH)).toEqual([]);
+    expect(lines).toEqual([expect.objectContaining({ msg: 'request failed', fn: 'checkout', errorType: 'Error', error: expect.stringContaining('run npm run billing:setup') as unknown })]);
   });
 });
 

@@ -15,10 +15,10 @@ export default defineEndpoint({
   name: 'checkout',
   methods: ['POST'],
   envVars: CONFIG_VARIABLES,
-  deps: (env) => {
+  deps: (env, log) => {
     const config = loadCheckoutConfig(env);
     const stripe = lazyStripe(config.stripe);
-    const prices = config.catalog ? catalogPrices(stripe, config.catalog) : null;
+    const prices = config.catalog ? catalogPrices(stripe, config.catalog, { log }) : null;
     return { config, verifier: createTokenVerifier(config.auth), stripe, store: createStore(config.store), prices };
   },
   run: async (req, deps, scope) => {

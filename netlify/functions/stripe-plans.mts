@@ -12,9 +12,9 @@ export default defineEndpoint({
   name: 'plans',
   methods: ['GET'],
   envVars: CONFIG_VARIABLES,
-  deps: (env) => {
+  deps: (env, log) => {
     const config = loadPlansConfig(env);
-    return { config, prices: config.catalog ? catalogPrices(lazyStripe(config.stripe), config.catalog) : null };
+    return { config, prices: config.catalog ? catalogPrices(lazyStripe(config.stripe), config.catalog, { log }) : null };
   },
   run: async (_req, deps, scope) => {
     const body = await listPlans(deps);

@@ -209,6 +209,23 @@ export function allPrices(catalog: Catalog): PriceInPlan[] {
   return catalog.plans.flatMap((plan) => plan.prices.map((price) => ({ plan, price })));
 }
 
+/** A price as Stripe holds it, as far as telling whether it is the catalog's needs. */
+export interface HeldPrice {
+  productId: string;
+  /** null for a price without a fixed amount (tiers, customer chooses). */
+  amount: number | null;
+  currency: string;
+  /** null for a one-time price. */
+  interval: string | null;
+}
+
+/** Whether the price Stripe holds under a catalog lookup key is the catalog's: its plan's
+ *  product, amount, currency and interval. A lookup key is unique per Stripe account, not
+ *  per app, so another app's setup on the account can take ours (transfer_lookup_key). */
+export function isCatalogPrice({ plan, price }: PriceInPlan, held: HeldPrice): boolean {
+  return held.productId === plan.productId && held.amount === price.amount && held.currency === price.currency && held.interval === price.interval;
+}
+
 /** The plan a subscription's price belongs to: by its lookup key, else by its product
  *  (a price that lost its lookup key to a newer amount is still the plan's). */
 export function planOfPrice(catalog: Catalog, price: PriceFacts): { plan: Plan; interval: Interval | null } | null {

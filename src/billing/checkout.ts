@@ -1,7 +1,7 @@
 import type Stripe from 'stripe';
 import type { AuthUser } from '../auth.ts';
 import type { CheckoutConfig } from '../config.ts';
-import { AlreadySubscribedError, InvalidRequestError, UnknownPriceError } from '../errors.ts';
+import { AlreadySubscribedError, InvalidRequestError, PlanUnavailableError, UnknownPriceError } from '../errors.ts';
 import type { BillingStore } from '../store.ts';
 import type { StripeLoader } from '../stripe-client.ts';
 import { canStartCheckout } from './access.ts';
@@ -68,7 +68,10 @@ export async function startCheckout(
 
   let priceId = deps.config.priceId;
   if (chosen.lookupKey !== null) {
-    const stripePrice = (await deps.prices?.get())?.get(chosen.lookupKey);
+    const inStripe = await deps.prices?.get();
+    const stripePrice = inStripe?.forSale.get(chosen.lookupKey);
+    // Under our lookup key, a price that is not ours (logged where prices are read).
+    if (!stripePrice && inStripe?.mismatched.has(chosen.lookupKey)) throw new PlanUnavailableError();
     // In the catalog but not in Stripe: billing:setup has not been run on this account.
     if (!stripePrice) throw new Error(`price ${chosen.lookupKey} is not in Stripe; run npm run billing:setup`);
     priceId = stripePrice.priceId;

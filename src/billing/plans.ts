@@ -37,9 +37,10 @@ export async function listPlans(deps: PlansDeps): Promise<PlansBody> {
       description: plan.description,
       features: plan.features.map((key) => ({ key, name: catalog.features.get(key) ?? key })),
       trial: plan.trial && { days: plan.trial.days, cardRequired: plan.trial.cardRequired },
-      // A price billing:setup has not made yet is not for sale: it is left out.
+      // A price billing:setup has not made yet, or one under our lookup key that is not
+      // ours, is not for sale: it is left out.
       prices: plan.prices.flatMap((price) => {
-        const stripe = inStripe.get(price.lookupKey);
+        const stripe = inStripe.forSale.get(price.lookupKey);
         return stripe ? [{ lookupKey: price.lookupKey, interval: stripe.interval, amount: stripe.amount, currency: stripe.currency }] : [];
       }),
     })),

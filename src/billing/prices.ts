@@ -1,12 +1,17 @@
 // The catalog's prices as Stripe holds them: their ids (a checkout needs one) and their
-// amounts, currencies and intervals (the pricing table shows Stripe's, not the file's:
-// the file says what billing:setup should make, Stripe says what customers pay). One
-// list call per TTL for all of them, by lookup key; shared by whoever asks in between.
+// amounts, currencies and intervals. One list call per TTL for all of them, by lookup
+// key; shared by whoever asks in between.
+//
+// A lookup key finds whatever price holds it on the account, and another app on the
+// same account can take ours over (transfer_lookup_key). So a price is for sale only
+// when it is the catalog's (its plan's product, amount, currency and interval); any
+// other is left out and logged at error once per read, with both prices.
 
 import type Stripe from 'stripe';
+import type { Logger } from '../log.ts';
 import type { StripeLoader } from '../stripe-client.ts';
-import type { Catalog, Interval } from './catalog.ts';
-import { allPrices } from './catalog.ts';
+import type { Catalog, HeldPrice } from './catalog.ts';
+import { allPrices, isCatalogPrice } from './catalog.ts';
 
 /** How long an answer from Stripe is reused. /plans tells browsers and CDNs the same. */
 export const PRICES_TTL_MS = 5 * 60_000;
@@ -22,37 +27,72 @@ export interface StripePrice {
   interval: string;
 }
 
-export interface CatalogPrices {
-  /** Every catalog price Stripe has, by lookup key (a price Stripe lacks is missing). */
-  get(): Promise<ReadonlyMap<string, StripePrice>>;
+/** One read of the catalog's prices in Stripe. A lookup key in neither is not in Stripe
+ *  (billing:setup has not made it). */
+export interface PricesInStripe {
+  /** The catalog's prices, by lookup key: for sale. */
+  forSale: ReadonlyMap<string, StripePrice>;
+  /** Lookup keys under which Stripe holds a price that is not the catalog's: not for sale. */
+  mismatched: ReadonlySet<string>;
 }
 
-export function catalogPrices(stripe: StripeLoader, catalog: Catalog, options: { ttlMs?: number; now?: () => number } = {}): CatalogPrices {
+export interface CatalogPrices {
+  get(): Promise<PricesInStripe>;
+}
+
+export interface CatalogPricesOptions {
+  /** Where a mismatch is reported (no request is in scope: one read serves many). */
+  log: Logger;
+  ttlMs?: number;
+  now?: () => number;
+}
+
+export function catalogPrices(stripe: StripeLoader, catalog: Catalog, options: CatalogPricesOptions): CatalogPrices {
+  const { log } = options;
   const ttl = options.ttlMs ?? PRICES_TTL_MS;
   const now = options.now ?? Date.now;
-  let cached: { at: number; prices: Promise<ReadonlyMap<string, StripePrice>> } | undefined;
-  const planOf = new Map(allPrices(catalog).map(({ plan, price }) => [price.lookupKey, { plan: plan.key, interval: price.interval }]));
+  let cached: { at: number; prices: Promise<PricesInStripe> } | undefined;
+  const wanted = new Map(allPrices(catalog).map((entry) => [entry.price.lookupKey, entry]));
 
-  const fetchAll = async (): Promise<ReadonlyMap<string, StripePrice>> => {
+  const fetchAll = async (): Promise<PricesInStripe> => {
     const client = await stripe();
-    const keys = [...planOf.keys()];
-    const out = new Map<string, StripePrice>();
+    const keys = [...wanted.keys()];
+    const forSale = new Map<string, StripePrice>();
+    const mismatched = new Set<string>();
     for (let i = 0; i < keys.length; i += LOOKUP_KEYS_PER_CALL) {
       const page = await client.prices.list({ lookup_keys: keys.slice(i, i + LOOKUP_KEYS_PER_CALL), active: true, limit: 100 });
       for (const price of page.data) {
-        const known = price.lookup_key ? planOf.get(price.lookup_key) : undefined;
-        if (!price.lookup_key || !known) continue;
-        out.set(price.lookup_key, {
+        const entry = price.lookup_key ? wanted.get(price.lookup_key) : undefined;
+        if (!price.lookup_key || !entry) continue;
+        const held = heldPrice(price);
+        if (!isCatalogPrice(entry, held)) {
+          mismatched.add(price.lookup_key);
+          log.error('price under a catalog lookup key is not the catalog\'s: not for sale', {
+            lookupKey: price.lookup_key,
+            plan: entry.plan.key,
+            catalogProduct: entry.plan.productId,
+            catalogAmount: entry.price.amount,
+            catalogCurrency: entry.price.currency,
+            catalogInterval: entry.price.interval,
+            stripePriceId: price.id,
+            stripeProduct: held.productId,
+            stripeAmount: held.amount,
+            stripeCurrency: held.currency,
+            stripeInterval: held.interval,
+          });
+          continue;
+        }
+        forSale.set(price.lookup_key, {
           lookupKey: price.lookup_key,
-          plan: known.plan,
+          plan: entry.plan.key,
           priceId: price.id,
-          amount: price.unit_amount,
-          currency: price.currency,
-          interval: intervalOf(price, known.interval),
+          amount: held.amount,
+          currency: held.currency,
+          interval: entry.price.interval,
         });
       }
     }
-    return out;
+    return { forSale, mismatched };
   };
 
   return {
@@ -70,6 +110,12 @@ export function catalogPrices(stripe: StripeLoader, catalog: Catalog, options: {
   };
 }
 
-function intervalOf(price: Stripe.Price, fallback: Interval): string {
-  return price.recurring?.interval ?? fallback;
+/** What isCatalogPrice compares, from a Stripe price (its product an id or expanded). */
+export function heldPrice(price: Stripe.Price): HeldPrice {
+  return {
+    productId: typeof price.product === 'string' ? price.product : price.product.id,
+    amount: price.unit_amount,
+    currency: price.currency,
+    interval: price.recurring?.interval ?? null,
+  };
 }

@@ -22,8 +22,9 @@
 import type Stripe from 'stripe';
 import type { BillingStore, StoredCatalog } from '../store.ts';
 import { PINNED_API_VERSION } from './api-version.ts';
-import { allPrices, type Catalog, type CatalogPrice, type Plan } from './catalog.ts';
+import { allPrices, isCatalogPrice, type Catalog, type Plan } from './catalog.ts';
 import { HANDLED_EVENT_TYPES } from './events.ts';
+import { heldPrice } from './prices.ts';
 import { dashboardUrl } from './urls.ts';
 
 export interface SetupDeps {
@@ -104,7 +105,7 @@ export async function setupStripe(deps: SetupDeps, options: { dryRun?: boolean }
   const priceIds = new Map<string, string>();
   for (const { plan, price } of wanted) {
     const found = existingPrices.get(price.lookupKey);
-    if (found && found.active && samePrice(found, plan, price)) {
+    if (found && found.active && isCatalogPrice({ plan, price }, heldPrice(found))) {
       priceIds.set(price.lookupKey, found.id);
       continue;
     }
@@ -208,13 +209,6 @@ async function attachFeatures(
     change(`detach feature ${pf.entitlement_feature.lookup_key} from ${plan.productId}`);
     if (!dryRun) await deps.stripe.products.deleteFeature(plan.productId, pf.id);
   }
-}
-
-function samePrice(found: Stripe.Price, plan: Plan, price: CatalogPrice): boolean {
-  const product = typeof found.product === 'string' ? found.product : found.product.id;
-  return (
-    found.unit_amount === price.amount && found.currency === price.currency && found.recurring?.interval === price.interval && product === plan.productId
-  );
 }
 
 function portalConfiguration(deps: SetupDeps, priceIds: ReadonlyMap<string, string>): Stripe.BillingPortal.ConfigurationCreateParams {

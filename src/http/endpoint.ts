@@ -25,8 +25,9 @@ export interface EndpointSpec<Deps> {
   methods: readonly HttpMethod[];
   /** The environment variables `deps` reads; a change in any of them rebuilds the deps. */
   envVars: readonly string[];
-  /** Builds config and clients. Runs on the first request, not at import. */
-  deps: (env: Env) => Deps;
+  /** Builds config and clients. Runs on the first request, not at import. `log` is for
+   *  what the deps report outside any one request (e.g. a cached read of Stripe). */
+  deps: (env: Env, log: Logger) => Deps;
   run: (req: Request, deps: Deps, scope: RequestScope) => Promise<JsonResult>;
 }
 
@@ -48,7 +49,7 @@ export function defineEndpoint<Deps>(
 
   const depsFor = (env: Env): Deps => {
     const key = JSON.stringify(spec.envVars.map((name) => env[name] ?? null));
-    if (cached?.key !== key) cached = { key, deps: spec.deps(env) };
+    if (cached?.key !== key) cached = { key, deps: spec.deps(env, createLogger({ fn: spec.name })) };
     return cached.deps;
   };
 
@@ -71,7 +72,8 @@ export function defineEndpoint<Deps>(
       response = jsonResponse(result.status ?? 200, result.body, cors.headers, result.headers);
     } catch (error) {
       response = errorResponse(error, cors);
-      if (!(error instanceof HttpError)) Object.assign(facts, describeError(error));
+      // A 5xx HttpError (Plan unavailable) is ours to fix: its log line says which.
+      if (!(error instanceof HttpError) || error.status >= 500) Object.assign(facts, describeError(error));
     }
 
     const summary = { ...facts, status: response.status, durationMs: Math.round(performance.now() - started) };
