@@ -116,6 +116,18 @@ describe('npm run billing:setup, against stripe-mock', () => {
     expect(await stripeRequests((r) => r.method === 'POST' && r.path === `/v1/prices/${oldId ?? ''}` && r.params['active'] === 'false')).toHaveLength(1);
   });
 
+  it("setup takes a lookup key back from another app's price without archiving that price", async () => {
+    const { file, tag } = await uniqueCatalog();
+    await runSetup(file);
+    const foreign = await takeLookupKey(`pro_monthly_${tag}`, { product: `other_app_${tag}`, amount: 900, currency: 'eur', interval: 'month' });
+    await runSetup(file);
+    const [created] = await stripeRequests((r) => r.method === 'POST' && r.path === '/v1/prices' && r.params['lookup_key'] === `pro_monthly_${tag}` && r.params['transfer_lookup_key'] === 'true' && r.params['product'] === `analytics_pro_${tag}`);
+    expect(created).toBeDefined();
+    expect(await priceIdOf(`pro_monthly_${tag}`)).not.toBe(foreign);
+    // The other app's price still sells there: it lost the key, not its life.
+    expect(await stripeRequests((r) => r.method === 'POST' && r.path === `/v1/prices/${foreign}`)).toEqual([]);
+  });
+
   it('the local Stripe refuses a second price under a lookup key another price holds, as Stripe does', async () => {
     const base = new URL(process.env['STRIPE_API_BASE'] ?? '');
     const response = await fetch(new URL('/v1/prices', base), {

@@ -103,6 +103,7 @@ export async function setupStripe(deps: SetupDeps, options: { dryRun?: boolean }
     for (const price of page.data) if (price.lookup_key && keys.includes(price.lookup_key)) existingPrices.set(price.lookup_key, price);
   }
   const priceIds = new Map<string, string>();
+  const ourProducts = new Set(catalog.plans.map((plan) => plan.productId));
   for (const { plan, price } of wanted) {
     const found = existingPrices.get(price.lookupKey);
     if (found && found.active && isCatalogPrice({ plan, price }, heldPrice(found))) {
@@ -123,7 +124,9 @@ export async function setupStripe(deps: SetupDeps, options: { dryRun?: boolean }
       metadata: { ...MANAGED, plan: plan.key },
     });
     priceIds.set(price.lookupKey, created.id);
-    if (found) await stripe.prices.update(found.id, { active: false });
+    // Only a price of one of our products is ours to retire: one another app on the same
+    // account holds under this key keeps selling there (it only loses the key).
+    if (found && ourProducts.has(heldPrice(found).productId)) await stripe.prices.update(found.id, { active: false });
   }
 
   // The billing portal ------------------------------------------------------------------
