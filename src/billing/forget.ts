@@ -36,7 +36,7 @@ export interface ForgetReport {
 }
 
 /** Stripe removes a metadata key set to the empty string. userId stays: it names nobody
- *  once the user is deleted, and a late event finds the tombstone by it. */
+ *  once the user is deleted, and events map a subscription to its user by it. */
 const SCRUB = { metadata: { email: '' } };
 
 export async function forgetUser(deps: ForgetDeps, userId: string, now: () => Date = () => new Date()): Promise<ForgetReport> {
