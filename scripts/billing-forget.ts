@@ -1,8 +1,9 @@
 // npm run billing:forget -- --user <uuid> [--local]
 //
 // Ends a user's billing when they delete their account (src/billing/forget.ts): their
-// live subscriptions canceled now, their Stripe customer deleted, their local link
-// removed (the subscription rows stay, reading as canceled). Safe to run again.
+// email removed from their subscriptions' and Checkout Sessions' metadata, their live
+// subscriptions canceled now, their Stripe customer deleted, their local link removed
+// (the subscription rows stay, reading as canceled). Safe to run again.
 // Configuration as for billing:reconcile (scripts/lib/job-cli.ts).
 //
 // One summary line to stdout. Exit status: 0 done, 1 failed, 2 usage or configuration error.
@@ -33,9 +34,12 @@ const deps = { stripe: await createStripe(config.stripe), store: createStore(con
 try {
   const report = await forgetUser(deps, userId.toLowerCase());
   const canceled = report.canceledSubscriptions.length;
+  const kept = [...report.unscrubbedSubscriptions, ...report.unscrubbedCheckoutSessions];
   console.log(
     report.customerId
-      ? `forgot user ${report.userId}: customer ${report.customerId} ${report.customerDeleted}, ${canceled} subscription(s) canceled${canceled ? ` (${report.canceledSubscriptions.join(', ')})` : ''}`
+      ? `forgot user ${report.userId}: customer ${report.customerId} ${report.customerDeleted}, ${canceled} subscription(s) canceled${canceled ? ` (${report.canceledSubscriptions.join(', ')})` : ''}` +
+          `, email removed from the metadata of ${report.scrubbedSubscriptions.length} subscription(s) and ${report.scrubbedCheckoutSessions.length} checkout session(s)` +
+          (kept.length ? `; Stripe keeps it in ${kept.join(', ')} (docs/SECURITY.md, "Account deletion")` : '')
       : `user ${report.userId} has no Stripe customer: nothing to end`,
   );
 } catch (error) {

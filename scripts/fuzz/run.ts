@@ -7,6 +7,9 @@
 //   4. Two users: a new one, and a subscriber (signed webhooks, via stripe:trigger).
 //   5. `schemathesis run` with scripts/fuzz/schemathesis.toml and their access tokens.
 //   6. Everything stopped; the exit code is Schemathesis's (non-zero on any failure).
+//   7. test-results/fuzz.json: the cases Schemathesis counted ({generated, passed, failed,
+//      skipped}, scripts/fuzz/summary.ts), for CI's last line; 1 failed when its summary
+//      cannot be read. Written only once Schemathesis has run: no file means no fuzz.
 // Arguments after `--` go to `schemathesis run`, e.g. `npm run test:fuzz -- --seed 42`.
 // PYTHON picks the interpreter that makes the venv (default python3; 3.11 or newer);
 // FUZZ_VERBOSE=1 shows the output of the stack and of netlify dev (the functions' logs).
@@ -23,6 +26,7 @@ import { startNetlifyDev, type NetlifyDev } from '../lib/netlify-dev.ts';
 import { issuerFor, mintAccessToken } from '../lib/tokens.ts';
 import { getFreePort, startLocalStack, type LocalStack } from '../stack/index.ts';
 import { startStripeMockBridge, type StripeMockBridge } from '../stack/stripe-mock-bridge.ts';
+import { parseTestCases } from './summary.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const at = (file: string) => path.join(ROOT, file);
@@ -32,14 +36,20 @@ const REQUIREMENTS = at('scripts/fuzz/requirements.txt');
 const VENV = at('.local/fuzz-venv');
 /** Schemathesis's working directory: its cache and Hypothesis's example database live here. */
 const WORK = at('.local/fuzz');
+const RESULTS = at('test-results/fuzz.json');
 const bin = (name: string) => path.join(VENV, 'bin', name);
 const say = (line: string) => console.log(`[fuzz] ${line}`);
 const componentLog = process.env['FUZZ_VERBOSE'] ? (line: string) => console.log(line) : undefined;
 
 /** Runs a command to its end. Never spawnSync: the gateway and the Stripe bridge run in
  *  this process, and a blocked event loop would leave the functions' calls hanging. */
-function run(command: string, args: string[], what: string, env: NodeJS.ProcessEnv = process.env): Promise<number> {
-  const child = spawn(command, args, { stdio: 'inherit', env, cwd: WORK });
+function run(command: string, args: string[], what: string, env: NodeJS.ProcessEnv = process.env, stdout?: string[]): Promise<number> {
+  const child = spawn(command, args, { stdio: ['inherit', stdout ? 'pipe' : 'inherit', 'inherit'], env, cwd: WORK });
+  // Shown as it comes (uncolored: Schemathesis colors only a terminal), and kept for its summary.
+  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+    process.stdout.write(chunk);
+    stdout?.push(chunk);
+  });
   return new Promise((resolve, reject) => {
     child.once('error', (error) => reject(new Error(`${what}: ${error.message}`)));
     child.once('close', (code, signal) => resolve(code ?? (signal ? 1 : 0)));
@@ -97,15 +107,23 @@ async function stopAll(): Promise<void> {
   netlify = bridge = stack = dataDir = undefined;
 }
 
-function schemathesis(url: string, tokens: Record<string, string>, extraArgs: string[]): Promise<number> {
+async function schemathesis(url: string, tokens: Record<string, string>, extraArgs: string[]): Promise<number> {
   const args = ['--config-file', CONFIG, 'run', SPEC, '--url', url, ...extraArgs];
   say(`schemathesis --config-file ${path.relative(ROOT, CONFIG)} run ${path.relative(ROOT, SPEC)} --url ${url} ${extraArgs.join(' ')}`);
+  const output: string[] = [];
   // Tokens reach Schemathesis through the environment (the config reads them), not argv.
-  return run(bin('schemathesis'), args, 'schemathesis', { ...process.env, ...tokens });
+  // Unbuffered: into a pipe Python would otherwise write in 8 KB blocks, not as it goes.
+  const code = await run(bin('schemathesis'), args, 'schemathesis', { ...process.env, ...tokens, PYTHONUNBUFFERED: '1' }, output);
+  const counts = parseTestCases(output.join(''));
+  if (!counts) say('no "Test cases:" summary in Schemathesis\'s output: counted as 1 failed');
+  mkdirSync(path.dirname(RESULTS), { recursive: true });
+  writeFileSync(RESULTS, JSON.stringify(counts ?? { generated: 0, passed: 0, failed: 1, skipped: 0 }) + '\n');
+  return code;
 }
 
 async function main(): Promise<number> {
   const started = performance.now();
+  rmSync(RESULTS, { force: true }); // a file from an earlier run would speak for this one
   mkdirSync(WORK, { recursive: true });
   await ensureVenv();
   await mustRun(bin('openapi-spec-validator'), [SPEC], 'openapi-spec-validator');
