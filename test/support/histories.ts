@@ -267,6 +267,14 @@ export async function expectStored(history: History, where: string): Promise<voi
     ).toEqual({ userId: history.userId, ...expected });
   }
 
+  // What the SQL access functions read (billing_subject_state, kept by triggers) is what
+  // billing_accounts says, after any delivery order.
+  const facts = 'status, cancel_at_period_end, current_period_start, current_period_end, payment_failed_at, features';
+  const view = await query(`select ${facts} from billing_accounts where user_id = $1`, [history.userId]);
+  const state = await query(`select ${facts} from billing_subject_state where subject_id = $1`, [history.userId]);
+  expect(view, `${where}: the account`).toHaveLength(1);
+  expect(state, `${where}: billing_subject_state equals billing_accounts`).toEqual(view);
+
   const deleted = history.sent.some((s) => s.kind === 'customer_deleted');
   const link = await query('select 1 from billing_customers where user_id = $1', [history.userId]);
   expect(link.length, `${where}: customer link`).toBe(deleted ? 0 : 1);
