@@ -84,7 +84,10 @@ export type Database = {
       billing_apply_schedule: { Args: EventArgs & { p_change: Json }; Returns: Json };
       billing_record_event: { Args: EventArgs & { p_customer_id: string | null; p_outcome: string; p_reason: string }; Returns: string };
       billing_events_known: { Args: { p_event_ids: string[] }; Returns: string[] };
-      billing_count_request: { Args: { p_subject: string; p_action: string; p_limit: number; p_window_seconds: number }; Returns: number };
+      billing_request_context: {
+        Args: { p_caller: string; p_team: string | null; p_action: string | null; p_limit: number | null; p_window_seconds: number | null; p_event_id: string | null };
+        Returns: Json;
+      };
       billing_job_acquire: { Args: { p_name: string; p_holder: string; p_lease_seconds: number }; Returns: Json | null };
       billing_job_save: {
         Args: { p_name: string; p_holder: string; p_state: Json; p_summary: Json | null; p_release: boolean };

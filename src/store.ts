@@ -55,8 +55,11 @@ export interface BillingAccount {
 export type SubscriptionSnapshot = {
   id: string;
   customer_id: string;
-  /** From the subscription's metadata.userId, when it is a valid user id. */
+  /** From the subscription's metadata.userId, when it is a valid user id and no team's;
+   *  otherwise the customer's link says whose it is. */
   user_id: string | null;
+  /** Who bought it: metadata.userId, for a team's subscription too. */
+  buyer_id: string | null;
   status: SubscriptionStatus;
   price_id: string | null;
   product_id: string | null;
@@ -92,7 +95,8 @@ export type InvoiceOutcome = {
 /** What one Stripe event changes, reduced to what we store. Built by billing/events.ts;
  *  applied by billing_apply_event (supabase/migrations). */
 export type StateChange =
-  | { kind: 'checkout_completed'; user_id: string; customer_id: string; subscription_id: string; email: string | null }
+  /** user_id: the subject (a user, or with `team` a team whose stored customer it must be). */
+  | { kind: 'checkout_completed'; user_id: string; customer_id: string; subscription_id: string; email: string | null; team?: boolean }
   | { kind: 'subscription'; subscription: SubscriptionSnapshot }
   | { kind: 'invoice'; invoice: InvoiceOutcome }
   | { kind: 'trial_will_end'; subscription_id: string; customer_id: string }
@@ -147,12 +151,8 @@ export interface BillingStore {
    *  act on) or 'failed' (for a replay: a later apply of the same id still applies it,
    *  once). Returns the outcome now on record ('applied' if it was applied before). */
   recordEvent(event: EventReceipt, outcome: 'skipped' | 'failed', reason: string, options?: { timeoutMs?: number }): Promise<string>;
-  /** Counts a request of `action` for the subject: 0 while within `limit` per window of
-   *  `windowSeconds`, else the seconds until the window ends. */
-  countRequest(subjectId: string, action: string, limit: number, windowSeconds: number): Promise<number>;
-  /** The customer an event was applied for, if the inbox holds it as done (not failed,
-   *  not skipped); null otherwise. */
-  appliedEventCustomer(eventId: string): Promise<string | null>;
+  /** What an endpoint needs before it calls Stripe, in one round trip: see RequestContext. */
+  requestContext(query: ContextQuery): Promise<RequestContext>;
   /** Of these event ids, those the ledger holds as done (anything but failed). */
   knownEventIds(ids: readonly string[]): Promise<Set<string>>;
   listEvents(filter: EventFilter): Promise<RecordedEvent[]>;
@@ -162,6 +162,35 @@ export interface BillingStore {
   saveJob(name: string, holder: string, state: Json, summary: Json | null, release: boolean): Promise<boolean>;
   /** The catalog as it is in Stripe (billing:setup): plans, their features, price ids. */
   syncCatalog(catalog: StoredCatalog): Promise<void>;
+}
+
+export interface ContextQuery {
+  /** The signed-in user. */
+  caller: string;
+  /** The team they act for; null for their own billing. */
+  team: string | null;
+  /** Count this request against the caller's limit for the action. */
+  limit?: { action: string; limit: number; windowSeconds: number };
+  /** For sync: also say whose customer this event was applied for. */
+  eventId?: string;
+}
+
+export type TeamRole = 'owner' | 'admin' | 'member';
+
+export interface RequestContext {
+  /** Past the caller's request limit: the seconds until its window ends (nothing else is read). */
+  retryAfter: number;
+  /** The caller's role in the team; null for their own billing, or when they are not a member. */
+  role: TeamRole | null;
+  /** The team's member count (null for a user's own billing). */
+  members: number | null;
+  /** The subject's account: the team's, or the caller's own. */
+  account: BillingAccount | null;
+  /** Whether the caller ever had a trial, for themselves or for a team they bought for
+   *  (read for a team only; false otherwise). */
+  callerHadTrial: boolean;
+  /** The subject whose customer `eventId` was applied for, if it was. */
+  eventSubject: string | null;
 }
 
 export interface EventFilter {
@@ -283,18 +312,17 @@ export function createStore(config: StoreConfig, fetchImpl: typeof fetch = nodeF
       return data;
     },
 
-    async countRequest(subjectId, action, limit, windowSeconds) {
-      const { data, error } = await db.rpc('billing_count_request', { p_subject: subjectId, p_action: action, p_limit: limit, p_window_seconds: windowSeconds });
-      if (error) throw new StoreError('countRequest', error.message);
-      if (typeof data !== 'number') throw new StoreError('countRequest', 'no count returned');
-      return data;
-    },
-
-    async appliedEventCustomer(eventId) {
-      const { data, error } = await db.from('stripe_events').select('stripe_customer_id,outcome').eq('id', eventId).maybeSingle();
-      if (error) throw new StoreError('appliedEventCustomer', error.message);
-      if (!data || data.outcome === 'failed' || data.outcome === 'skipped' || data.outcome === 'pending') return null;
-      return data.stripe_customer_id;
+    async requestContext(query) {
+      const { data, error } = await db.rpc('billing_request_context', {
+        p_caller: query.caller,
+        p_team: query.team,
+        p_action: query.limit?.action ?? null,
+        p_limit: query.limit?.limit ?? null,
+        p_window_seconds: query.limit?.windowSeconds ?? null,
+        p_event_id: query.eventId ?? null,
+      });
+      if (error) throw new StoreError('requestContext', error.message);
+      return toRequestContext(data);
     },
 
     async knownEventIds(ids) {
@@ -355,6 +383,28 @@ function eventArgs(event: Omit<EventReceipt, 'customerId'>) {
     p_event_created: new Date(event.created * 1000).toISOString(),
     p_livemode: event.livemode,
     p_api_version: event.apiVersion,
+  };
+}
+
+const TEAM_ROLES: readonly unknown[] = ['owner', 'admin', 'member'] satisfies TeamRole[];
+
+function toRequestContext(value: unknown): RequestContext {
+  if (typeof value !== 'object' || value === null) throw new StoreError('requestContext', 'no context returned');
+  const row = value as Record<string, unknown>;
+  const retryAfter = typeof row['retry_after'] === 'number' ? row['retry_after'] : 0;
+  const role = TEAM_ROLES.includes(row['role']) ? (row['role'] as TeamRole) : null;
+  const account = row['account'];
+  const graceDays = row['grace_days'];
+  return {
+    retryAfter,
+    role,
+    members: typeof row['members'] === 'number' ? row['members'] : null,
+    account:
+      typeof account === 'object' && account !== null && typeof graceDays === 'number'
+        ? toAccount({ ...(account as BillingAccountRow), billing_account_grace_days: graceDays })
+        : null,
+    callerHadTrial: row['caller_had_trial'] === true,
+    eventSubject: typeof row['event_subject'] === 'string' ? row['event_subject'] : null,
   };
 }
 

@@ -376,6 +376,16 @@ function authCases(op: string, method: 'GET' | 'POST', route: string): Case[] {
   ];
 }
 
+/** A team whose members have these roles (the first an owner); the users, in order. */
+async function teamOf(...roles: ('owner' | 'admin' | 'member')[]): Promise<{ id: string; users: TestUser[] }> {
+  const id = crypto.randomUUID();
+  const users = roles.map(() => newUser());
+  for (const [i, user] of users.entries()) {
+    await query('insert into billing_team_members (team_id, user_id, role) values ($1, $2, $3)', [id, user.id, roles[i]]);
+  }
+  return { id, users };
+}
+
 /** A user at their request limit for `action` (as any instance's requests left it). */
 function rateLimitedCase(op: string, route: string, action: LimitedAction, body?: string): Case {
   return {
@@ -428,6 +438,25 @@ const cases: Case[] = [
     env: withCatalog,
   },
   ...authCases(`POST ${CHECKOUT}`, 'POST', CHECKOUT),
+  {
+    op: `POST ${CHECKOUT}`,
+    status: 200,
+    name: "a team's owner, for the team",
+    request: async () => {
+      const team = await teamOf('owner');
+      return request('POST', CHECKOUT, { token: team.users[0]?.token ?? '', body: JSON.stringify({ team: team.id }) });
+    },
+  },
+  {
+    op: `POST ${CHECKOUT}`,
+    status: 403,
+    name: "a team's member, for the team",
+    request: async () => {
+      const team = await teamOf('owner', 'member');
+      return request('POST', CHECKOUT, { token: team.users[1]?.token ?? '', body: JSON.stringify({ team: team.id }) });
+    },
+  },
+  { op: `POST ${CHECKOUT}`, status: 400, name: 'a team that is not a team id', request: () => request('POST', CHECKOUT, { token: newUser().token, body: JSON.stringify({ team: 'acme' }) }) },
   rateLimitedCase(`POST ${CHECKOUT}`, CHECKOUT, 'checkout'),
   ...methodCases(`POST ${CHECKOUT}`, CHECKOUT, ['GET', 'HEAD', 'PUT', 'PATCH', 'DELETE']),
   {
@@ -479,6 +508,13 @@ const cases: Case[] = [
     },
   },
   ...authCases(`POST ${PORTAL}`, 'POST', PORTAL),
+  {
+    op: `POST ${PORTAL}`,
+    status: 403,
+    name: 'a team the caller is not in',
+    request: async () => request('POST', PORTAL, { token: newUser().token, body: JSON.stringify({ team: (await teamOf('owner')).id }) }),
+  },
+  { op: `POST ${PORTAL}`, status: 400, name: 'a team that is not a team id', request: () => request('POST', PORTAL, { token: newUser().token, body: JSON.stringify({ team: 42 }) }) },
   rateLimitedCase(`POST ${PORTAL}`, PORTAL, 'portal'),
   ...methodCases(`POST ${PORTAL}`, PORTAL, ['GET', 'HEAD', 'PUT', 'PATCH', 'DELETE']),
   { op: `POST ${PORTAL}`, status: 500, name: 'URL not set', request: () => request('POST', PORTAL, { token: newUser().token }), env: () => ({ URL: undefined }) },
@@ -487,6 +523,17 @@ const cases: Case[] = [
 
   // GET /api/stripe/subscription
   { op: `GET ${SUBSCRIPTION}`, status: 200, name: 'never subscribed: null', request: () => request('GET', SUBSCRIPTION, { token: newUser().token }) },
+  {
+    op: `GET ${SUBSCRIPTION}`,
+    status: 200,
+    name: "a team's member: the team's status and the team",
+    request: async () => {
+      const team = await teamOf('owner', 'member');
+      return request('GET', `${SUBSCRIPTION}?team=${team.id}`, { token: team.users[1]?.token ?? '' });
+    },
+  },
+  { op: `GET ${SUBSCRIPTION}`, status: 403, name: 'a team the caller is not in', request: async () => request('GET', `${SUBSCRIPTION}?team=${(await teamOf('owner')).id}`, { token: newUser().token }) },
+  { op: `GET ${SUBSCRIPTION}`, status: 400, name: 'a team that is not a team id', request: () => request('GET', `${SUBSCRIPTION}?team=acme`, { token: newUser().token }) },
   {
     op: `GET ${SUBSCRIPTION}`,
     status: 200,

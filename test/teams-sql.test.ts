@@ -432,14 +432,15 @@ describe('a team\'s subscription belongs to the team', () => {
     expect(await asUser(buyer.id, 'select billing_has_access($1) as team, billing_has_access($2) as own', [team, buyer.id])).toEqual([{ team: true, own: false }]);
   });
 
-  it('a customer linked to a team after its subscription was recorded for the buyer takes the subscription over', async () => {
+  it('a team subscription recorded before its customer is linked belongs to nobody until the link, then to the team', async () => {
     const buyer = newUser();
     const team = randomUUID();
     await addMembers(team, [[buyer.id, 'owner']]);
     const ids = newIds(buyer.id);
     expect((await webhook(signedDelivery(teamEvent(ids, team, now)))).status).toBe(200);
-    expect(await query('select user_id from billing_subscriptions where stripe_subscription_id = $1', [ids.subscriptionId])).toEqual([{ user_id: buyer.id }]);
-    expect(await query('select billing_has_access($1) as buyer', [buyer.id])).toEqual([{ buyer: true }]);
+    // metadata.userId names the buyer, but a team's subscription never belongs to its buyer.
+    expect(await query('select user_id from billing_subscriptions where stripe_subscription_id = $1', [ids.subscriptionId])).toEqual([{ user_id: null }]);
+    expect(await query('select billing_has_access($1) as buyer', [buyer.id])).toEqual([{ buyer: false }]);
 
     await query('select billing_link_customer($1, $2, null)', [team, ids.customerId]);
     expect(await query('select user_id from billing_subscriptions where stripe_subscription_id = $1', [ids.subscriptionId])).toEqual([{ user_id: team }]);

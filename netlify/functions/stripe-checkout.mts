@@ -25,6 +25,7 @@ export default defineEndpoint({
     const user = await deps.verifier.verify(bearerToken(req.headers.get('authorization')));
     scope.annotate({ userId: user.id });
     const request = parseCheckoutBody(await readTextWithin(req, MAX_CHECKOUT_BODY_BYTES));
+    if (request.team) scope.annotate({ teamId: request.team });
     const { url, customerCreated, price, trialDays } = await startCheckout(deps, user, request);
     scope.annotate({ customerCreated, price, trialDays });
     return { body: { url } };

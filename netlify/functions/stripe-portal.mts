@@ -1,10 +1,15 @@
-// POST /api/stripe/portal: a Stripe billing portal URL for the signed-in user.
+// POST /api/stripe/portal (optional {"team": "<uuid>"}): a Stripe billing portal URL for
+// the signed-in user's billing, or for that of a team they manage.
 import { bearerToken, createTokenVerifier } from '../../src/auth.ts';
-import { openPortal } from '../../src/billing/portal.ts';
+import { openPortal, parsePortalBody } from '../../src/billing/portal.ts';
 import { CONFIG_VARIABLES, loadPortalConfig } from '../../src/config.ts';
+import { readTextWithin } from '../../src/http/body.ts';
 import { defineEndpoint } from '../../src/http/endpoint.ts';
 import { createStore } from '../../src/store.ts';
 import { lazyStripe } from '../../src/stripe-client.ts';
+
+/** `{"team": "<uuid>"}` is tiny. */
+const MAX_BODY_BYTES = 4096;
 
 export default defineEndpoint({
   name: 'portal',
@@ -17,6 +22,8 @@ export default defineEndpoint({
   run: async (req, deps, scope) => {
     const user = await deps.verifier.verify(bearerToken(req.headers.get('authorization')));
     scope.annotate({ userId: user.id });
-    return { body: await openPortal(deps, user) };
+    const { team } = parsePortalBody(await readTextWithin(req, MAX_BODY_BYTES));
+    if (team) scope.annotate({ teamId: team });
+    return { body: await openPortal(deps, user, team) };
   },
 });

@@ -51,6 +51,8 @@ export function fixtureEvent(type: string): Stripe.Event {
 /** Who the events are about. One customer, one subscription, one price. */
 export interface Parties {
   userId: string;
+  /** For a team's subscription: the team, beside the buyer (userId), in metadata. */
+  teamId?: string;
   email: string | null;
   customerId: string;
   subscriptionId: string;
@@ -60,6 +62,11 @@ export interface Parties {
   /** Per period, in the smallest currency unit. */
   amount: number;
   currency: string;
+}
+
+/** The metadata our checkout puts on sessions and subscriptions (src/billing/checkout.ts). */
+function metadataOf(parties: Parties): Record<string, string> {
+  return { userId: parties.userId, ...(parties.email && { email: parties.email }), ...(parties.teamId && { teamId: parties.teamId }) };
 }
 
 /** The subscription as Stripe would show it in the event. Times in Unix seconds. */
@@ -127,7 +134,7 @@ function subscriptionObject(sub: Obj, parties: Parties, state: SubscriptionState
     trial_end: state.trialEnd,
     latest_invoice: state.latestInvoice,
     currency: parties.currency,
-    metadata: variant.withoutUserMetadata ? {} : { userId: parties.userId, ...(parties.email && { email: parties.email }) },
+    metadata: variant.withoutUserMetadata ? {} : metadataOf(parties),
     pause_collection: null,
   });
   const items = sub['items'] as { data: Obj[]; url: string };
@@ -213,7 +220,7 @@ export function invoiceEvent(type: InvoiceEventType, parties: Parties, created: 
       status_transitions: { finalized_at: invoice.periodStart, marked_uncollectible_at: null, paid_at: paid ? created : null, voided_at: null },
       webhooks_delivered_at: created,
     });
-    const metadata = { userId: parties.userId, ...(parties.email && { email: parties.email }) };
+    const metadata = metadataOf(parties);
     (inv['parent'] as { subscription_details: Obj }).subscription_details = { metadata, subscription: parties.subscriptionId };
     const lines = inv['lines'] as { data: Obj[]; url: string };
     const line = lines.data[0] ?? {};
@@ -252,7 +259,7 @@ export function checkoutSessionCompletedEvent(
       customer: parties.customerId,
       customer_email: null,
       customer_details: { ...(cs['customer_details'] as Obj), email: parties.email },
-      metadata: { userId: parties.userId, ...(parties.email && { email: parties.email }) },
+      metadata: metadataOf(parties),
       subscription: parties.subscriptionId,
       invoice: session.invoiceId,
       currency: parties.currency,

@@ -7,7 +7,7 @@ import type { StripeLoader } from '../stripe-client.ts';
 import { canStartCheckout } from './access.ts';
 import { priceByLookupKey, type Catalog, type Plan } from './catalog.ts';
 import type { CatalogPrices } from './prices.ts';
-import { admitRequest } from './request-limits.ts';
+import { openSubject, teamIdFrom, type Subject } from '../teams/subject.ts';
 import { dashboardUrl } from './urls.ts';
 
 export interface CheckoutDeps {
@@ -18,16 +18,19 @@ export interface CheckoutDeps {
   prices: CatalogPrices | null;
 }
 
-/** What the caller asked for: a catalog price by lookup key, or the default (null). */
+/** What the caller asked for: a catalog price by lookup key, or the default (null);
+ *  for a team of theirs, or for themselves (null). */
 export interface CheckoutRequest {
   price: string | null;
+  team: string | null;
 }
 
-/** The optional body: none, `{}`, or `{"price": "<lookup key>"}`; only `price` is read.
+/** The optional body: none, `{}`, or `{"price": "<lookup key>", "team": "<uuid>"}`, both
+ *  optional; nothing else is read.
  *  Anything else that is sent must be a JSON object: a client that meant a price and sent
  *  it broken is told so (400), never sold the default plan. */
 export function parseCheckoutBody(text: string): CheckoutRequest {
-  if (text.trim() === '') return { price: null };
+  if (text.trim() === '') return { price: null, team: null };
   let body: unknown;
   try {
     body = JSON.parse(text);
@@ -35,10 +38,12 @@ export function parseCheckoutBody(text: string): CheckoutRequest {
     throw new InvalidRequestError('Invalid JSON body');
   }
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new InvalidRequestError('Invalid JSON body');
-  const price = (body as Record<string, unknown>)['price'];
-  if (price === undefined || price === null) return { price: null };
+  const fields = body as Record<string, unknown>;
+  const team = teamIdFrom(fields['team']);
+  const price = fields['price'];
+  if (price === undefined || price === null) return { price: null, team };
   if (typeof price !== 'string') throw new UnknownPriceError();
-  return { price };
+  return { price, team };
 }
 
 /** The checkout's price and plan: the seed's STRIPE_PRICE_ID, or a catalog price. */
@@ -52,17 +57,18 @@ function choosePrice(catalog: Catalog | null, requested: string | null): { looku
   return { lookupKey: found.price.lookupKey, plan: found.plan };
 }
 
-/** Starts a Stripe Checkout for the user's subscription and returns its URL. */
+/** Starts a Stripe Checkout for the subscription of the user, or of a team they manage,
+ *  and returns its URL. */
 export async function startCheckout(
   deps: CheckoutDeps,
   user: AuthUser,
-  request: CheckoutRequest = { price: null },
+  request: CheckoutRequest = { price: null, team: null },
 ): Promise<{ url: string; customerCreated: boolean; price: string | null; trialDays: number | null }> {
   const chosen = choosePrice(deps.config.catalog, request.price); // 400 before any I/O
   // Load the Stripe SDK while the database answers (a cold start's longest waits).
   const loading = deps.stripe();
   loading.catch(() => {}); // awaited below, unless the user may not check out
-  const [account] = await Promise.all([deps.store.getAccount(user.id), admitRequest(deps.store, user.id, 'checkout')]);
+  const { subject, account, callerHadTrial } = await openSubject(deps.store, user, { team: request.team, need: 'manager', action: 'checkout' });
   if (!canStartCheckout(account?.subscription?.status ?? null)) throw new AlreadySubscribedError();
   const stripe = await loading;
 
@@ -78,12 +84,16 @@ export async function startCheckout(
   }
   if (!priceId) throw new Error('no price to sell');
   const catalog = deps.config.catalog;
-  // A plan's trial, once per user ever: not for anyone who had one, whatever became of it.
-  const trial = chosen.plan?.trial && !account?.hadTrial ? chosen.plan.trial : null;
+  // A plan's trial, once per subject ever: not for anyone who had one, whatever became of
+  // it; and a team's not when its buyer had one (a user must not trial team after team).
+  const hadTrial = (account?.hadTrial ?? false) || callerHadTrial;
+  const trial = chosen.plan?.trial && !hadTrial ? chosen.plan.trial : null;
 
   const existing = account?.stripeCustomerId ?? null;
-  const customerId = existing ?? (await createCustomer(stripe, deps.store, user, account?.deletedCustomerId ?? null));
-  const metadata = { userId: user.id, ...(user.email && { email: user.email }) };
+  const customerId = existing ?? (await createCustomer(stripe, deps.store, user, subject, account?.deletedCustomerId ?? null));
+  // The buyer, and the team they buy for: the subscription belongs to the team through
+  // its stored customer; teamId is for people reading Stripe, and for sync's checks.
+  const metadata = { userId: user.id, ...(user.email && { email: user.email }), ...(subject.team && { teamId: subject.id }) };
 
   const session = await stripe.checkout.sessions.create({
     mode: 'subscription',
@@ -112,21 +122,30 @@ export async function startCheckout(
 }
 
 /**
- * Creates the user's one Stripe customer. Two concurrent first checkouts send the same
- * idempotency key, so Stripe answers both with one customer; and the database keeps the
- * first link it stores, so both sessions use the same customer even past the key's
- * 24-hour lifetime.
+ * Creates the subject's one Stripe customer: the user's, or the team's (its invoices go
+ * to the buyer's email until someone changes it in the portal). Two concurrent first
+ * checkouts send the same idempotency key, so Stripe answers both with one customer;
+ * and the database keeps the first link it stores, so both sessions use the same
+ * customer even past the key's 24-hour lifetime.
  */
-async function createCustomer(stripe: Stripe, store: BillingStore, user: AuthUser, deletedCustomerId: string | null): Promise<string> {
+async function createCustomer(stripe: Stripe, store: BillingStore, user: AuthUser, subject: Subject, deletedCustomerId: string | null): Promise<string> {
   const customer = await stripe.customers.create(
-    { ...(user.email && { email: user.email }), metadata: { userId: user.id } },
-    { idempotencyKey: customerIdempotencyKey(user.id, deletedCustomerId) },
+    {
+      ...(user.email && { email: user.email }),
+      metadata: subject.team ? { teamId: subject.id, userId: user.id } : { userId: user.id },
+    },
+    { idempotencyKey: subject.team ? teamCustomerIdempotencyKey(subject.id, deletedCustomerId) : customerIdempotencyKey(user.id, deletedCustomerId) },
   );
-  return store.linkCustomer(user.id, customer.id, user.email);
+  return store.linkCustomer(subject.id, customer.id, user.email);
 }
 
 /** One key per user, and a new one after their customer was deleted in Stripe (the old
  *  key would answer, for 24 hours, with the deleted customer). */
 export function customerIdempotencyKey(userId: string, deletedCustomerId: string | null = null): string {
   return deletedCustomerId ? `billing-customer-${userId}-after-${deletedCustomerId}` : `billing-customer-${userId}`;
+}
+
+/** The same for a team's one customer, whichever of its managers checks out first. */
+export function teamCustomerIdempotencyKey(teamId: string, deletedCustomerId: string | null = null): string {
+  return deletedCustomerId ? `billing-team-customer-${teamId}-after-${deletedCustomerId}` : `billing-team-customer-${teamId}`;
 }

@@ -161,6 +161,12 @@ export function isOurCheckoutSession(session: CheckoutSessionFacts): boolean {
   return session.paymentLinkId === null && session.clientReferenceId !== null && session.metadata['userId'] === session.clientReferenceId;
 }
 
+/** The team a session of our checkout was for (its metadata.teamId), or null for the
+ *  buyer's own. A teamId that is not a team id reads as "not ours". */
+export function teamOfSession(session: CheckoutSessionFacts): string | null {
+  return userIdOf(session.metadata['teamId']);
+}
+
 function reduceCheckoutCompleted(session: CheckoutSessionFacts): Reduction {
   if (session.mode !== 'subscription') return skip('not a subscription checkout');
   // Made elsewhere on the same account: not ours to link to a user. The database also
@@ -169,14 +175,18 @@ function reduceCheckoutCompleted(session: CheckoutSessionFacts): Reduction {
   const userId = userIdOf(session.clientReferenceId);
   if (!userId) return skip('checkout session has no user id');
   if (!session.customerId || !session.subscriptionId) return skip('checkout session has no customer or subscription');
+  const teamId = teamOfSession(session);
+  if (session.metadata['teamId'] !== undefined && teamId === null) return skip('checkout session names no valid team');
   return {
     action: 'apply',
     change: {
       kind: 'checkout_completed',
-      user_id: userId,
+      // A team's session is the team's, through the customer stored for it (the database checks).
+      user_id: teamId ?? userId,
       customer_id: session.customerId,
       subscription_id: session.subscriptionId,
       email: session.email,
+      ...(teamId !== null && { team: true }),
     },
   };
 }
@@ -192,7 +202,10 @@ export function snapshotOf(subscription: SubscriptionFacts, scope: ProductScope)
   return {
     id: subscription.id,
     customer_id: subscription.customerId,
-    user_id: userIdOf(subscription.metadata['userId']),
+    // A team's subscription is the team's through its customer's link, never through
+    // metadata; its metadata.userId is only who bought it.
+    user_id: subscription.metadata['teamId'] === undefined ? userIdOf(subscription.metadata['userId']) : null,
+    buyer_id: userIdOf(subscription.metadata['userId']),
     status: subscription.status,
     price_id: shown?.price.id ?? null,
     product_id: shown?.price.productId ?? null,

@@ -3,7 +3,7 @@ import type { PortalConfig } from '../config.ts';
 import { NoSubscriptionError } from '../errors.ts';
 import type { BillingStore } from '../store.ts';
 import type { StripeLoader } from '../stripe-client.ts';
-import { admitRequest } from './request-limits.ts';
+import { openSubject, teamIdFrom } from '../teams/subject.ts';
 import { dashboardUrl } from './urls.ts';
 
 export interface PortalDeps {
@@ -12,12 +12,26 @@ export interface PortalDeps {
   store: BillingStore;
 }
 
-/** Opens the Stripe billing portal for a user who has (or had) a subscription. */
-export async function openPortal(deps: PortalDeps, user: AuthUser): Promise<{ url: string }> {
+/** The optional body: none, `{}`, or `{"team": "<uuid>"}`; anything else is ignored, as
+ *  before teams (the seed's portal takes no body). */
+export function parsePortalBody(text: string): { team: string | null } {
+  let body: unknown;
+  try {
+    body = text.trim() === '' ? {} : JSON.parse(text);
+  } catch {
+    return { team: null };
+  }
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) return { team: null };
+  return { team: teamIdFrom((body as Record<string, unknown>)['team']) };
+}
+
+/** Opens the Stripe billing portal for a user, or a team they manage, who has (or had)
+ *  a subscription. */
+export async function openPortal(deps: PortalDeps, user: AuthUser, team: string | null = null): Promise<{ url: string }> {
   // Load the Stripe SDK while the database answers.
   const loading = deps.stripe();
   loading.catch(() => {}); // awaited below, unless there is nothing to manage
-  const [account] = await Promise.all([deps.store.getAccount(user.id), admitRequest(deps.store, user.id, 'portal')]);
+  const { account } = await openSubject(deps.store, user, { team, need: 'manager', action: 'portal' });
   // A customer without any subscription has nothing to manage yet: checkout is the way in.
   if (!account?.subscription || !account.stripeCustomerId) throw new NoSubscriptionError();
 

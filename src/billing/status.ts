@@ -1,6 +1,7 @@
 import type { AuthUser } from '../auth.ts';
 import type { StatusConfig } from '../config.ts';
 import type { BillingAccount, BillingStore, LastPayment } from '../store.ts';
+import { openSubject, type Subject, type TeamView } from '../teams/subject.ts';
 import { decideAccess, type AccessReason, type SubscriptionStatus } from './access.ts';
 
 export interface StatusDeps {
@@ -29,41 +30,47 @@ export interface SubscriptionView {
   scheduledChange: { priceId: string; plan: string | null; interval: string | null; at: string } | null;
 }
 
-export async function subscriptionStatus(
-  deps: StatusDeps,
-  user: AuthUser,
-  now: Date = new Date(),
-): Promise<{ subscription: SubscriptionView | null }> {
-  return statusOf(await deps.store.getAccount(user.id), now);
+/** The status body: the subject's subscription, and for a team, the team as the caller sees it. */
+export interface StatusBody {
+  subscription: SubscriptionView | null;
+  team?: TeamView;
 }
 
-/** The status body of an account already read. */
-export function statusOf(account: BillingAccount | null, now: Date): { subscription: SubscriptionView | null } {
+/** The status of the user's own billing, or of a team they are a member of. */
+export async function subscriptionStatus(deps: StatusDeps, user: AuthUser, team: string | null = null, now: Date = new Date()): Promise<StatusBody> {
+  const { subject, account } = await openSubject(deps.store, user, { team, need: 'member', action: null });
+  return statusOf(subject, account, now);
+}
+
+/** The status body of a subject whose account was read. */
+export function statusOf(subject: Subject, account: BillingAccount | null, now: Date): StatusBody {
+  return { subscription: subscriptionView(account, now), ...(subject.team && { team: subject.team }) };
+}
+
+function subscriptionView(account: BillingAccount | null, now: Date): SubscriptionView | null {
   const subscription = account?.subscription ?? null;
-  if (!account || !subscription) return { subscription: null };
+  if (!account || !subscription) return null;
   // The grace days come with the account, from the database: the same number the SQL
   // entitlement functions use in policies.
   const decision = decideAccess(subscription, now, account.graceDays);
   return {
-    subscription: {
-      status: subscription.status,
-      access: decision.access,
-      accessReason: decision.reason,
-      priceId: subscription.priceId,
-      currentPeriodEnd: isoOrNull(subscription.currentPeriodEnd),
-      cancelAtPeriodEnd: subscription.cancelAtPeriodEnd,
-      trialEnd: isoOrNull(subscription.trialEnd),
-      graceUntil: decision.graceUntil?.toISOString() ?? null,
-      lastPayment: subscription.lastPayment && {
-        ...subscription.lastPayment,
-        at: new Date(subscription.lastPayment.at).toISOString(),
-        nextPaymentAttempt: isoOrNull(subscription.lastPayment.nextPaymentAttempt),
-      },
-      plan: subscription.plan,
-      interval: subscription.interval,
-      features: decision.access ? subscription.features : [],
-      scheduledChange: upcoming(subscription.scheduledChange, now),
+    status: subscription.status,
+    access: decision.access,
+    accessReason: decision.reason,
+    priceId: subscription.priceId,
+    currentPeriodEnd: isoOrNull(subscription.currentPeriodEnd),
+    cancelAtPeriodEnd: subscription.cancelAtPeriodEnd,
+    trialEnd: isoOrNull(subscription.trialEnd),
+    graceUntil: decision.graceUntil?.toISOString() ?? null,
+    lastPayment: subscription.lastPayment && {
+      ...subscription.lastPayment,
+      at: new Date(subscription.lastPayment.at).toISOString(),
+      nextPaymentAttempt: isoOrNull(subscription.lastPayment.nextPaymentAttempt),
     },
+    plan: subscription.plan,
+    interval: subscription.interval,
+    features: decision.access ? subscription.features : [],
+    scheduledChange: upcoming(subscription.scheduledChange, now),
   };
 }
 

@@ -7,12 +7,12 @@
 import type Stripe from 'stripe';
 import type { AuthUser } from '../auth.ts';
 import type { SyncConfig } from '../config.ts';
-import { CheckoutNotCompleteError, CheckoutSessionNotFoundError, InvalidRequestError } from '../errors.ts';
+import { CheckoutNotCompleteError, CheckoutSessionNotFoundError, ForbiddenError, InvalidRequestError } from '../errors.ts';
 import type { BillingStore } from '../store.ts';
 import type { StripeLoader } from '../stripe-client.ts';
-import { isOurCheckoutSession, snapshotOf } from './events.ts';
-import { admitRequest } from './request-limits.ts';
-import { statusOf, subscriptionStatus, type SubscriptionView } from './status.ts';
+import { isOurCheckoutSession, snapshotOf, teamOfSession } from './events.ts';
+import { openSubject, type SubjectContext } from '../teams/subject.ts';
+import { statusOf, subscriptionStatus, type StatusBody } from './status.ts';
 import { readCheckoutSession, readSubscription } from './stripe-objects.ts';
 
 export const SYNC_EVENT_TYPE = 'sync.checkout_session';
@@ -42,26 +42,32 @@ export async function syncCheckoutSession(
   user: AuthUser,
   sessionId: string,
   now: () => Date = () => new Date(),
-): Promise<{ subscription: SubscriptionView | null }> {
+): Promise<StatusBody> {
   const loading = deps.stripe();
   loading.catch(() => {}); // awaited below, unless nothing needs Stripe
-  const [account, appliedFor] = await Promise.all([
-    deps.store.getAccount(user.id),
-    deps.store.appliedEventCustomer(syncEventId(sessionId)),
-    admitRequest(deps.store, user.id, 'sync'),
-  ]);
-  // Applied before, for this caller's customer: whatever changed since came by webhook,
-  // so the answer is the stored state, and Stripe is not asked again (a dashboard that
-  // reloads its return URL, or a client that loops, costs one database read).
-  if (appliedFor !== null && appliedFor === account?.stripeCustomerId && account.subscription) return statusOf(account, now());
+  const own = await openSubject(deps.store, user, { team: null, need: 'member', action: 'sync', eventId: syncEventId(sessionId) });
+
+  // Applied before, for the caller or a team they manage: whatever changed since came by
+  // webhook, so the answer is the stored state, and Stripe is not asked again (a
+  // dashboard that reloads its return URL, or a client that loops, costs a database read).
+  const appliedFor = own.eventSubject;
+  if (appliedFor === user.id && own.account?.subscription) return statusOf(own.subject, own.account, now());
+  if (appliedFor !== null && appliedFor !== user.id) {
+    const team = await managedTeam(deps, user, appliedFor);
+    if (team?.account?.subscription) return statusOf(team.subject, team.account, now());
+  }
   const stripe = await loading;
 
   const fetchedAt = now(); // before the read: see src/billing/reconcile.ts, "Ordering"
   const session = await retrieveSession(stripe, sessionId);
   const facts = readCheckoutSession(session);
-  // Not the caller's (another user's, or made elsewhere): as if it did not exist.
+  // Not the caller's (another user's, a team they do not manage, or made elsewhere): as
+  // if it did not exist. A team's session counts only through the team's stored customer.
+  const teamId = teamOfSession(facts);
+  const target = teamId === null ? own : await managedTeam(deps, user, teamId);
   const customerId = facts.customerId;
-  const mine = isOurCheckoutSession(facts) && facts.clientReferenceId === user.id && customerId !== null && customerId === account?.stripeCustomerId;
+  const mine =
+    isOurCheckoutSession(facts) && facts.clientReferenceId === user.id && customerId !== null && target !== null && customerId === target.account?.stripeCustomerId;
   if (!mine || facts.mode !== 'subscription') throw new CheckoutSessionNotFoundError();
   if (session.status !== 'complete' || !facts.subscriptionId) throw new CheckoutNotCompleteError();
 
@@ -72,17 +78,35 @@ export async function syncCheckoutSession(
   const created = Math.floor(fetchedAt.getTime() / 1000) - 1;
   const livemode = deps.config.stripe.mode === 'live';
   const receipt = { type: SYNC_EVENT_TYPE, created, livemode, apiVersion: null };
+  const subject = target.subject;
   await deps.store.applyEvent({
     ...receipt,
     id: syncEventId(facts.id),
-    change: { kind: 'checkout_completed', user_id: user.id, customer_id: customerId, subscription_id: facts.subscriptionId, email: facts.email },
+    change: {
+      kind: 'checkout_completed',
+      user_id: subject.id,
+      customer_id: customerId,
+      subscription_id: facts.subscriptionId,
+      email: facts.email,
+      ...(subject.team && { team: true }),
+    },
   });
   await deps.store.applyEvent({
     ...receipt,
     id: `sync_${subscription.id}_${fetchedAt.getTime()}`,
     change: { kind: 'subscription', subscription: snapshotOf(readSubscription(subscription), deps.config.scope) },
   });
-  return subscriptionStatus(deps, user, now());
+  return subscriptionStatus(deps, user, subject.team ? subject.id : null, now());
+}
+
+/** The team's context when the caller is one of its owners or admins now; else null. */
+async function managedTeam(deps: SyncDeps, user: AuthUser, teamId: string): Promise<SubjectContext | null> {
+  try {
+    return await openSubject(deps.store, user, { team: teamId, need: 'manager', action: null });
+  } catch (error) {
+    if (error instanceof ForbiddenError) return null;
+    throw error;
+  }
 }
 
 /** The inbox id of a session's checkout, as sync applies it. */

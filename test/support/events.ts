@@ -21,6 +21,8 @@ export interface Ids {
   userId: string;
   customerId: string;
   subscriptionId: string;
+  /** A team's subscription: the team it is for (userId is then its buyer). */
+  teamId?: string;
 }
 
 export function newIds(userId: string): Ids {

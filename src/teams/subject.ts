@@ -1,0 +1,77 @@
+// Who a request is about: the caller's own billing, or that of a team they are in.
+// Teams are the product's (billing_team_members, written by its server); here a team
+// is only a billing subject whose members may read it and whose owners and admins may
+// manage it. One database round trip (billing_request_context) counts the request
+// against the caller's limit, checks their role and reads the subject's account.
+
+import type { AuthUser } from '../auth.ts';
+import { ForbiddenError, InvalidRequestError, TooManyRequestsError } from '../errors.ts';
+import { REQUEST_LIMITS, type LimitedAction } from '../billing/request-limits.ts';
+import type { BillingAccount, BillingStore, TeamRole } from '../store.ts';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export interface TeamView {
+  id: string;
+  /** The caller's role in it. */
+  role: TeamRole;
+  /** How many members it has now. */
+  members: number;
+}
+
+export interface Subject {
+  /** The id its billing rows are keyed by: the user's own, or the team's. */
+  id: string;
+  team: TeamView | null;
+}
+
+export interface SubjectContext {
+  subject: Subject;
+  account: BillingAccount | null;
+  /** Whether the caller ever had a trial, themselves or for a team (teams only). */
+  callerHadTrial: boolean;
+  /** For sync: the subject an already applied session was for. */
+  eventSubject: string | null;
+}
+
+/** `{"team": …}` or `?team=…`: a team's id, or null (absent) for the caller's own billing. */
+export function teamIdFrom(value: unknown): string | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value !== 'string' || !UUID.test(value)) throw new InvalidRequestError('Invalid team');
+  return value.toLowerCase();
+}
+
+/** What the caller must be in the team: any member (to read), or an owner or admin (to buy, manage). */
+export type TeamNeed = 'member' | 'manager';
+
+const REFUSALS: Record<TeamNeed, string> = {
+  member: 'Not a member of this team',
+  manager: "Not allowed to manage this team's billing",
+};
+
+export interface SubjectRequest {
+  /** The team asked for; null for the caller's own billing. */
+  team: string | null;
+  need: TeamNeed;
+  /** Counted against the caller's limit for it (429 past it); null counts nothing. */
+  action: LimitedAction | null;
+  eventId?: string;
+}
+
+/** The request's subject and its account; 429 past the caller's limit, 403 for a team
+ *  the caller may not act for as asked (a non-member, or an unknown team, alike). */
+export async function openSubject(store: BillingStore, user: AuthUser, request: SubjectRequest): Promise<SubjectContext> {
+  const context = await store.requestContext({
+    caller: user.id,
+    team: request.team,
+    ...(request.action && { limit: { action: request.action, ...REQUEST_LIMITS[request.action] } }),
+    ...(request.eventId !== undefined && { eventId: request.eventId }),
+  });
+  if (context.retryAfter > 0) throw new TooManyRequestsError(context.retryAfter);
+  const { account, callerHadTrial, eventSubject } = context;
+  if (request.team === null) return { subject: { id: user.id, team: null }, account, callerHadTrial, eventSubject };
+  const allowed = context.role !== null && (request.need === 'member' || context.role !== 'member');
+  if (!allowed || context.role === null) throw new ForbiddenError(REFUSALS[request.need]);
+  const team = { id: request.team, role: context.role, members: context.members ?? 0 };
+  return { subject: { id: request.team, team }, account, callerHadTrial, eventSubject };
+}
