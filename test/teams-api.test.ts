@@ -8,7 +8,14 @@ import portal from '../netlify/functions/stripe-portal.mts';
 import status from '../netlify/functions/stripe-subscription.mts';
 import sync from '../netlify/functions/stripe-sync.mts';
 import webhook from '../netlify/functions/stripe-webhook.mts';
-import { teamCustomerIdempotencyKey } from '../src/billing/checkout.ts';
+import { startCheckout, teamCustomerIdempotencyKey } from '../src/billing/checkout.ts';
+import { catalogPrices } from '../src/billing/prices.ts';
+import { subscriptionStatus } from '../src/billing/status.ts';
+import { loadCheckoutConfig, loadStatusConfig } from '../src/config.ts';
+import { nodeFetch } from '../src/node-fetch.ts';
+import { createStore } from '../src/store.ts';
+import { lazyStripe } from '../src/stripe-client.ts';
+import { createLogger } from '../src/log.ts';
 import { catalogEnv } from './support/catalog.ts';
 import { checkoutCompletedEvent, subscriptionEvent, type Ids } from './support/events.ts';
 import { authedPost, newUser, postStripeObject, query, signedDelivery, stripeRequests, withEnv, type TestUser } from './support/stack.ts';
@@ -258,5 +265,45 @@ describe('POST /api/stripe/sync for a team\'s session', () => {
     await query(`update billing_team_members set role = 'member' where team_id = $1 and user_id = $2`, [t.id, admin.id]);
     expect((await post(sync, 'sync', admin, { sessionId })).status).toBe(404);
     expect(await query('select 1 from billing_subscriptions where stripe_subscription_id = $1', [ids.subscriptionId])).toEqual([]);
+  });
+});
+
+describe('a team request costs what a personal one does', () => {
+  /** The store as the functions build it, counting its calls to PostgREST. */
+  function countingStore(): { store: ReturnType<typeof createStore>; calls: () => number } {
+    let calls = 0;
+    const config = loadStatusConfig(process.env);
+    const counting: typeof fetch = (input, init) => {
+      calls += 1;
+      return nodeFetch(input, init);
+    };
+    return { store: createStore(config.store, counting), calls: () => calls };
+  }
+
+  it('the caller\'s role, the member count and the team\'s status: one database round trip', async () => {
+    const t = await team('owner', 'member');
+    await subscribed(t);
+    for (const user of t.users) {
+      const { store, calls } = countingStore();
+      const body = await subscriptionStatus({ config: loadStatusConfig(process.env), store }, { id: user.id, email: user.email }, t.id);
+      expect(body).toMatchObject({ subscription: { status: 'active' }, team: { id: t.id, members: 2 } });
+      expect(calls()).toBe(1);
+    }
+  });
+
+  it('a team checkout with its customer stored: one database call before Stripe, as a personal one', async () => {
+    const t = await team('owner');
+    const owner = t.users[0] as TestUser;
+    expect((await post(checkout, 'checkout', owner, { team: t.id })).status).toBe(200); // stores the team's customer
+    for (const request of [{ price: null, team: t.id }, { price: null, team: null }]) {
+      const { store, calls } = countingStore();
+      const config = loadCheckoutConfig(process.env);
+      if (request.team === null) expect((await post(checkout, 'checkout', owner)).status).toBe(200); // the owner's own customer, stored
+      const before = calls();
+      const stripe = lazyStripe(config.stripe);
+      const prices = config.catalog ? catalogPrices(stripe, config.catalog, { log: createLogger({ fn: 'test' }) }) : null;
+      await startCheckout({ config, stripe, store, prices }, { id: owner.id, email: owner.email }, request);
+      expect(calls() - before).toBe(1);
+    }
   });
 });
