@@ -11,6 +11,7 @@
 //   BENCH_VERBOSE=1   shows the stack's output
 
 import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
@@ -151,6 +152,17 @@ async function main(): Promise<void> {
   progress(`wrote ${path.relative(REPO_ROOT, markdown)} and ${path.relative(REPO_ROOT, svg)} (${elapsed()})`);
 }
 
+/** Makes `userId` the owner of a new team, as the product's server would (service role). */
+async function addOwner(env: Record<string, string>, teamId: string, userId: string): Promise<void> {
+  const key = env['SUPABASE_SERVICE_ROLE_KEY'] ?? '';
+  const response = await fetch(new URL('rest/v1/billing_team_members', `${env['SUPABASE_URL'] ?? ''}/`), {
+    method: 'POST',
+    headers: { apikey: key, authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ team_id: teamId, user_id: userId, role: 'owner' }),
+  });
+  if (!response.ok) throw new Error(`seed: adding a team owner: ${response.status} ${await response.text()}`);
+}
+
 /** Users the requests act for: returning (a stored customer) and subscribed (active). */
 async function seed(env: Record<string, string>, factory: EventFactory): Promise<{ returning: SeedUser[]; subscribed: SeedUser[] }> {
   const store = createStore(loadStatusConfig(env).store);
@@ -159,20 +171,30 @@ async function seed(env: Record<string, string>, factory: EventFactory): Promise
   const returning: SeedUser[] = [];
   const subscribed: SeedUser[] = [];
   const now = Math.floor(Date.now() / 1000);
-  for (let i = 0; i < SEEDED_USERS * 2; i += 1) {
-    const customer = newCustomer();
-    const token = mintAccessToken({ sub: customer.userId, email: customer.email, secret, issuer, expiresIn: 4 * 3600 });
-    await store.linkCustomer(customer.userId, customer.customerId, customer.email);
-    const user: SeedUser = { id: customer.userId, email: customer.email, token, customerId: customer.customerId };
-    if (i % 2 === 0) {
-      returning.push(user);
-      continue;
-    }
+  const applyHistory = async (customer: ReturnType<typeof newCustomer>) => {
     for (const event of factory.history(customer, now - 3600)) {
       const reduction = reduceEvent(JSON.parse(payloadOf(event)) as Stripe.Event, SCOPE);
       if (reduction.action !== 'apply') throw new Error(`seed: ${event.type} not applied`);
       await store.applyEvent({ id: event.id, type: event.type, created: event.created, livemode: event.livemode, apiVersion: null, change: reduction.change });
     }
+  };
+  for (let i = 0; i < SEEDED_USERS * 2; i += 1) {
+    const customer = newCustomer();
+    const token = mintAccessToken({ sub: customer.userId, email: customer.email, secret, issuer, expiresIn: 4 * 3600 });
+    await store.linkCustomer(customer.userId, customer.customerId, customer.email);
+    // A team the user owns, with a customer of its own in the same state as the user's:
+    // its subscription is the team's through that customer's link.
+    const teamId = randomUUID();
+    await addOwner(env, teamId, customer.userId);
+    const teamCustomer = { ...newCustomer(), userId: customer.userId, email: customer.email };
+    await store.linkCustomer(teamId, teamCustomer.customerId, customer.email);
+    const user: SeedUser = { id: customer.userId, email: customer.email, token, customerId: customer.customerId, teamId };
+    if (i % 2 === 0) {
+      returning.push(user);
+      continue;
+    }
+    await applyHistory(customer);
+    await applyHistory(teamCustomer);
     subscribed.push(user);
   }
   return { returning, subscribed };
@@ -206,6 +228,14 @@ function firstRequest(
       return { spec: authed('portal', 'POST', pick(subscribed)), expect: 200 };
     case 'status':
       return { spec: authed('subscription', 'GET', pick(subscribed)), expect: 200 };
+    case 'team checkout': {
+      const user = pick(returning);
+      return { spec: { ...authed('checkout', 'POST', user), body: JSON.stringify({ team: user.teamId ?? null }) }, expect: 200 };
+    }
+    case 'team status': {
+      const user = pick(subscribed);
+      return { spec: authed(`subscription?team=${user.teamId ?? ''}`, 'GET', user), expect: 200 };
+    }
     case 'webhook': {
       const event = factory.event('customer.subscription.updated', newCustomer(), Math.floor(Date.now() / 1000));
       const payload = payloadOf(event);

@@ -7,6 +7,8 @@ export interface SeedUser {
   email: string;
   token: string;
   customerId: string;
+  /** A team this user owns, in the same state as the user's own billing (its own customer). */
+  teamId?: string;
 }
 
 export interface WarmConfig {

@@ -360,7 +360,7 @@ function markdown(report: Report, previous: Previous | undefined, svgName: strin
   const over = report.entry.functions.map((f) => {
     const moduleOnly = byName('esbuild', f.name);
     const warmDirect = report.warm.warm.find((m) => m.endpoint === f.name && m.concurrency === 1) ?? report.warm.webhook.find((m) => m.endpoint === f.name && m.concurrency === 1);
-    const calls = f.name === 'webhook' ? '1 database call' : f.name === 'status' ? '1 database read' : '1 database read, 1 Stripe call';
+    const calls = f.name === 'webhook' ? '1 database call' : f.name.endsWith('status') ? '1 database read' : '1 database read, 1 Stripe call';
     const allowed = entryNoop.answer.median * (ENTRY_TARGETS[f.name] ?? 1) - entryNoop.answer.median;
     return [
       f.name,
