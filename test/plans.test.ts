@@ -371,6 +371,19 @@ describe('a lookup key sells only our price', () => {
     ]);
   });
 
+  it.each([
+    ['billed every 12 months', { recurring: { interval_count: 12 } }],
+    ['metered', { recurring: { usage_type: 'metered' as const } }],
+    ['dividing the quantity', { transform_quantity: { divide_by: 1000, round: 'down' as const } }],
+  ])('a price with our product, amount, currency and interval but %s is not ours either: checkout answers Plan unavailable', async (_name, shape) => {
+    const { file, tag } = await uniqueCatalog();
+    await runSetup(file);
+    await takeLookupKey(`pro_monthly_${tag}`, { product: `analytics_pro_${tag}`, amount: 900, currency: 'eur', interval: 'month' }, shape);
+    const { result: response } = await errorLines(() => checkoutWith(file, newUser(), `pro_monthly_${tag}`));
+    expect(response.status).toBe(500);
+    expect(await response.json()).toEqual({ error: 'Plan unavailable' });
+  });
+
   it('a price setup has not made is told apart: checkout answers "Internal server error", /plans leaves it out, no mismatch is logged', async () => {
     const { file, tag } = await uniqueCatalog(); // billing:setup not run
     const { result, lines } = await errorLines(async () => ({ checkout: await checkoutWith(file, newUser(), `pro_monthly_${tag}`), plans: await plansWith(file) }));

@@ -139,7 +139,18 @@ class Memory {
         product: params.get('product') ?? answer['product'],
         currency: params.get('currency') ?? answer['currency'],
         unit_amount: Number(params.get('unit_amount') ?? answer['unit_amount']),
-        recurring: { ...(answer['recurring'] as Obj | null), interval: params.get('recurring[interval]') },
+        // Stripe's defaults for what was not sent (the mock's fixture says otherwise).
+        recurring: {
+          ...(answer['recurring'] as Obj | null),
+          interval: params.get('recurring[interval]'),
+          interval_count: Number(params.get('recurring[interval_count]') ?? 1),
+          usage_type: params.get('recurring[usage_type]') ?? 'licensed',
+          meter: params.get('recurring[meter]'),
+        },
+        billing_scheme: params.get('billing_scheme') ?? 'per_unit',
+        transform_quantity: params.has('transform_quantity[divide_by]')
+          ? { divide_by: Number(params.get('transform_quantity[divide_by]')), round: params.get('transform_quantity[round]') ?? 'up' }
+          : null,
         type: 'recurring',
       };
       this.prices.set(String(answer['id']), price);

@@ -217,13 +217,22 @@ export interface HeldPrice {
   currency: string;
   /** null for a one-time price. */
   interval: string | null;
+  /** Billed as the catalog means it: a fixed amount per unit every single interval (no
+   *  interval_count above 1, no metered usage, no tiers, no transform_quantity). */
+  perUnitEachInterval: boolean;
 }
 
 /** Whether the price Stripe holds under a catalog lookup key is the catalog's: its plan's
- *  product, amount, currency and interval. A lookup key is unique per Stripe account, not
+ *  product, amount, currency and interval, billed per unit each interval. A lookup key is unique per Stripe account, not
  *  per app, so another app's setup on the account can take ours (transfer_lookup_key). */
 export function isCatalogPrice({ plan, price }: PriceInPlan, held: HeldPrice): boolean {
-  return held.productId === plan.productId && held.amount === price.amount && held.currency === price.currency && held.interval === price.interval;
+  return (
+    held.productId === plan.productId &&
+    held.amount === price.amount &&
+    held.currency === price.currency &&
+    held.interval === price.interval &&
+    held.perUnitEachInterval
+  );
 }
 
 /** The plan a subscription's price belongs to: by its lookup key, else by its product

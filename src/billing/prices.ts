@@ -117,5 +117,10 @@ export function heldPrice(price: Stripe.Price): HeldPrice {
     amount: price.unit_amount,
     currency: price.currency,
     interval: price.recurring?.interval ?? null,
+    perUnitEachInterval:
+      price.billing_scheme === 'per_unit' &&
+      (price.recurring?.interval_count ?? 1) === 1 &&
+      (price.recurring?.usage_type ?? 'licensed') === 'licensed' &&
+      !price.transform_quantity,
   };
 }

@@ -51,12 +51,14 @@ function localStripe(): Stripe {
 export async function takeLookupKey(
   lookupKey: string,
   price: { product: string; amount: number; currency: string; interval: Interval },
+  shape: Pick<Stripe.PriceCreateParams, 'transform_quantity'> & { recurring?: Partial<Stripe.PriceCreateParams.Recurring> } = {},
 ): Promise<string> {
   const created = await localStripe().prices.create({
     product: price.product,
     unit_amount: price.amount,
     currency: price.currency,
-    recurring: { interval: price.interval },
+    recurring: { interval: price.interval, ...shape.recurring },
+    ...(shape.transform_quantity && { transform_quantity: shape.transform_quantity }),
     lookup_key: lookupKey,
     transfer_lookup_key: true,
   });
