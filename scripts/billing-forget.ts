@@ -3,13 +3,15 @@
 // Ends a user's billing when they delete their account (src/billing/forget.ts): their
 // email removed from their subscriptions' and Checkout Sessions' metadata, their live
 // subscriptions canceled now, their Stripe customer deleted, their local link removed
-// (the subscription rows stay, reading as canceled). Safe to run again.
+// (the subscription rows stay, reading as canceled); in the teams they bought for, their
+// id and email removed from what they bought there and from the team's customer, nothing
+// canceled. Safe to run again.
 // Configuration as for billing:reconcile (scripts/lib/job-cli.ts).
 //
 // One summary line to stdout. Exit status: 0 done, 1 failed, 2 usage or configuration error.
 
 import { parseArgs } from 'node:util';
-import { forgetUser } from '../src/billing/forget.ts';
+import { forgetSummary, forgetUser } from '../src/billing/forget.ts';
 import { createStore } from '../src/store.ts';
 import { createStripe } from '../src/stripe-client.ts';
 import { fail, jobConfig, messageOf, UUID } from './lib/job-cli.ts';
@@ -32,16 +34,7 @@ if (userId === undefined || !UUID.test(userId)) fail(`--user must be a user id (
 const config = jobConfig(values.local);
 const deps = { stripe: await createStripe(config.stripe), store: createStore(config.store), livemode: config.stripe.mode === 'live' };
 try {
-  const report = await forgetUser(deps, userId.toLowerCase());
-  const canceled = report.canceledSubscriptions.length;
-  const kept = [...report.unscrubbedSubscriptions, ...report.unscrubbedCheckoutSessions];
-  console.log(
-    report.customerId
-      ? `forgot user ${report.userId}: customer ${report.customerId} ${report.customerDeleted}, ${canceled} subscription(s) canceled${canceled ? ` (${report.canceledSubscriptions.join(', ')})` : ''}` +
-          `, email removed from the metadata of ${report.scrubbedSubscriptions.length} subscription(s) and ${report.scrubbedCheckoutSessions.length} checkout session(s)` +
-          (kept.length ? `; Stripe keeps it in ${kept.join(', ')} (docs/SECURITY.md, "Account deletion")` : '')
-      : `user ${report.userId} has no Stripe customer: nothing to end`,
-  );
+  console.log(forgetSummary(await forgetUser(deps, userId.toLowerCase())));
 } catch (error) {
   console.error(`billing:forget failed for user ${userId}: ${messageOf(error)} (safe to run again)`);
   process.exitCode = 1;

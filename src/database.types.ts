@@ -88,6 +88,8 @@ export type Database = {
         Args: { p_caller: string; p_team: string | null; p_action: string | null; p_limit: number | null; p_window_seconds: number | null; p_event_id: string | null };
         Returns: Json;
       };
+      billing_forget_team_customers: { Args: { p_user: string }; Returns: Json };
+      billing_forget_team_email: { Args: { p_team: string; p_customer: string; p_emails: string[] }; Returns: boolean };
       billing_job_acquire: { Args: { p_name: string; p_holder: string; p_lease_seconds: number }; Returns: Json | null };
       billing_job_save: {
         Args: { p_name: string; p_holder: string; p_state: Json; p_summary: Json | null; p_release: boolean };

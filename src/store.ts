@@ -162,6 +162,20 @@ export interface BillingStore {
   saveJob(name: string, holder: string, state: Json, summary: Json | null, release: boolean): Promise<boolean>;
   /** The catalog as it is in Stripe (billing:setup): plans, their features, price ids. */
   syncCatalog(catalog: StoredCatalog): Promise<void>;
+  /** billing:forget: the team customers that may hold a purchase of the user's. */
+  teamCustomersOf(userId: string): Promise<TeamCustomer[]>;
+  /** billing:forget: clears the email stored on the team's link when it is one of
+   *  `emails` (compared without case); true when it did. */
+  clearTeamEmail(teamId: string, customerId: string, emails: readonly string[]): Promise<boolean>;
+}
+
+/** A team's Stripe customer where a user bought, or may have started a checkout. */
+export interface TeamCustomer {
+  teamId: string;
+  customerId: string;
+  /** The email on the team's link (its first buyer's); null once cleared, or when the
+   *  link is gone (the customer deleted). */
+  storedEmail: string | null;
 }
 
 export interface ContextQuery {
@@ -371,6 +385,23 @@ export function createStore(config: StoreConfig, fetchImpl: typeof fetch = nodeF
     async syncCatalog(catalog) {
       const { error } = await db.rpc('billing_sync_catalog', { p_catalog: catalog satisfies Json });
       if (error) throw new StoreError('syncCatalog', error.message);
+    },
+
+    async teamCustomersOf(userId) {
+      const { data, error } = await db.rpc('billing_forget_team_customers', { p_user: userId });
+      if (error) throw new StoreError('teamCustomersOf', error.message);
+      if (!Array.isArray(data)) throw new StoreError('teamCustomersOf', 'no list returned');
+      return data.map((row) => {
+        const { team_id: teamId, customer_id: customerId, email } = (row ?? {}) as Record<string, unknown>;
+        if (typeof teamId !== 'string' || typeof customerId !== 'string') throw new StoreError('teamCustomersOf', `unexpected row ${JSON.stringify(row)}`);
+        return { teamId, customerId, storedEmail: typeof email === 'string' ? email : null };
+      });
+    },
+
+    async clearTeamEmail(teamId, customerId, emails) {
+      const { data, error } = await db.rpc('billing_forget_team_email', { p_team: teamId, p_customer: customerId, p_emails: [...emails] });
+      if (error) throw new StoreError('clearTeamEmail', error.message);
+      return data === true;
     },
   };
 }

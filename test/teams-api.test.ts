@@ -19,21 +19,10 @@ import { createLogger } from '../src/log.ts';
 import { catalogEnv } from './support/catalog.ts';
 import { checkoutCompletedEvent, subscriptionEvent, type Ids } from './support/events.ts';
 import { authedPost, newUser, postStripeObject, query, signedDelivery, stripeRequests, withEnv, type TestUser } from './support/stack.ts';
+import { team } from './support/teams.ts';
 
 const DAY = 86_400;
 const now = () => Math.floor(Date.now() / 1000);
-type Role = 'owner' | 'admin' | 'member';
-
-/** A team of new users, one per role given (the first must be an owner). */
-async function team(...roles: Role[]): Promise<{ id: string; users: TestUser[] }> {
-  const id = randomUUID();
-  const users = roles.map(() => newUser());
-  await query(
-    `insert into billing_team_members (team_id, user_id, role) select $1, u, r from unnest($2::uuid[], $3::text[]) as x(u, r)`,
-    [id, users.map((u) => u.id), roles],
-  );
-  return { id, users };
-}
 
 const post = (fn: (req: Request) => Promise<Response>, path: string, user: TestUser, body?: unknown) =>
   withEnv(catalogEnv(), () => fn(authedPost(`http://localhost/api/stripe/${path}`, user.token, body === undefined ? {} : { body: JSON.stringify(body) })));

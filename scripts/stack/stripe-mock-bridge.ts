@@ -17,7 +17,9 @@
 //    {"times": n} makes the next n event reads answer 429, as Stripe's rate limiter does.
 // 4. Objects. GET of a path posted to /__bridge/objects ({"path", "body"}) answers that
 //    body: a Checkout Session or a subscription as a test needs it (the mock's fixtures
-//    carry no metadata). DELETE clears them.
+//    carry no metadata). A path with a query (`/v1/subscriptions?customer=cus_…`)
+//    answers a GET of that path whose query has those parameters, whatever else it
+//    has (the SDK adds limit, status): a list call for one customer. DELETE clears them.
 // 5. Memory of prices and webhook endpoints. Prices are found by lookup key (checkout
 //    and /plans) and billing:setup finds what it made before, which a stateless mock
 //    cannot answer. The bridge remembers the prices and webhook endpoints created
@@ -277,8 +279,9 @@ export async function startStripeMockBridge(target: string, port = 0, options: B
         else json(res, 404, { error: { type: 'invalid_request_error', code: 'resource_missing', param: 'id', message: `No such event: '${id}'` } });
         return;
       }
-      if (req.method === 'GET' && objects.has(url.pathname)) {
-        json(res, 200, objects.get(url.pathname));
+      const posted = req.method === 'GET' ? postedObject(objects, url) : undefined;
+      if (posted !== undefined) {
+        json(res, 200, posted);
         return;
       }
 
@@ -342,6 +345,19 @@ export async function startStripeMockBridge(target: string, port = 0, options: B
       await pages.close();
     },
   };
+}
+
+/** The object posted for this GET: its exact path, else a path with a query that this
+ *  request's query includes. */
+function postedObject(objects: ReadonlyMap<string, unknown>, url: URL): unknown {
+  if (objects.has(url.pathname)) return objects.get(url.pathname);
+  for (const [path, object] of objects) {
+    const at = path.indexOf('?');
+    if (at < 0 || path.slice(0, at) !== url.pathname) continue;
+    const wanted = new URLSearchParams(path.slice(at + 1));
+    if ([...wanted].every(([key, value]) => url.searchParams.getAll(key).includes(value))) return object;
+  }
+  return undefined;
 }
 
 function header(req: http.IncomingMessage, name: string): string | null {

@@ -173,6 +173,10 @@ export const clearStripeEvents = () => bridge('/__bridge/events', { method: 'DEL
 export const rateLimitStripeEvents = (times: number) => bridge('/__bridge/rate-limit', { method: 'POST', body: JSON.stringify({ times }) });
 /** GET `path` answers `body` (e.g. /v1/checkout/sessions/cs_…). */
 export const postStripeObject = (path: string, body: unknown) => bridge('/__bridge/objects', { method: 'POST', body: JSON.stringify({ path, body }) });
+/** A list call with these parameters (and any others, such as limit) answers `data`, in
+ *  one page: e.g. GET /v1/subscriptions?customer=cus_… for one customer's subscriptions. */
+export const postStripeList = (path: string, params: Record<string, string>, data: readonly unknown[]) =>
+  postStripeObject(`${path}?${new URLSearchParams(params).toString()}`, { object: 'list', url: path, has_more: false, data });
 
 /** Runs `run` with these environment variables set (undefined: unset), then puts them back. */
 export async function withEnv<T>(changes: Record<string, string | undefined>, run: () => Promise<T>): Promise<T> {
