@@ -104,8 +104,9 @@ describe('forgetting a user who bought for a team', () => {
   const teamCheckout = async (user: TestUser, teamId: string): Promise<string> => {
     const response = await checkout(authedPost('http://localhost/api/stripe/checkout', user.token, { body: JSON.stringify({ team: teamId }) }));
     expect(response.status).toBe(200);
-    const [link] = await query<{ stripe_customer_id: string; email: string }>('select stripe_customer_id, email from billing_customers where user_id = $1', [teamId]);
-    expect(link?.email).toBe(user.email);
+    const [link] = await query<{ stripe_customer_id: string; email: string | null }>('select stripe_customer_id, email from billing_customers where user_id = $1', [teamId]);
+    // Created with what any manager would send: no buyer's email (Checkout asks for the billing email).
+    expect(link?.email).toBeNull();
     return link?.stripe_customer_id ?? '';
   };
   const stored = (teamId: string) => query<{ stripe_customer_id: string; email: string | null }>('select stripe_customer_id, email from billing_customers where user_id = $1', [teamId]);
@@ -138,8 +139,9 @@ describe('forgetting a user who bought for a team', () => {
     // They hand the team over and leave it: only the subscription they bought finds it.
     await query(`update billing_team_members set role = 'owner' where team_id = $1 and user_id = $2`, [t.id, other.id]);
     await query('delete from billing_team_members where team_id = $1 and user_id = $2', [t.id, buyer.id]);
+    // The billing email the buyer gave at Checkout is theirs.
     await inStripe(teamCustomer, {
-      customer: { email: buyer.email, metadata: { teamId: t.id, userId: buyer.id } },
+      customer: { email: buyer.email, metadata: { teamId: t.id } },
       subscriptions: [
         subscription(ids.bought, teamCustomer, 'active', metadata(buyer, t.id)),
         subscription(ids.ended, teamCustomer, 'canceled', metadata(buyer, t.id)),
@@ -155,8 +157,8 @@ describe('forgetting a user who bought for a team', () => {
       customerId: teamCustomer,
       scrubbedSubscriptions: [ids.bought],
       scrubbedCheckoutSessions: [ids.session],
-      customerScrubbed: ['email', 'metadata.userId'],
-      storedEmailCleared: true,
+      customerScrubbed: ['email'],
+      storedEmailCleared: false,
       kept: [ids.ended],
     }]);
 
@@ -164,7 +166,6 @@ describe('forgetting a user who bought for a team', () => {
     const sent = await sentFor([teamCustomer, ...Object.values(ids)]);
     expect(sent.map((r) => ({ call: `${r.method} ${r.path}`, params: r.params, key: r.idempotencyKey }))).toEqual([
       { call: `POST /v1/customers/${teamCustomer}`, params: { email: '' }, key: `billing-forget-team-email-${teamCustomer}-${buyer.id}` },
-      { call: `POST /v1/customers/${teamCustomer}`, params: { 'metadata[userId]': '' }, key: `billing-forget-team-buyer-${teamCustomer}-${buyer.id}` },
       { call: `POST /v1/subscriptions/${ids.bought}`, params: { 'metadata[userId]': '', 'metadata[email]': '' }, key: `billing-forget-team-scrub-${ids.bought}` },
       { call: `POST /v1/checkout/sessions/${ids.session}`, params: { 'metadata[userId]': '', 'metadata[email]': '' }, key: `billing-forget-team-scrub-${ids.session}` },
     ]);
@@ -193,7 +194,7 @@ describe('forgetting a user who bought for a team', () => {
     expect(await sentFor([teamCustomer, ...Object.values(ids)])).toEqual(sent);
   });
 
-  it("a team that changed its customer's email keeps it; the buyer's id still leaves the customer and their email the team's stored link", async () => {
+  it("a team whose billing email is not the buyer's keeps it; the buyer's id and email still leave what they bought", async () => {
     const t = await team('owner');
     const [buyer] = t.users as [TestUser];
     const teamCustomer = await teamCheckout(buyer, t.id);
@@ -201,21 +202,20 @@ describe('forgetting a user who bought for a team', () => {
     const at = Math.floor(Date.now() / 1000);
     expect((await webhook(signedDelivery(JSON.stringify(subscriptionEvent('customer.subscription.created', { userId: buyer.id, teamId: t.id, customerId: teamCustomer, subscriptionId: bought }, at, { status: 'active', periodStart: at, periodEnd: at + 30 * DAY }))))).status).toBe(200);
     await inStripe(teamCustomer, {
-      customer: { email: 'billing@team.example', metadata: { teamId: t.id, userId: buyer.id } },
+      customer: { email: 'billing@team.example', metadata: { teamId: t.id } },
       subscriptions: [subscription(bought, teamCustomer, 'active', metadata(buyer, t.id))],
       sessions: [],
     });
 
     const report = await forget(buyer.id);
     expect(report).toMatchObject({ customerId: null, customerDeleted: 'no customer' });
-    expect(report.teams).toEqual([{ teamId: t.id, customerId: teamCustomer, scrubbedSubscriptions: [bought], scrubbedCheckoutSessions: [], customerScrubbed: ['metadata.userId'], storedEmailCleared: true, kept: [] }]);
+    expect(report.teams).toEqual([{ teamId: t.id, customerId: teamCustomer, scrubbedSubscriptions: [bought], scrubbedCheckoutSessions: [], customerScrubbed: [], storedEmailCleared: false, kept: [] }]);
     expect((await sentFor([teamCustomer, bought])).map((r) => ({ call: `${r.method} ${r.path}`, params: r.params }))).toEqual([
-      { call: `POST /v1/customers/${teamCustomer}`, params: { 'metadata[userId]': '' } },
       { call: `POST /v1/subscriptions/${bought}`, params: { 'metadata[userId]': '', 'metadata[email]': '' } },
     ]);
     expect(await stored(t.id)).toEqual([{ stripe_customer_id: teamCustomer, email: null }]);
     expect(forgetSummary(report)).toBe(
-      `forgot user ${buyer.id}: no Stripe customer of their own; in 1 team(s) they bought for: team ${t.id} (customer ${teamCustomer} its metadata.userId removed, stored email cleared): ` +
+      `forgot user ${buyer.id}: no Stripe customer of their own; in 1 team(s) they bought for: team ${t.id} (customer ${teamCustomer} untouched): ` +
         'id and email removed from the metadata of 1 subscription(s) and 0 checkout session(s), none canceled',
     );
   });
@@ -226,7 +226,7 @@ describe('forgetting a user who bought for a team', () => {
     const teamCustomer = await teamCheckout(member, t.id);
     const abandoned = `cs_test_abandoned${t.id.slice(0, 8)}`;
     await inStripe(teamCustomer, {
-      customer: { email: member.email, metadata: { teamId: t.id, userId: member.id } },
+      customer: { email: null, metadata: { teamId: t.id } },
       subscriptions: [],
       sessions: [{ ...session(abandoned, teamCustomer, metadata(member, t.id)), status: 'expired' }],
     });
@@ -237,21 +237,19 @@ describe('forgetting a user who bought for a team', () => {
     const elsewhereCustomer = await teamCheckout(elsewhereOwner, elsewhere.id);
     const ownersSession = `cs_test_owners${elsewhere.id.slice(0, 8)}`;
     await inStripe(elsewhereCustomer, {
-      customer: { email: elsewhereOwner.email, metadata: { teamId: elsewhere.id, userId: elsewhereOwner.id } },
+      customer: { email: elsewhereOwner.email, metadata: { teamId: elsewhere.id } },
       subscriptions: [],
       sessions: [session(ownersSession, elsewhereCustomer, metadata(elsewhereOwner, elsewhere.id))],
     });
 
     const report = await forget(member.id);
-    expect(report.teams).toEqual([{ teamId: t.id, customerId: teamCustomer, scrubbedSubscriptions: [], scrubbedCheckoutSessions: [abandoned], customerScrubbed: ['email', 'metadata.userId'], storedEmailCleared: true, kept: [] }]);
+    expect(report.teams).toEqual([{ teamId: t.id, customerId: teamCustomer, scrubbedSubscriptions: [], scrubbedCheckoutSessions: [abandoned], customerScrubbed: [], storedEmailCleared: false, kept: [] }]);
     expect((await sentFor([teamCustomer, abandoned])).map((r) => `${r.method} ${r.path} ${JSON.stringify(r.params)}`)).toEqual([
-      `POST /v1/customers/${teamCustomer} {"email":""}`,
-      `POST /v1/customers/${teamCustomer} {"metadata[userId]":""}`,
       `POST /v1/checkout/sessions/${abandoned} {"metadata[userId]":"","metadata[email]":""}`,
     ]);
     expect(await stored(t.id)).toEqual([{ stripe_customer_id: teamCustomer, email: null }]);
     expect(await sentFor([elsewhereCustomer, ownersSession])).toEqual([]);
-    expect(await stored(elsewhere.id)).toEqual([{ stripe_customer_id: elsewhereCustomer, email: elsewhereOwner.email }]);
+    expect(await stored(elsewhere.id)).toEqual([{ stripe_customer_id: elsewhereCustomer, email: null }]);
     // The team's owner is still in it; its membership is the product's, not forget's.
     expect(await query('select user_id from billing_team_members where team_id = $1', [t.id])).toHaveLength(2);
   });

@@ -122,21 +122,23 @@ export async function startCheckout(
 }
 
 /**
- * Creates the subject's one Stripe customer: the user's, or the team's (its invoices go
- * to the buyer's email until someone changes it in the portal). Two concurrent first
- * checkouts send the same idempotency key, so Stripe answers both with one customer;
- * and the database keeps the first link it stores, so both sessions use the same
- * customer even past the key's 24-hour lifetime.
+ * Creates the subject's one Stripe customer. Two concurrent first checkouts send the same
+ * idempotency key, so Stripe answers both with one customer; and the database keeps the
+ * first link it stores, so both sessions use the same customer even past the key's
+ * 24-hour lifetime. A team's customer is created with what any of its managers would
+ * send (Stripe refuses a key reused with other parameters), so not with the buyer's
+ * email: Checkout asks for the billing email, and a manager can change it in the portal.
  */
 async function createCustomer(stripe: Stripe, store: BillingStore, user: AuthUser, subject: Subject, deletedCustomerId: string | null): Promise<string> {
+  if (subject.team) {
+    const customer = await stripe.customers.create({ metadata: { teamId: subject.id } }, { idempotencyKey: teamCustomerIdempotencyKey(subject.id, deletedCustomerId) });
+    return store.linkCustomer(subject.id, customer.id, undefined);
+  }
   const customer = await stripe.customers.create(
-    {
-      ...(user.email && { email: user.email }),
-      metadata: subject.team ? { teamId: subject.id, userId: user.id } : { userId: user.id },
-    },
-    { idempotencyKey: subject.team ? teamCustomerIdempotencyKey(subject.id, deletedCustomerId) : customerIdempotencyKey(user.id, deletedCustomerId) },
+    { ...(user.email && { email: user.email }), metadata: { userId: user.id } },
+    { idempotencyKey: customerIdempotencyKey(user.id, deletedCustomerId) },
   );
-  return store.linkCustomer(subject.id, customer.id, user.email);
+  return store.linkCustomer(user.id, customer.id, user.email);
 }
 
 /** One key per user, and a new one after their customer was deleted in Stripe (the old
