@@ -454,6 +454,46 @@ describe('a team\'s subscription belongs to the team', () => {
   });
 });
 
+describe('billing_subject_state under concurrency', () => {
+  it("billing:setup taking a feature out of a plan while a new subscription to it is written: the state follows the plan", async () => {
+    const product = `analytics_race_${randomUUID().slice(0, 8)}`;
+    const plan = `race_${randomUUID().slice(0, 8)}`;
+    await query(`insert into billing_plans (plan, stripe_product_id, name, features, position) values ($1, $2, 'Race', '{api_access}', 99)`, [plan, product]);
+    const subject = randomUUID();
+    const setup = await db().connect();
+    const writer = await db().connect();
+    try {
+      await setup.query('begin');
+      await writer.query('begin');
+      await setup.query(`update billing_plans set features = '{}' where plan = $1`, [plan]);
+      // The webhook's write waits for the setup to commit, then reads the plan as it ends up.
+      await writer.query('set local role service_role');
+      const applying = writer.query(`select billing_apply_event($1, 'customer.subscription.created', now(), false, null, $2::jsonb)`, [
+        `evt_race_${randomUUID().slice(0, 8)}`,
+        JSON.stringify({ kind: 'subscription', subscription: {
+          id: `sub_race_${randomUUID().slice(0, 8)}`, customer_id: `cus_race${randomUUID().slice(0, 8)}`, user_id: subject, buyer_id: subject, status: 'active',
+          price_id: null, product_id: product, quantity: 1, for_this_product: true, current_period_start: new Date().toISOString(),
+          current_period_end: new Date(Date.now() + 30 * 86_400_000).toISOString(), cancel_at_period_end: false, cancel_at: null, canceled_at: null,
+          ended_at: null, trial_start: null, trial_end: null, created: new Date().toISOString() } }),
+      ]);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      await setup.query('commit');
+      await applying;
+      await writer.query('commit');
+    } finally {
+      setup.release();
+      writer.release();
+    }
+    const [row] = await query<{ view: string[]; state: string[]; has: boolean }>(
+      `select (select features from billing_accounts where user_id = $1) as view,
+              (select features from billing_subject_state where subject_id = $1) as state,
+              billing_has_feature($1, 'api_access') as has`,
+      [subject],
+    );
+    expect(row).toEqual({ view: [], state: [], has: false });
+  });
+});
+
 describe('billing_subject_state equals billing_accounts', () => {
   const COLUMNS = 'status, cancel_at_period_end, current_period_start, current_period_end, payment_failed_at, features';
 

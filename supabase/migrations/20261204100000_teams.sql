@@ -276,6 +276,12 @@ begin
     else
       select array_agg(stripe_product_id) into v_products from old_rows;
     end if;
+    if v_products is not null then
+      -- A subscription written meanwhile by another transaction would have read the plan
+      -- as it was and be invisible here: wait for those writers (billing:setup is rare),
+      -- and hold new ones off until this commits, so each reads the plan as it ends up.
+      lock table public.billing_subscriptions in share mode;
+    end if;
     select array_agg(distinct s.user_id) into v_subjects
     from public.billing_subscriptions s
     where s.product_id = any (v_products) and s.user_id is not null;
