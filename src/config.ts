@@ -205,6 +205,11 @@ function readStripe(r: Reader): StripeConfig {
 
 function readStore(r: Reader): StoreConfig {
   const supabaseUrl = r.url('SUPABASE_URL', r.required('SUPABASE_URL')) ?? UNSET_URL;
+  // The service-role key and the users' signing keys travel to it: only a Supabase on
+  // this machine may be spoken to without TLS.
+  if (supabaseUrl !== UNSET_URL && supabaseUrl.protocol !== 'https:' && !isLoopback(supabaseUrl)) {
+    r.problems.push({ variable: 'SUPABASE_URL', problem: 'must be https:// (plain http only for a Supabase on this machine)' });
+  }
   return {
     supabaseUrl,
     serviceRoleKey: r.required('SUPABASE_SERVICE_ROLE_KEY'),
@@ -335,6 +340,11 @@ function readWebhookSecrets(r: Reader, deployed: boolean): string[] {
     r.problems.push({ variable: name, problem: 'holds an empty secret (an empty entry in the list, or whsec_ alone)' });
   }
   for (const secret of secrets) r.prefixed(name, secret, ['whsec_']);
+  // Stripe's signing secrets are whsec_ and 32 or more letters and digits; a deploy
+  // refuses anything shorter or odder (a placeholder from a README, a test's secret).
+  if (deployed && secrets.some((secret) => secret.startsWith('whsec_') && !isPublished(secret) && !/^whsec_[A-Za-z0-9+/=]{32,}$/.test(secret))) {
+    r.problems.push({ variable: name, problem: 'holds a value that is not a Stripe signing secret (whsec_ and at least 32 letters and digits)' });
+  }
   if (deployed && secrets.some(isPublished)) {
     r.problems.push({
       variable: name,

@@ -8,7 +8,7 @@ const EXAMPLE_WEBHOOK_SECRET = exampleEnv('STRIPE_WEBHOOK_SECRET');
 const complete = {
   STRIPE_SECRET_KEY: 'sk_test_abc',
   STRIPE_PRICE_ID: 'price_abc',
-  STRIPE_WEBHOOK_SECRET: 'whsec_abc',
+  STRIPE_WEBHOOK_SECRET: 'whsec_0123456789abcdefghijklmnopqrstuvwxyz',
   URL: 'https://analytics.example.com',
   SUPABASE_URL: 'https://abcd.supabase.co',
   SUPABASE_SERVICE_ROLE_KEY: 'service-role-key',
@@ -73,7 +73,7 @@ describe('config', () => {
 
   it('asks each endpoint only for what it uses', () => {
     const { SUPABASE_JWT_SECRET: _jwt, URL: _url, ...webhookOnly } = complete;
-    expect(loadWebhookConfig(webhookOnly).webhookSecrets).toEqual(['whsec_abc']);
+    expect(loadWebhookConfig(webhookOnly).webhookSecrets).toEqual(['whsec_0123456789abcdefghijklmnopqrstuvwxyz']);
     const { STRIPE_WEBHOOK_SECRET: _secret, STRIPE_PRICE_ID: _p, ...portalOnly } = complete;
     expect(loadPortalConfig(portalOnly).appUrl.href).toBe('https://analytics.example.com/');
   });
@@ -111,10 +111,23 @@ describe('config', () => {
       expect(() => loadWebhookConfig({ ...local, SUPABASE_URL: 'https://127.0.0.1.example.com', STRIPE_WEBHOOK_SECRET: LOCAL_DEVELOPMENT_WEBHOOK_SECRET })).toThrow(ConfigError);
     });
 
+    it.each(['whsec_…', 'whsec_...', 'whsec_abc', 'whsec_XXXX', 'whsec_test_secret_for_signatures'])(
+      'on a deploy: refuses %s beside a real secret (not a Stripe signing secret)',
+      (odd) => {
+        expect(configError(() => loadWebhookConfig({ ...deployed, STRIPE_WEBHOOK_SECRET: `${real},${odd}` })).variables).toEqual(['STRIPE_WEBHOOK_SECRET']);
+        expect(loadWebhookConfig({ ...local, STRIPE_WEBHOOK_SECRET: `${real},${odd}` }).webhookSecrets).toEqual([real, odd]);
+      },
+    );
+
     it('several real secrets, a rolled one and its successor, still load', () => {
       const next = 'whsec_abcdefghijklmnopqrstuv0123456789';
       expect(loadWebhookConfig({ ...deployed, STRIPE_WEBHOOK_SECRET: ` ${real} , ${next} ` }).webhookSecrets).toEqual([real, next]);
     });
+  });
+
+  it('SUPABASE_URL must be https, but for a Supabase on this machine', () => {
+    expect(configError(() => loadStatusConfig({ ...complete, SUPABASE_URL: 'http://abcd.supabase.co' })).variables).toEqual(['SUPABASE_URL']);
+    expect(loadStatusConfig({ ...complete, SUPABASE_URL: 'http://127.0.0.1:54321' }).auth.jwksUrl.protocol).toBe('http:');
   });
 
   it('knows live keys from test keys, and reads STRIPE_API_BASE', () => {
