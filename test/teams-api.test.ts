@@ -17,7 +17,7 @@ import { createStore } from '../src/store.ts';
 import { lazyStripe } from '../src/stripe-client.ts';
 import { createLogger } from '../src/log.ts';
 import { catalogEnv } from './support/catalog.ts';
-import { checkoutCompletedEvent, subscriptionEvent, type Ids } from './support/events.ts';
+import { checkoutCompletedEvent, invoiceEvent, subscriptionEvent, type Ids } from './support/events.ts';
 import { authedPost, newUser, postStripeObject, query, signedDelivery, stripeRequests, withEnv, type TestUser } from './support/stack.ts';
 import { team } from './support/teams.ts';
 
@@ -162,6 +162,16 @@ describe('GET /api/stripe/subscription?team=', () => {
       expect(response.status).toBe(200);
       expect(await response.json()).toMatchObject({ subscription: { status: 'active', access: true, plan: 'business' }, team: { id: t.id, role, members: 3 } });
     }
+  });
+
+  it("the hosted invoice is for the team's managers: a plain member's status has no invoiceUrl", async () => {
+    const t = await team('owner', 'member');
+    const ids = await subscribed(t);
+    await deliver(invoiceEvent('invoice.payment_failed', ids, now(), { amount: 2900 }));
+    const urlOf = async (user: TestUser) =>
+      ((await (await statusOf(user, `?team=${t.id}`)).json()) as { subscription: { lastPayment: { invoiceUrl: string | null; status: string } } }).subscription.lastPayment;
+    expect(await urlOf(t.users[0] as TestUser)).toMatchObject({ status: 'failed', invoiceUrl: expect.stringMatching(/^https:/) as unknown });
+    expect(await urlOf(t.users[1] as TestUser)).toMatchObject({ status: 'failed', invoiceUrl: null });
   });
 
   it('a team without a subscription: null, and the team', async () => {

@@ -44,7 +44,11 @@ export async function subscriptionStatus(deps: StatusDeps, user: AuthUser, team:
 
 /** The status body of a subject whose account was read. */
 export function statusOf(subject: Subject, account: BillingAccount | null, now: Date): StatusBody {
-  return { subscription: subscriptionView(account, now), ...(subject.team && { team: subject.team }) };
+  const subscription = subscriptionView(account, now);
+  // The hosted invoice shows the team's billing details and takes a payment: it is for
+  // those who manage the team's billing, not every member.
+  if (subscription?.lastPayment && subject.team?.role === 'member') subscription.lastPayment.invoiceUrl = null;
+  return { subscription, ...(subject.team && { team: subject.team }) };
 }
 
 function subscriptionView(account: BillingAccount | null, now: Date): SubscriptionView | null {
