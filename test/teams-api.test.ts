@@ -219,6 +219,10 @@ describe('POST /api/stripe/portal {"team"}', () => {
     expect(await refused.json()).toEqual({ error: "Not allowed to manage this team's billing" });
     // Without a team, the owner's own billing: they never subscribed themselves.
     expect((await post(portal, 'portal', owner)).status).toBe(400);
+    // A broken body is refused, never read as "my own billing".
+    const broken = await withEnv(catalogEnv(), () => portal(authedPost('http://localhost/api/stripe/portal', owner.token, { body: `{"team": "${t.id}",}` })));
+    expect(broken.status).toBe(400);
+    expect(await broken.json()).toEqual({ error: 'Invalid JSON body' });
   });
 });
 

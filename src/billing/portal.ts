@@ -1,6 +1,6 @@
 import type { AuthUser } from '../auth.ts';
 import type { PortalConfig } from '../config.ts';
-import { NoSubscriptionError } from '../errors.ts';
+import { InvalidRequestError, NoSubscriptionError } from '../errors.ts';
 import type { BillingStore } from '../store.ts';
 import type { StripeLoader } from '../stripe-client.ts';
 import { openSubject, teamIdFrom } from '../teams/subject.ts';
@@ -12,16 +12,17 @@ export interface PortalDeps {
   store: BillingStore;
 }
 
-/** The optional body: none, `{}`, or `{"team": "<uuid>"}`; anything else is ignored, as
- *  before teams (the seed's portal takes no body). */
+/** The optional body: none, `{}`, or `{"team": "<uuid>"}`. Anything else sent must be a
+ *  JSON object (400 otherwise): a broken `{"team": …}` must not open the caller's own. */
 export function parsePortalBody(text: string): { team: string | null } {
+  if (text.trim() === '') return { team: null };
   let body: unknown;
   try {
-    body = text.trim() === '' ? {} : JSON.parse(text);
+    body = JSON.parse(text);
   } catch {
-    return { team: null };
+    throw new InvalidRequestError('Invalid JSON body');
   }
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) return { team: null };
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new InvalidRequestError('Invalid JSON body');
   return { team: teamIdFrom((body as Record<string, unknown>)['team']) };
 }
 
