@@ -84,6 +84,7 @@ export type Database = {
       billing_apply_schedule: { Args: EventArgs & { p_change: Json }; Returns: Json };
       billing_record_event: { Args: EventArgs & { p_customer_id: string | null; p_outcome: string; p_reason: string }; Returns: string };
       billing_events_known: { Args: { p_event_ids: string[] }; Returns: string[] };
+      billing_offer_trial: { Args: { p_buyer: string; p_subject: string; p_seconds: number }; Returns: boolean };
       billing_request_context: {
         Args: { p_caller: string; p_team: string | null; p_action: string | null; p_limit: number | null; p_window_seconds: number | null; p_event_id: string | null };
         Returns: Json;

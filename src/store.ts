@@ -153,6 +153,9 @@ export interface BillingStore {
   recordEvent(event: EventReceipt, outcome: 'skipped' | 'failed', reason: string, options?: { timeoutMs?: number }): Promise<string>;
   /** What an endpoint needs before it calls Stripe, in one round trip: see RequestContext. */
   requestContext(query: ContextQuery): Promise<RequestContext>;
+  /** Records that the buyer's checkout for the subject offers a trial for `seconds`; false
+   *  (offer none) while an offer of theirs for another subject is open. */
+  offerTrial(buyerId: string, subjectId: string, seconds: number): Promise<boolean>;
   /** Of these event ids, those the ledger holds as done (anything but failed). */
   knownEventIds(ids: readonly string[]): Promise<Set<string>>;
   listEvents(filter: EventFilter): Promise<RecordedEvent[]>;
@@ -200,8 +203,7 @@ export interface RequestContext {
   members: number | null;
   /** The subject's account: the team's, or the caller's own. */
   account: BillingAccount | null;
-  /** Whether the caller ever had a trial, for themselves or for a team they bought for
-   *  (read for a team only; false otherwise). */
+  /** Whether the caller ever bought a trial, for themselves or for a team. */
   callerHadTrial: boolean;
   /** The subject whose customer `eventId` was applied for, if it was. */
   eventSubject: string | null;
@@ -337,6 +339,12 @@ export function createStore(config: StoreConfig, fetchImpl: typeof fetch = nodeF
       });
       if (error) throw new StoreError('requestContext', error.message);
       return toRequestContext(data);
+    },
+
+    async offerTrial(buyerId, subjectId, seconds) {
+      const { data, error } = await db.rpc('billing_offer_trial', { p_buyer: buyerId, p_subject: subjectId, p_seconds: seconds });
+      if (error) throw new StoreError('offerTrial', error.message);
+      return data === true;
     },
 
     async knownEventIds(ids) {

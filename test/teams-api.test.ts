@@ -129,6 +129,27 @@ describe('POST /api/stripe/checkout {"team"}', () => {
     expect(await trialOf(buyer, second.id)).toBeUndefined();
     // Its own owner, who never trialed, still gets one there.
     expect(await trialOf(second.users[0] as TestUser, second.id)).toBe('14');
+    // Nor does the buyer get one for themselves now.
+    expect((await post(checkout, 'checkout', buyer, { price: 'pro_monthly' })).status).toBe(200);
+    const own = await stripeRequests((r) => r.path === '/v1/checkout/sessions' && r.params['client_reference_id'] === buyer.id && r.params['metadata[teamId]'] === undefined);
+    expect(own.at(-1)?.params['subscription_data[trial_period_days]']).toBeUndefined();
+  });
+
+  it('trial checkouts for three teams at once: one offers the trial, while it can be completed', async () => {
+    const buyer = newUser();
+    const teams = await Promise.all([team('owner'), team('owner'), team('owner')]);
+    for (const t of teams) await query(`insert into billing_team_members (team_id, user_id, role) values ($1, $2, 'admin')`, [t.id, buyer.id]);
+    const answers = await Promise.all(teams.map((t) => post(checkout, 'checkout', buyer, { team: t.id, price: 'pro_monthly' })));
+    expect(answers.map((r) => r.status)).toEqual([200, 200, 200]);
+    const sessions = await stripeRequests((r) => r.path === '/v1/checkout/sessions' && r.params['client_reference_id'] === buyer.id);
+    expect(sessions).toHaveLength(3);
+    const offered = sessions.filter((r) => r.params['subscription_data[trial_period_days]'] === '14');
+    expect(offered).toHaveLength(1);
+    // The team it was offered for is offered it again (a second try at the same checkout).
+    const teamId = offered[0]?.params['metadata[teamId]'] ?? '';
+    expect((await post(checkout, 'checkout', buyer, { team: teamId, price: 'pro_monthly' })).status).toBe(200);
+    const again = await stripeRequests((r) => r.path === '/v1/checkout/sessions' && r.params['client_reference_id'] === buyer.id && r.params['metadata[teamId]'] === teamId);
+    expect(again.at(-1)?.params['subscription_data[trial_period_days]']).toBe('14');
   });
 });
 
@@ -294,10 +315,11 @@ describe('a team request costs what a personal one does', () => {
     }
   });
 
-  it('a team checkout with its customer stored: one database call before Stripe, as a personal one', async () => {
+  it('a team checkout with its customer stored asks the database what a personal one does before Stripe', async () => {
     const t = await team('owner');
     const owner = t.users[0] as TestUser;
     expect((await post(checkout, 'checkout', owner, { team: t.id })).status).toBe(200); // stores the team's customer
+    const counts: number[] = [];
     for (const request of [{ price: null, team: t.id }, { price: null, team: null }]) {
       const { store, calls } = countingStore();
       const config = loadCheckoutConfig(process.env);
@@ -306,7 +328,9 @@ describe('a team request costs what a personal one does', () => {
       const stripe = lazyStripe(config.stripe);
       const prices = config.catalog ? catalogPrices(stripe, config.catalog, { log: createLogger({ fn: 'test' }) }) : null;
       await startCheckout({ config, stripe, store, prices }, { id: owner.id, email: owner.email }, request);
-      expect(calls() - before).toBe(1);
+      counts.push(calls() - before);
     }
+    // The context (limit, role, account) in one call, and the trial offer the default plan makes.
+    expect(counts).toEqual([2, 2]);
   });
 });

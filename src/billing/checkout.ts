@@ -25,6 +25,9 @@ export interface CheckoutRequest {
   team: string | null;
 }
 
+/** How long a Checkout Session stays open (Stripe's default), so how long its trial offer holds. */
+const TRIAL_OFFER_SECONDS = 24 * 3600;
+
 /** The optional body: none, `{}`, or `{"price": "<lookup key>", "team": "<uuid>"}`, both
  *  optional; nothing else is read.
  *  Anything else that is sent must be a JSON object: a client that meant a price and sent
@@ -85,9 +88,10 @@ export async function startCheckout(
   if (!priceId) throw new Error('no price to sell');
   const catalog = deps.config.catalog;
   // A plan's trial, once per subject ever: not for anyone who had one, whatever became of
-  // it; and a team's not when its buyer had one (a user must not trial team after team).
+  // it; and not when its buyer had one, for themselves or a team (a user must not trial
+  // team after team), nor while a trial checkout of theirs for another subject is open.
   const hadTrial = (account?.hadTrial ?? false) || callerHadTrial;
-  const trial = chosen.plan?.trial && !hadTrial ? chosen.plan.trial : null;
+  const trial = chosen.plan?.trial && !hadTrial && (await deps.store.offerTrial(user.id, subject.id, TRIAL_OFFER_SECONDS)) ? chosen.plan.trial : null;
 
   const existing = account?.stripeCustomerId ?? null;
   const customerId = existing ?? (await createCustomer(stripe, deps.store, user, subject, account?.deletedCustomerId ?? null));

@@ -28,7 +28,7 @@ export interface Subject {
 export interface SubjectContext {
   subject: Subject;
   account: BillingAccount | null;
-  /** Whether the caller ever had a trial, themselves or for a team (teams only). */
+  /** Whether the caller ever bought a trial, for themselves or for a team. */
   callerHadTrial: boolean;
   /** For sync: the subject an already applied session was for. */
   eventSubject: string | null;

@@ -8,6 +8,11 @@
 --   checkout session (change.team) applies only through the customer already stored
 --   for the team (never through its metadata alone), and a subscription's buyer is
 --   recorded. Its owner is the customer's link (the trigger of 20261204100000).
+-- * billing_trial_offers: the trials a buyer's open Checkout Sessions offer. A trial is
+--   learned from the subscription only once it is paid for or started, so a buyer could
+--   open trial checkouts for several teams at once; an unexpired offer for another
+--   subject now means no trial (billing_offer_trial), for as long as such a session can
+--   still be completed (Stripe's default of 24 hours).
 -- * billing_request_context: everything an endpoint needs before it calls Stripe, in
 --   one round trip: the caller's request count (a 429 stops here), their role in the
 --   team and its member count, the subject's account, the grace days, whether the
@@ -15,6 +20,45 @@
 --   was for.
 
 alter table public.billing_subscriptions add column buyer_id uuid;
+
+create table public.billing_trial_offers (
+  buyer_id uuid not null,
+  -- The user or team the session is for.
+  subject_id uuid not null,
+  expires_at timestamptz not null,
+  primary key (buyer_id, subject_id)
+);
+alter table public.billing_trial_offers enable row level security;
+revoke all on public.billing_trial_offers from anon, authenticated, public;
+grant all on public.billing_trial_offers to service_role;
+
+-- Records that the buyer's checkout for p_subject offers a trial, unless an offer of
+-- theirs for another subject is still open: then false, and the checkout offers none.
+-- One buyer at a time, so concurrent checkouts cannot each see no other offer.
+create function public.billing_offer_trial(p_buyer uuid, p_subject uuid, p_seconds integer)
+returns boolean
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+begin
+  perform pg_advisory_xact_lock(hashtextextended('billing_trial_offer:' || p_buyer::text, 0));
+  if exists (
+    select 1 from public.billing_trial_offers o
+    where o.buyer_id = p_buyer and o.subject_id <> p_subject and o.expires_at > now()
+  ) then
+    return false;
+  end if;
+  insert into public.billing_trial_offers as o (buyer_id, subject_id, expires_at)
+  values (p_buyer, p_subject, now() + make_interval(secs => p_seconds))
+  on conflict (buyer_id, subject_id) do update set expires_at = excluded.expires_at;
+  return true;
+end;
+$$;
+
+revoke execute on function public.billing_offer_trial(uuid, uuid, integer) from public, anon, authenticated;
+grant execute on function public.billing_offer_trial(uuid, uuid, integer) to service_role;
 create index billing_subscriptions_buyer_trials_idx on public.billing_subscriptions (buyer_id) where trial_start is not null;
 
 create or replace function public.billing_apply_event(
@@ -292,7 +336,7 @@ begin
     'members', v_members,
     'account', (select to_jsonb(a) from public.billing_accounts a where a.user_id = coalesce(p_team, p_caller)),
     'grace_days', public.billing_grace_days(),
-    'caller_had_trial', p_team is not null and exists (
+    'caller_had_trial', exists (
       select 1 from public.billing_subscriptions t
       where t.for_this_product and t.trial_start is not null and (t.user_id = p_caller or t.buyer_id = p_caller)),
     'event_subject', (
