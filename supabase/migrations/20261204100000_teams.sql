@@ -25,7 +25,9 @@
 --   from (subscriptions, customers, deleted customers, entitlements, plans) refresh the
 --   subjects a statement touched, in the same transaction, after taking a per-subject
 --   lock so that two transactions touching one subject refresh one after the other and
---   the second reads the first's committed rows.
+--   the second reads the first's committed rows. That holds in read committed, as
+--   PostgREST and the webhook write; a repeatable-read transaction reads its own older
+--   snapshot, so write billing rows in read committed.
 -- * billing_has_access, billing_features, billing_has_feature keep their names and
 --   parameters (policies in the wild call them) and become security definer: one
 --   primary-key read of the state and, for a signed-in caller asking about a team, one
