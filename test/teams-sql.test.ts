@@ -280,6 +280,23 @@ describe('access through membership', () => {
     expect(await asUser(member, 'select billing_has_access($1) as access', [team])).toEqual([{ access: true }]);
   });
 
+  it('knows the caller as auth.uid() does, from either claim setting PostgREST versions use', async () => {
+    // The functions read the caller's id with auth.uid()'s own expression (cheaper than calling it).
+    const [user, team] = [randomUUID(), randomUUID()];
+    await addMembers(team, [[user, 'member'], [randomUUID(), 'owner']]);
+    await subscribe(team, 'business');
+    for (const setting of ['request.jwt.claims', 'request.jwt.claim.sub']) {
+      const value = setting === 'request.jwt.claims' ? JSON.stringify({ sub: user, role: 'authenticated' }) : user;
+      const row = await inTransaction(async (client) => {
+        await client.query('select set_config($1, $2, true)', [setting, value]);
+        await client.query('set local role authenticated');
+        const sql = 'select auth.uid() as uid, billing_has_access($1) as access, billing_subjects_with_feature($2) as subjects';
+        return (await client.query<{ uid: string; access: boolean; subjects: string[] }>(sql, [team, 'api_access'])).rows;
+      });
+      expect(row, setting).toEqual([{ uid: user, access: true, subjects: [team] }]);
+    }
+  });
+
   it('billing_subjects_with_feature: the caller\'s own id and their teams\', of those whose account grants the feature now', async () => {
     const user = randomUUID();
     const teams = { business: randomUUID(), pro: randomUUID(), lapsed: randomUUID(), unsubscribed: randomUUID(), notMine: randomUUID() };

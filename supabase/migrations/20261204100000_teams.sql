@@ -25,17 +25,21 @@
 --   from (subscriptions, customers, deleted customers, entitlements, plans) refresh the
 --   subjects a statement touched, in the same transaction, after taking a per-subject
 --   lock so that two transactions touching one subject refresh one after the other and
---   the second reads the first's committed rows.
+--   the second reads the first's committed rows. That holds in read committed, as
+--   PostgREST and the webhook write; a repeatable-read transaction reads its own older
+--   snapshot, so write billing rows in read committed.
 -- * billing_has_access, billing_features, billing_has_feature keep their names and
 --   parameters (policies in the wild call them) and become security definer: one
---   primary-key read of the state and, for a signed-in caller, one of the membership.
+--   primary-key read of the state and, for a signed-in caller asking about a team, one
+--   of the membership.
 --   A caller row-level security would not restrict (service_role, a superuser's
 --   session) asks about any subject; anyone else about themselves and their teams,
 --   and any other id gets the no-access answer. Deleting a member's row ends their
 --   access in the same transaction (membership is read, not cached).
 -- * billing_subjects_with_feature(feature): the caller's own id and their teams' ids,
 --   of those whose account grants the feature now, for policies over team rows:
---   `using (team_id = any ((select billing_subjects_with_feature('api_access'))))`.
+--   `using (team_id = any ((select billing_subjects_with_feature('api_access'))::uuid[]))`
+--   (evaluated once per query; an index condition on team_id).
 --
 -- Measured in docs/entitlements-bench.md; how to use it in docs/teams.md.
 
@@ -197,10 +201,14 @@ revoke all on public.billing_subject_state from anon, authenticated, public;
 grant select on public.billing_subject_state to service_role;
 
 -- Makes these subjects' rows what billing_accounts says now (none where it has none).
+-- plan_cache_mode: planning the view takes about 2 ms, and for an array parameter
+-- PostgreSQL would otherwise keep re-planning it for each call's array (a custom plan
+-- looks cheaper than the generic one, which is the same index lookups).
 create function public.billing_refresh_subjects(p_subjects uuid[]) returns void
 language plpgsql
 security definer
 set search_path = ''
+set plan_cache_mode = force_generic_plan
 as $$
 begin
   if coalesce(cardinality(p_subjects), 0) = 0 then
@@ -212,15 +220,19 @@ begin
   perform pg_advisory_xact_lock(hashtextextended('billing_subject:' || s::text, 0))
   from (select distinct s from unnest(p_subjects) s where s is not null order by s) x;
 
-  delete from public.billing_subject_state st
-  where st.subject_id = any (p_subjects)
-    and not exists (select 1 from public.billing_accounts a where a.user_id = st.subject_id);
-
+  -- One statement, one read of the view for just these subjects (the view is a union:
+  -- a correlated `not exists` over it would read it whole).
+  with fresh as (
+    select a.user_id, a.status, a.cancel_at_period_end, a.current_period_start, a.current_period_end, a.payment_failed_at, a.features
+    from public.billing_accounts a
+    where a.user_id = any (p_subjects)
+  ), gone as (
+    delete from public.billing_subject_state st
+    where st.subject_id = any (p_subjects) and st.subject_id not in (select f.user_id from fresh f)
+  )
   insert into public.billing_subject_state as st
     (subject_id, status, cancel_at_period_end, current_period_start, current_period_end, payment_failed_at, features)
-  select a.user_id, a.status, a.cancel_at_period_end, a.current_period_start, a.current_period_end, a.payment_failed_at, a.features
-  from public.billing_accounts a
-  where a.user_id = any (p_subjects)
+  select * from fresh
   on conflict (subject_id) do update
     set status = excluded.status, cancel_at_period_end = excluded.cancel_at_period_end,
         current_period_start = excluded.current_period_start, current_period_end = excluded.current_period_end,
@@ -245,7 +257,24 @@ declare
   v_customers text[];
   v_products text[];
 begin
-  if tg_table_name in ('billing_subscriptions', 'billing_customers') then
+  if tg_table_name = 'billing_subscriptions' and tg_op = 'UPDATE' then
+    -- Most updates of an invoice event touch only its details (or the trial reminder, or
+    -- the failures' bookkeeping, whose outcome is payment_failed_at): columns the state
+    -- does not depend on. Rows changed only there refresh nobody; any other column,
+    -- including ones added later, counts.
+    select array_agg(distinct v.user_id) into v_subjects
+    from old_rows o full join new_rows n on n.stripe_subscription_id = o.stripe_subscription_id
+    cross join lateral (values (o.user_id), (n.user_id)) v(user_id)
+    where v.user_id is not null
+      and (o is null or n is null
+        or to_jsonb(o) - array['updated_at', 'latest_invoice_id', 'last_payment_status', 'last_payment_at', 'last_payment_amount',
+                               'last_payment_currency', 'hosted_invoice_url', 'next_payment_attempt', 'invoice_event_created',
+                               'invoice_event_id', 'trial_will_end_at', 'last_paid_at', 'payment_failures']
+           is distinct from
+           to_jsonb(n) - array['updated_at', 'latest_invoice_id', 'last_payment_status', 'last_payment_at', 'last_payment_amount',
+                               'last_payment_currency', 'hosted_invoice_url', 'next_payment_attempt', 'invoice_event_created',
+                               'invoice_event_id', 'trial_will_end_at', 'last_paid_at', 'payment_failures']);
+  elsif tg_table_name in ('billing_subscriptions', 'billing_customers') then
     if tg_op = 'INSERT' then
       select array_agg(distinct user_id) into v_subjects from new_rows;
     elsif tg_op = 'UPDATE' then
@@ -286,7 +315,9 @@ begin
     from public.billing_subscriptions s
     where s.product_id = any (v_products) and s.user_id is not null;
   end if;
-  perform public.billing_refresh_subjects(v_subjects);
+  if v_subjects is not null then
+    perform public.billing_refresh_subjects(v_subjects);
+  end if;
   return null;
 end;
 $$;
@@ -334,42 +365,35 @@ select a.user_id, a.status, a.cancel_at_period_end, a.current_period_start, a.cu
 from public.billing_accounts a;
 
 -- Access through membership -------------------------------------------------------------
+--
+-- Who may ask about a subject: a caller that row-level security would not restrict (the
+-- role it set, or its login when it set none, bypasses RLS: service_role, a superuser's
+-- psql) about anyone; a signed-in user about their own id and their teams. Each
+-- function below checks it the same way, inline, and only once the state has something
+-- to tell, in this order: the service role; the caller's own id; a membership row; a
+-- role that bypasses RLS (billing_caller_sees_all, asked only of roles other than the
+-- API's: a superuser's psql).
+--
+-- Why inline, and why the caller's id is auth.uid()'s own expression rather than a call
+-- to it: these functions run once per query in a sub-select, and once per row when
+-- called bare, so their fixed costs are the policy's cost. auth.uid() is a SQL function
+-- with its own search_path, never inlined, whose body is planned again in every
+-- transaction (about 35 µs, measured: most of a once-per-query call); a nested helper
+-- function costs about 10 µs more per query. A PL/pgSQL condition holding a sub-select
+-- runs as a query even when it short-circuits, so such conditions stand alone.
+-- Grace days matter only to a past-due subscription, so only then are they read.
 
--- Whether the caller may ask about p_subject: a caller row-level security would not
--- restrict (the role it set, or its login when it set none, bypasses RLS: service_role,
--- a superuser's psql) about anyone; a signed-in user about themselves and their teams.
--- The access functions call it only when the state has something to tell.
-create function public.billing_may_ask(p_subject uuid) returns boolean
-language plpgsql stable
+create function public.billing_caller_sees_all() returns boolean
+language sql stable
 security definer
 set search_path = ''
 as $$
-declare
-  v_role text := current_setting('role');
-  v_uid uuid;
-begin
-  if v_role = 'service_role' then
-    return true;
-  end if;
-  if v_role not in ('authenticated', 'anon') and exists (
+  select current_setting('role') = 'service_role' or exists (
     select 1 from pg_catalog.pg_roles r
-    where r.rolname = case v_role when 'none' then session_user else v_role end and (r.rolsuper or r.rolbypassrls)
-  ) then
-    return true;
-  end if;
-  v_uid := auth.uid();
-  if p_subject = v_uid then
-    return true;
-  end if;
-  return exists (select 1 from public.billing_team_members m where m.team_id = p_subject and m.user_id = v_uid);
-end;
+    where r.rolname = case current_setting('role') when 'none' then session_user else current_setting('role') end
+      and (r.rolsuper or r.rolbypassrls)
+  )
 $$;
-
--- The three below: one primary-key read of the state, then (only if it grants anything)
--- the caller check, then the rule. Statements are kept apart on purpose: a PL/pgSQL
--- condition holding a sub-select runs as a query even when it short-circuits, and
--- each query costs a few microseconds, which a policy pays per row when called bare.
--- Grace days matter only to a past-due subscription, so only then are they read.
 
 -- Whether the subject may use the product now.
 create or replace function public.billing_has_access(p_user_id uuid) returns boolean
@@ -379,10 +403,23 @@ set search_path = ''
 as $$
 declare
   s public.billing_subject_state;
+  v_uid uuid;
 begin
   select * into s from public.billing_subject_state where subject_id = p_user_id;
-  if not found or s.status is null or not public.billing_may_ask(p_user_id) then
+  if not found or s.status is null then
     return false;
+  end if;
+  if current_setting('role') <> 'service_role' then
+    -- auth.uid()
+    v_uid := coalesce(nullif(current_setting('request.jwt.claim.sub', true), ''),
+                      (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub'))::uuid;
+    if p_user_id is distinct from v_uid then
+      if not exists (select 1 from public.billing_team_members m where m.team_id = p_user_id and m.user_id = v_uid) then
+        if current_setting('role') in ('authenticated', 'anon') or not public.billing_caller_sees_all() then
+          return false;
+        end if;
+      end if;
+    end if;
   end if;
   return (public.billing_decide_access(s.status, s.cancel_at_period_end, s.current_period_start, s.current_period_end,
     s.payment_failed_at, case when s.status = 'past_due' then public.billing_grace_days() end, now())).access;
@@ -397,10 +434,23 @@ set search_path = ''
 as $$
 declare
   s public.billing_subject_state;
+  v_uid uuid;
 begin
   select * into s from public.billing_subject_state where subject_id = p_user_id;
-  if not found or cardinality(s.features) = 0 or not public.billing_may_ask(p_user_id) then
+  if not found or cardinality(s.features) = 0 then
     return '{}';
+  end if;
+  if current_setting('role') <> 'service_role' then
+    -- auth.uid()
+    v_uid := coalesce(nullif(current_setting('request.jwt.claim.sub', true), ''),
+                      (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub'))::uuid;
+    if p_user_id is distinct from v_uid then
+      if not exists (select 1 from public.billing_team_members m where m.team_id = p_user_id and m.user_id = v_uid) then
+        if current_setting('role') in ('authenticated', 'anon') or not public.billing_caller_sees_all() then
+          return '{}';
+        end if;
+      end if;
+    end if;
   end if;
   if (public.billing_decide_access(s.status, s.cancel_at_period_end, s.current_period_start, s.current_period_end,
       s.payment_failed_at, case when s.status = 'past_due' then public.billing_grace_days() end, now())).access then
@@ -417,10 +467,24 @@ set search_path = ''
 as $$
 declare
   s public.billing_subject_state;
+  v_uid uuid;
 begin
   select * into s from public.billing_subject_state where subject_id = p_user_id;
-  if not found or not (p_feature = any (s.features)) or not public.billing_may_ask(p_user_id) then
+  -- A key the account does not grant needs no decision.
+  if not found or not (p_feature = any (s.features)) then
     return false;
+  end if;
+  if current_setting('role') <> 'service_role' then
+    -- auth.uid()
+    v_uid := coalesce(nullif(current_setting('request.jwt.claim.sub', true), ''),
+                      (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub'))::uuid;
+    if p_user_id is distinct from v_uid then
+      if not exists (select 1 from public.billing_team_members m where m.team_id = p_user_id and m.user_id = v_uid) then
+        if current_setting('role') in ('authenticated', 'anon') or not public.billing_caller_sees_all() then
+          return false;
+        end if;
+      end if;
+    end if;
   end if;
   return (public.billing_decide_access(s.status, s.cancel_at_period_end, s.current_period_start, s.current_period_end,
     s.payment_failed_at, case when s.status = 'past_due' then public.billing_grace_days() end, now())).access;
@@ -429,28 +493,30 @@ $$;
 
 -- The caller's own id and their teams' ids, of those whose account grants the feature
 -- now. For policies over team rows, in a sub-select (evaluated once per query):
---   using (team_id = any ((select billing_subjects_with_feature('api_access'))))
--- Empty without a signed-in user (the service role bypasses row-level security anyway).
+--   using (team_id = any ((select billing_subjects_with_feature('api_access'))::uuid[]))
+-- (the cast makes the sub-select an array expression: without it `= any ((select …))`
+-- reads as `= any (subquery)` and compares team_id with the whole array). Empty without
+-- a signed-in user (the service role bypasses row-level security anyway).
 create function public.billing_subjects_with_feature(p_feature text) returns uuid[]
 language plpgsql stable
 security definer
 set search_path = ''
 as $$
 declare
-  v_uid uuid := auth.uid();
-  v_grace integer;
+  -- auth.uid() (see above)
+  v_uid uuid := coalesce(nullif(current_setting('request.jwt.claim.sub', true), ''),
+                         (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub'))::uuid;
 begin
   if v_uid is null then
     return '{}';
   end if;
-  v_grace := public.billing_grace_days();
   return array(
     select s.subject_id
     from public.billing_subject_state s
     where s.subject_id in (select v_uid union all select m.team_id from public.billing_team_members m where m.user_id = v_uid)
       and p_feature = any (s.features)
       and (public.billing_decide_access(s.status, s.cancel_at_period_end, s.current_period_start, s.current_period_end,
-             s.payment_failed_at, v_grace, now())).access
+             s.payment_failed_at, case when s.status = 'past_due' then public.billing_grace_days() end, now())).access
     order by s.subject_id
   );
 end;
@@ -463,7 +529,7 @@ revoke execute on function public.billing_subjects_with_feature(text) from publi
 grant execute on function public.billing_my_team_ids() to authenticated, service_role;
 grant execute on function public.billing_subjects_with_feature(text) to authenticated, service_role;
 
-revoke execute on function public.billing_may_ask(uuid) from public, anon, authenticated;
+revoke execute on function public.billing_caller_sees_all() from public, anon, authenticated;
 revoke execute on function public.billing_refresh_subjects(uuid[]) from public, anon, authenticated;
 revoke execute on function public.billing_team_lock() from public, anon, authenticated;
 revoke execute on function public.billing_team_check_owners() from public, anon, authenticated;
@@ -471,5 +537,5 @@ revoke execute on function public.billing_subscription_owner() from public, anon
 revoke execute on function public.billing_customer_takes_subscriptions() from public, anon, authenticated;
 revoke execute on function public.billing_subject_state_after() from public, anon, authenticated;
 revoke execute on function public.billing_subject_state_rebuild() from public, anon, authenticated;
-grant execute on function public.billing_may_ask(uuid) to service_role;
+grant execute on function public.billing_caller_sees_all() to service_role;
 grant execute on function public.billing_refresh_subjects(uuid[]) to service_role;
