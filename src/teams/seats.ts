@@ -128,6 +128,8 @@ export async function syncTeamSeats(deps: SeatSyncDeps, teamId: string, options:
   let updates = 0;
   let retries = 0;
   let itemRead = false;
+  // The last send's failure, while no send has succeeded since: out of time, it is the answer.
+  let failure: Error | null = null;
   const done = (result: SeatSyncResult, state: SeatState): SeatSync => ({ result, state, updates, retries });
 
   for (;;) {
@@ -137,12 +139,13 @@ export async function syncTeamSeats(deps: SeatSyncDeps, teamId: string, options:
     const { subscriptionId, wanted, send } = state;
     if (!state.claimed || subscriptionId === null || wanted === null || send === null) return done('busy', state);
 
-    const release = (failure: { error: string; retrySeconds: number } | null) => deps.store.seatRelease(subscriptionId, options.holder, failure);
-    if (performance.now() - started > options.budgetMs) {
-      await release(null);
-      return done('unfinished', state);
-    }
+    const release = (failed: { error: string; retrySeconds: number } | null) => deps.store.seatRelease(subscriptionId, options.holder, failed);
     try {
+      if (performance.now() - started > options.budgetMs) {
+        if (failure !== null) throw failure;
+        await release(null);
+        return done('unfinished', state);
+      }
       const stripe = await deps.stripe();
       if (state.itemId === null) {
         // A subscription stored before its item was: Stripe says which it is.
@@ -164,11 +167,13 @@ export async function syncTeamSeats(deps: SeatSyncDeps, teamId: string, options:
       } catch (error) {
         const kind = transient(error);
         const delay = kind === 'rate limit' ? RATE_LIMIT_BASE_DELAY_MS * 2 ** retries : SERVER_ERROR_DELAY_MS;
-        if (kind === null || performance.now() - started + delay > options.budgetMs) throw error;
+        if (kind === null || !(error instanceof Error) || performance.now() - started + delay > options.budgetMs) throw error;
+        failure = error;
         retries += 1;
         await sleep(delay);
         continue; // the next claim keeps the lease and numbers the next send
       }
+      failure = null;
       updates += 1;
       await applySnapshot(deps, updated, fetchedAt);
     } catch (error) {
