@@ -105,7 +105,8 @@ type Transient = 'rate limit' | 'server';
  *  or no answer. Anything else (a 400) will not get better by itself. */
 function transient(error: unknown): Transient | null {
   if (!(error instanceof Error)) return null;
-  const { type, statusCode } = error as { type?: unknown; statusCode?: unknown };
+  const type = 'type' in error ? error.type : undefined;
+  const statusCode = 'statusCode' in error ? error.statusCode : undefined;
   if (type === 'StripeRateLimitError' || statusCode === 429) return 'rate limit';
   if (type === 'StripeConnectionError' || type === 'StripeAPIError') return 'server';
   return typeof statusCode === 'number' && (statusCode >= 500 || statusCode === 409) ? 'server' : null;
