@@ -94,6 +94,8 @@ export interface PortalConfig {
 export interface StatusConfig {
   store: StoreConfig;
   auth: AuthConfig;
+  /** BILLING_CATALOG: which plans are sold per seat (a team's status then shows its seats). */
+  catalog: Catalog | null;
 }
 
 export interface WebhookConfig {
@@ -305,6 +307,7 @@ export function loadStatusConfig(env: Env): StatusConfig {
   const config: StatusConfig = {
     store,
     auth: readAuth(r, store),
+    catalog: readCatalog(r),
   };
   r.retired('BILLING_GRACE_DAYS');
   r.done();
@@ -369,13 +372,32 @@ export interface SyncConfig extends StatusConfig {
 export function loadSyncConfig(env: Env): SyncConfig {
   const r = new Reader(env);
   const store = readStore(r);
+  const catalog = readCatalog(r);
   const config: SyncConfig = {
     stripe: readStripe(r),
     store,
     auth: readAuth(r, store),
-    scope: readScope(r, readCatalog(r)),
+    catalog,
+    scope: readScope(r, catalog),
   };
   r.retired('BILLING_GRACE_DAYS');
+  r.done();
+  return config;
+}
+
+/** POST /api/stripe/seats: a team's member, Stripe's quantity set from the store. */
+export interface SeatsConfig {
+  stripe: StripeConfig;
+  store: StoreConfig;
+  auth: AuthConfig;
+  /** What this backend sells; its catalog says which plans are per seat. */
+  scope: ProductScope;
+}
+
+export function loadSeatsConfig(env: Env): SeatsConfig {
+  const r = new Reader(env);
+  const store = readStore(r);
+  const config: SeatsConfig = { stripe: readStripe(r), store, auth: readAuth(r, store), scope: readScope(r, readCatalog(r)) };
   r.done();
   return config;
 }
@@ -387,7 +409,7 @@ export interface JobConfig {
 }
 
 /** The jobs that read Stripe and write the store (billing:reconcile, billing:events,
- *  billing:forget, the scheduled catch-up and reconcile): Stripe, the store, what we sell. */
+ *  billing:forget, the scheduled catch-up, reconcile and seat sync): Stripe, the store, what we sell. */
 export function loadJobConfig(env: Env): JobConfig {
   const r = new Reader(env);
   const config: JobConfig = { stripe: readStripe(r), store: readStore(r), scope: readScope(r, readCatalog(r)) };

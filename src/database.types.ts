@@ -14,6 +14,9 @@ export type BillingAccountRow = {
   stripe_subscription_id: string | null;
   status: SubscriptionStatus | null;
   price_id: string | null;
+  product_id: string | null;
+  /** The subscription item's quantity as Stripe last reported it (a per-seat plan's seats). */
+  quantity: number | null;
   current_period_start: string | null;
   current_period_end: string | null;
   cancel_at_period_end: boolean | null;
@@ -76,6 +79,7 @@ export type Database = {
         Returns: string;
       };
       billing_apply_event: { Args: EventArgs & { p_change: Json }; Returns: Json };
+      billing_apply_subscription_event: { Args: EventArgs & { p_change: Json }; Returns: Json };
       billing_apply_entitlements: { Args: EventArgs & { p_customer_id: string; p_features: string[] }; Returns: Json };
       billing_sync_catalog: {
         Args: { p_catalog: Json };
@@ -91,6 +95,9 @@ export type Database = {
       };
       billing_forget_team_customers: { Args: { p_user: string }; Returns: Json };
       billing_forget_team_email: { Args: { p_team: string; p_customer: string; p_emails: string[] }; Returns: boolean };
+      billing_seat_claim: { Args: { p_team: string; p_holder: string; p_lease_seconds: number; p_plans: Json }; Returns: Json };
+      billing_seat_release: { Args: { p_subscription: string; p_holder: string; p_error: string | null; p_retry_seconds: number }; Returns: undefined };
+      billing_seats_due: { Args: { p_plans: Json; p_subscriptions: string[] | null; p_limit: number }; Returns: string[] };
       billing_job_acquire: { Args: { p_name: string; p_holder: string; p_lease_seconds: number }; Returns: Json | null };
       billing_job_save: {
         Args: { p_name: string; p_holder: string; p_state: Json; p_summary: Json | null; p_release: boolean };

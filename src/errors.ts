@@ -61,6 +61,14 @@ export class NoSubscriptionError extends HttpError {
   }
 }
 
+/** POST /api/stripe/seats for a team without a live subscription of a per-seat plan. */
+export class NoPerSeatSubscriptionError extends HttpError {
+  constructor() {
+    super(400, 'No per-seat subscription');
+    this.name = 'NoPerSeatSubscriptionError';
+  }
+}
+
 export class InvalidRequestError extends HttpError {
   constructor(message: string) {
     super(400, message);

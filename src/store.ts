@@ -24,6 +24,9 @@ export interface LastPayment {
 export interface StoredSubscription extends AccessFacts {
   stripeSubscriptionId: string;
   priceId: string | null;
+  productId: string | null;
+  /** The item's quantity as Stripe last reported it: a per-seat plan's billed seats. */
+  quantity: number | null;
   trialEnd: string | null;
   lastPayment: LastPayment | null;
   /** The catalog plan of its product (null without a catalog, or for another price). */
@@ -64,6 +67,9 @@ export type SubscriptionSnapshot = {
   price_id: string | null;
   product_id: string | null;
   quantity: number | null;
+  /** The id of that item (of this product's item, when there is one): what a quantity
+   *  update names. Absent in snapshots made before it was read. */
+  item_id?: string | null;
   /** Whether it is a subscription to what this backend sells (product-scope.ts); only
    *  such a subscription is the user's subscription here. */
   for_this_product: boolean;
@@ -170,6 +176,14 @@ export interface BillingStore {
   /** billing:forget: clears the email stored on the team's link when it is one of
    *  `emails` (compared without case); true when it did. */
   clearTeamEmail(teamId: string, customerId: string, emails: readonly string[]): Promise<boolean>;
+  /** A team's seats, and the lease to update them when Stripe's quantity is not the
+   *  wanted one (see billing_seat_claim); a holder's lease ends when it is. */
+  seatClaim(query: SeatClaimQuery): Promise<SeatState>;
+  /** Ends the holder's lease before the quantity is right; with an error, a failure the
+   *  scheduled run retries after a backoff. */
+  seatRelease(subscriptionId: string, holder: string, failure: { error: string; retrySeconds: number } | null): Promise<void>;
+  /** Teams whose per-seat quantity is not their wanted one, not leased, not backing off. */
+  seatsDue(query: { plans: SeatPlanMins; subscriptions: readonly string[] | null; limit: number }): Promise<string[]>;
 }
 
 /** A team's Stripe customer where a user bought, or may have started a checkout. */
@@ -179,6 +193,38 @@ export interface TeamCustomer {
   /** The email on the team's link (its first buyer's); null once cleared, or when the
    *  link is gone (the customer deleted). */
   storedEmail: string | null;
+}
+
+/** The per-seat plans, by Stripe product id: their minimum number of seats. */
+export type SeatPlanMins = { [productId: string]: number };
+
+export interface SeatClaimQuery {
+  team: string;
+  holder: string;
+  leaseSeconds: number;
+  plans: SeatPlanMins;
+}
+
+export interface SeatState {
+  /** The team's subscription that matters, if any. */
+  subscriptionId: string | null;
+  /** Its product (which plan, so which proration). */
+  productId: string | null;
+  /** Its item of our product, when known. */
+  itemId: string | null;
+  /** A live subscription of a per-seat plan. Everything below the members is for it. */
+  perSeat: boolean;
+  /** The quantity Stripe last reported. */
+  billed: number | null;
+  members: number;
+  /** max(members, the plan's minimum); null when not per seat. */
+  wanted: number | null;
+  /** The team's membership version. */
+  version: number;
+  /** Whether the caller holds the lease to send `wanted` now. */
+  claimed: boolean;
+  /** Which send for this version it is (1 for the first): the idempotency key's suffix. */
+  send: number | null;
 }
 
 export interface ContextQuery {
@@ -249,7 +295,7 @@ const EVENT_COLUMNS = 'id,type,api_version,stripe_created_at,first_received_at,l
 
 // One literal, so supabase-js can type the selected row.
 const ACCOUNT_COLUMNS =
-  'user_id,stripe_customer_id,deleted_customer_id,stripe_subscription_id,status,price_id,current_period_start,current_period_end,cancel_at_period_end,trial_end,payment_failed_at,last_payment_status,last_payment_at,last_payment_amount,last_payment_currency,hosted_invoice_url,next_payment_attempt,plan,price_interval,features,had_trial,scheduled_price_id,scheduled_change_at,scheduled_plan,scheduled_interval,billing_account_grace_days';
+  'user_id,stripe_customer_id,deleted_customer_id,stripe_subscription_id,status,price_id,product_id,quantity,current_period_start,current_period_end,cancel_at_period_end,trial_end,payment_failed_at,last_payment_status,last_payment_at,last_payment_amount,last_payment_currency,hosted_invoice_url,next_payment_attempt,plan,price_interval,features,had_trial,scheduled_price_id,scheduled_change_at,scheduled_plan,scheduled_interval,billing_account_grace_days';
 
 const APPLY_OUTCOMES: readonly unknown[] = ['applied', 'stale', 'ignored', 'duplicate', 'skipped'] satisfies ApplyOutcome[];
 
@@ -298,14 +344,15 @@ export function createStore(config: StoreConfig, fetchImpl: typeof fetch = nodeF
 
     async applyEvent(event) {
       const change = event.change;
-      // Entitlement summaries and schedules have functions of their own (20261201100000).
+      // Entitlement summaries and schedules have functions of their own (20261201100000);
+      // a subscription's snapshot also carries its item (20261204300000).
       const { data, error } = change.kind === 'entitlements'
         ? await db.rpc('billing_apply_entitlements', {
           ...eventArgs(event),
           p_customer_id: change.customer_id,
           p_features: change.features,
         })
-        : await db.rpc(change.kind === 'schedule' ? 'billing_apply_schedule' : 'billing_apply_event', {
+        : await db.rpc(change.kind === 'schedule' ? 'billing_apply_schedule' : change.kind === 'subscription' ? 'billing_apply_subscription_event' : 'billing_apply_event', {
           ...eventArgs(event),
           p_change: event.change satisfies Json,
         });
@@ -411,6 +458,55 @@ export function createStore(config: StoreConfig, fetchImpl: typeof fetch = nodeF
       if (error) throw new StoreError('clearTeamEmail', error.message);
       return data === true;
     },
+    async seatClaim(query) {
+      const { data, error } = await db.rpc('billing_seat_claim', {
+        p_team: query.team,
+        p_holder: query.holder,
+        p_lease_seconds: query.leaseSeconds,
+        p_plans: query.plans satisfies Json,
+      });
+      if (error) throw new StoreError('seatClaim', error.message);
+      return toSeatState(data);
+    },
+
+    async seatRelease(subscriptionId, holder, failure) {
+      const { error } = await db.rpc('billing_seat_release', {
+        p_subscription: subscriptionId,
+        p_holder: holder,
+        p_error: failure?.error ?? null,
+        p_retry_seconds: failure?.retrySeconds ?? 0,
+      });
+      if (error) throw new StoreError('seatRelease', error.message);
+    },
+
+    async seatsDue(query) {
+      const { data, error } = await db.rpc('billing_seats_due', {
+        p_plans: query.plans satisfies Json,
+        p_subscriptions: query.subscriptions && [...query.subscriptions],
+        p_limit: query.limit,
+      });
+      if (error) throw new StoreError('seatsDue', error.message);
+      return (data ?? []).map(String);
+    },
+  };
+}
+
+function toSeatState(value: unknown): SeatState {
+  if (typeof value !== 'object' || value === null) throw new StoreError('seatClaim', 'no state returned');
+  const row = value as Record<string, unknown>;
+  const text = (key: string) => (typeof row[key] === 'string' ? row[key] : null);
+  const count = (key: string) => (typeof row[key] === 'number' ? row[key] : null);
+  return {
+    subscriptionId: text('subscription_id'),
+    productId: text('product_id'),
+    itemId: text('item_id'),
+    perSeat: row['per_seat'] === true,
+    billed: count('billed'),
+    members: count('members') ?? 0,
+    wanted: count('wanted'),
+    version: count('version') ?? 0,
+    claimed: row['claimed'] === true,
+    send: count('send'),
   };
 }
 
@@ -460,6 +556,8 @@ function toAccount(row: BillingAccountRow): BillingAccount {
             stripeSubscriptionId: row.stripe_subscription_id,
             status: row.status,
             priceId: row.price_id,
+            productId: row.product_id,
+            quantity: row.quantity,
             currentPeriodStart: row.current_period_start,
             currentPeriodEnd: row.current_period_end,
             cancelAtPeriodEnd: row.cancel_at_period_end ?? false,

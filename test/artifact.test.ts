@@ -4,6 +4,7 @@
 // fresh Node process, against the local stack. Sizes go to test-results/artifacts.json
 // (CI prints them).
 
+import { randomUUID } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
@@ -254,6 +255,24 @@ describe('each zip through ___netlify-entry-point.mjs, cold, against the local s
     expectError(bad, 400, 'sessionId must be a Checkout Session id (cs_…)');
   });
 
+  it('seats: preflight, 401, 405, 400 for a bad team, and 400 for a team whose plan is not per seat', async () => {
+    const team = randomUUID();
+    await query(`insert into billing_team_members (team_id, user_id, role) values ($1, $2, 'owner')`, [team, user.id]);
+    const url = `${SITE}/api/stripe/seats`;
+    const [options, unauthorized, wrongMethod, bad, notPerSeat] = await run('stripe-seats', [
+      preflight('seats'),
+      { url, method: 'POST', headers: {} },
+      { url, method: 'GET', headers: auth },
+      { url, method: 'POST', headers: auth, body: '{"team":"acme"}' },
+      { url, method: 'POST', headers: auth, body: JSON.stringify({ team }) },
+    ]);
+    expectPreflight(options);
+    expectError(unauthorized, 401, 'Missing bearer token');
+    expectError(wrongMethod, 405, 'Method not allowed');
+    expectError(bad, 400, 'Invalid team');
+    expectError(notPerSeat, 400, 'No per-seat subscription');
+  });
+
   it('plans: preflight, 405, and a full 200', async () => {
     const url = `${SITE}/api/stripe/plans`;
     const [options, wrongMethod, ok] = await run('stripe-plans', [preflight('plans'), { url, method: 'POST', headers: {} }, { url, method: 'GET', headers: {} }]);
@@ -263,8 +282,8 @@ describe('each zip through ___netlify-entry-point.mjs, cold, against the local s
     expect(JSON.parse(ok?.body ?? '{}')).toHaveProperty('plans');
   });
 
-  it('the scheduled catch-up and reconcile: a run as Netlify starts one, with its summary', async () => {
-    for (const name of ['stripe-catch-up', 'stripe-reconcile']) {
+  it('the scheduled catch-up, reconcile and seat sync: a run as Netlify starts one, with its summary', async () => {
+    for (const name of ['stripe-catch-up', 'stripe-reconcile', 'stripe-seat-sync']) {
       const [ok] = await run(name, [{ url: `${SITE}/.netlify/functions/${name}`, method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"next_run":"2026-12-01T12:00:00.000Z"}' }]);
       expect(ok?.status, `${name}: ${ok?.body}`).toBe(200);
       expect((JSON.parse(ok?.body ?? '{}') as { status?: string }).status, name).toMatch(/^(done|paused|busy|not due)$/);

@@ -326,6 +326,7 @@ const SUBSCRIPTION = '/api/stripe/subscription';
 const WEBHOOK = '/api/stripe/webhook';
 const SYNC = '/api/stripe/sync';
 const PLANS = '/api/stripe/plans';
+const SEATS = '/api/stripe/seats';
 const withCatalog = () => ({ BILLING_CATALOG: CATALOG_FILE });
 const DOWN = 'http://127.0.0.1:9'; // the discard port: nothing listens
 
@@ -384,6 +385,23 @@ async function teamOf(...roles: ('owner' | 'admin' | 'member')[]): Promise<{ id:
     await query('insert into billing_team_members (team_id, user_id, role) values ($1, $2, $3)', [id, user.id, roles[i]]);
   }
   return { id, users };
+}
+
+/** A team of an owner and a member, on the shipped catalog's per-seat plan (business),
+ *  which Stripe bills for its two members already. */
+async function seatedTeam(): Promise<{ id: string; users: TestUser[] }> {
+  const team = await teamOf('owner', 'member');
+  const owner = team.users[0] as TestUser;
+  const checkout = await handlerFor(CHECKOUT);
+  const started = await withEnv(withCatalog(), async () => checkout?.(request('POST', CHECKOUT, { token: owner.token, body: JSON.stringify({ team: team.id, price: 'business_monthly' }) })));
+  if (started?.status !== 200) throw new Error(`setup: checkout answered ${started?.status ?? 'by no function'}`);
+  const [customer] = await query<{ stripe_customer_id: string }>('select stripe_customer_id from billing_customers where user_id = $1', [team.id]);
+  const ids: Ids = { userId: owner.id, teamId: team.id, customerId: customer?.stripe_customer_id ?? '', subscriptionId: `sub_seated${team.id.slice(0, 8)}` };
+  const t = nowSeconds();
+  await withEnv(withCatalog(), () =>
+    deliver(subscriptionEvent('customer.subscription.created', ids, t - DAY, { status: 'active', periodStart: t - DAY, periodEnd: t + 29 * DAY, productId: 'analytics_business', quantity: 2 })),
+  );
+  return team;
 }
 
 /** A user at their request limit for `action` (as any instance's requests left it). */
@@ -722,6 +740,48 @@ const cases: Case[] = [
     env: () => ({ STRIPE_API_BASE: DOWN }),
   },
   { op: `OPTIONS ${SYNC}`, status: 204, name: 'a preflight', request: () => preflight(SYNC, 'POST') },
+
+  // POST /api/stripe/seats
+  {
+    op: `POST ${SEATS}`,
+    status: 200,
+    name: 'a member of a team whose seats Stripe bills already',
+    request: async () => {
+      const team = await seatedTeam();
+      return request('POST', SEATS, { token: team.users[1]?.token ?? '', body: JSON.stringify({ team: team.id }) });
+    },
+    env: withCatalog,
+  },
+  {
+    op: `POST ${SEATS}`,
+    status: 400,
+    name: 'a team without a per-seat subscription',
+    request: async () => {
+      const team = await teamOf('owner');
+      return request('POST', SEATS, { token: team.users[0]?.token ?? '', body: JSON.stringify({ team: team.id }) });
+    },
+    env: withCatalog,
+  },
+  { op: `POST ${SEATS}`, status: 400, name: 'a team that is not a team id', request: () => request('POST', SEATS, { token: newUser().token, body: JSON.stringify({ team: 'acme' }) }) },
+  { op: `POST ${SEATS}`, status: 400, name: 'a body that is not JSON', request: () => request('POST', SEATS, { token: newUser().token, body: 'team=acme' }) },
+  ...authCases(`POST ${SEATS}`, 'POST', SEATS),
+  {
+    op: `POST ${SEATS}`,
+    status: 403,
+    name: 'a team the caller is not in',
+    request: async () => request('POST', SEATS, { token: newUser().token, body: JSON.stringify({ team: (await seatedTeam()).id }) }),
+    env: withCatalog,
+  },
+  rateLimitedCase(`POST ${SEATS}`, SEATS, 'seats', JSON.stringify({ team: crypto.randomUUID() })),
+  ...methodCases(`POST ${SEATS}`, SEATS, ['GET', 'HEAD', 'PUT', 'PATCH', 'DELETE']),
+  {
+    op: `POST ${SEATS}`,
+    status: 500,
+    name: 'STRIPE_SECRET_KEY not set',
+    request: () => request('POST', SEATS, { token: newUser().token, body: JSON.stringify({ team: crypto.randomUUID() }) }),
+    env: () => ({ STRIPE_SECRET_KEY: undefined }),
+  },
+  { op: `OPTIONS ${SEATS}`, status: 204, name: 'a preflight', request: () => preflight(SEATS, 'POST') },
 
   // /api/stripe/{anything else}
   ...(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'] as const).map(

@@ -62,6 +62,8 @@ export interface Parties {
   /** Per period, in the smallest currency unit. */
   amount: number;
   currency: string;
+  /** The subscription item (si_…); one derived from the subscription's id when not given. */
+  itemId?: string;
 }
 
 /** The metadata our checkout puts on sessions and subscriptions (src/billing/checkout.ts). */
@@ -101,13 +103,22 @@ export interface SubscriptionVariant {
 /** Stripe's `request`: the API request that caused the event, or none (Stripe's own doing). */
 export type Cause = 'automatic' | 'customer';
 
-function event(type: string, created: number, cause: Cause, edit: (object: Obj) => void): Stripe.Event {
-  const e = fixture(type);
+/** `template`: the fixture to start from, when the type has none of its own (an invoice's
+ *  other events start from invoice.paid's). `idempotencyKey`: the causing request's. */
+function event(
+  type: string,
+  created: number,
+  cause: Cause,
+  edit: (object: Obj) => void,
+  options: { template?: string; idempotencyKey?: string } = {},
+): Stripe.Event {
+  const e = fixture(options.template ?? type);
+  e.type = type as Stripe.Event.Type;
   e.id = stripeId('evt');
   e.created = created;
   e.livemode = false;
   e.pending_webhooks = 1;
-  e.request = cause === 'customer' ? { id: stripeId('req', 14), idempotency_key: randomUUID() } : { id: null, idempotency_key: null };
+  e.request = cause === 'customer' ? { id: stripeId('req', 14), idempotency_key: options.idempotencyKey ?? randomUUID() } : { id: null, idempotency_key: null };
   edit(e.data.object as unknown as Obj);
   return e;
 }
@@ -142,7 +153,7 @@ function subscriptionObject(sub: Obj, parties: Parties, state: SubscriptionState
   items.data = [item];
   items.url = `/v1/subscription_items?subscription=${parties.subscriptionId}`;
   Object.assign(item, {
-    id: itemId(parties.subscriptionId),
+    id: parties.itemId ?? itemId(parties.subscriptionId),
     subscription: parties.subscriptionId,
     created: state.created,
     current_period_start: state.periodStart,
@@ -187,10 +198,29 @@ export interface InvoiceState {
   amount: number;
   attemptCount: number;
   nextPaymentAttempt: number | null;
+  /** Its lines; one for the whole amount and period when not given. */
+  lines?: InvoiceLine[];
+}
+
+/** An invoice line; `invoiceItem` names the proration invoice item it bills, if it does. */
+export interface InvoiceLine {
+  amount: number;
+  quantity: number;
+  description: string | null;
+  periodStart: number;
+  periodEnd: number;
+  invoiceItem: string | null;
 }
 
 export function invoiceEvent(type: InvoiceEventType, parties: Parties, created: number, invoice: InvoiceState): Stripe.Event {
+  return invoiceEventOf(type, parties, created, invoice);
+}
+
+/** An invoice's event of any type; the ones without a fixture of their own (created,
+ *  finalized) start from invoice.paid's, as a draft or an open invoice. */
+function invoiceEventOf(type: InvoiceEventType | 'invoice.created' | 'invoice.finalized', parties: Parties, created: number, invoice: InvoiceState): Stripe.Event {
   const paid = type === 'invoice.paid';
+  const template = type === 'invoice.created' || type === 'invoice.finalized' ? 'invoice.paid' : type;
   return event(type, created, 'automatic', (inv) => {
     const hosted = `https://invoice.stripe.com/i/acct_local/test_${invoice.id.slice(3)}`;
     Object.assign(inv, {
@@ -201,7 +231,7 @@ export function invoiceEvent(type: InvoiceEventType, parties: Parties, created: 
       effective_at: invoice.periodStart,
       currency: parties.currency,
       billing_reason: invoice.billingReason,
-      status: paid ? 'paid' : 'open',
+      status: paid ? 'paid' : type === 'invoice.created' ? 'draft' : 'open',
       amount_due: invoice.amount,
       amount_paid: paid ? invoice.amount : 0,
       amount_remaining: paid ? 0 : invoice.amount,
@@ -217,30 +247,41 @@ export function invoiceEvent(type: InvoiceEventType, parties: Parties, created: 
       hosted_invoice_url: hosted,
       invoice_pdf: `${hosted}/pdf`,
       number: `LOCAL-${invoice.id.slice(3, 11).toUpperCase()}`,
-      status_transitions: { finalized_at: invoice.periodStart, marked_uncollectible_at: null, paid_at: paid ? created : null, voided_at: null },
+      status_transitions: { finalized_at: type === 'invoice.created' ? null : invoice.periodStart, marked_uncollectible_at: null, paid_at: paid ? created : null, voided_at: null },
       webhooks_delivered_at: created,
     });
     const metadata = metadataOf(parties);
     (inv['parent'] as { subscription_details: Obj }).subscription_details = { metadata, subscription: parties.subscriptionId };
-    const lines = inv['lines'] as { data: Obj[]; url: string };
-    const line = lines.data[0] ?? {};
-    lines.data = [line];
-    lines.url = `/v1/invoices/${invoice.id}/lines`;
-    Object.assign(line, {
-      id: stripeId('il'),
-      amount: invoice.amount,
-      currency: parties.currency,
-      invoice: invoice.id,
-      metadata,
-      period: { start: invoice.periodStart, end: invoice.periodEnd },
+    const lines = inv['lines'] as { data: Obj[]; url: string; total_count: number };
+    const template = lines.data[0] ?? {};
+    const wanted: InvoiceLine[] = invoice.lines ?? [
+      { amount: invoice.amount, quantity: 1, description: null, periodStart: invoice.periodStart, periodEnd: invoice.periodEnd, invoiceItem: null },
+    ];
+    lines.data = wanted.map((want) => {
+      const line = structuredClone(template);
+      Object.assign(line, {
+        id: stripeId('il'),
+        amount: want.amount,
+        currency: parties.currency,
+        invoice: invoice.id,
+        metadata,
+        period: { start: want.periodStart, end: want.periodEnd },
+        quantity: want.quantity,
+        ...(want.description !== null && { description: want.description }),
+      });
+      const details = (line['parent'] as { subscription_item_details: Obj }).subscription_item_details;
+      details['subscription'] = parties.subscriptionId;
+      details['subscription_item'] = parties.itemId ?? itemId(parties.subscriptionId);
+      details['invoice_item'] = want.invoiceItem;
+      details['proration'] = want.invoiceItem !== null;
+      const pricing = line['pricing'] as { price_details: Obj };
+      pricing.price_details['price'] = parties.priceId;
+      pricing.price_details['product'] = parties.productId ?? FIXTURE_IDS.productId;
+      return line;
     });
-    const details = (line['parent'] as { subscription_item_details: Obj }).subscription_item_details;
-    details['subscription'] = parties.subscriptionId;
-    details['subscription_item'] = itemId(parties.subscriptionId);
-    const pricing = line['pricing'] as { price_details: Obj };
-    pricing.price_details['price'] = parties.priceId;
-    pricing.price_details['product'] = parties.productId ?? FIXTURE_IDS.productId;
-  });
+    lines.total_count = lines.data.length;
+    lines.url = `/v1/invoices/${invoice.id}/lines`;
+  }, { template });
 }
 
 /** The session that started the subscription: links the user to the customer. */
@@ -341,6 +382,123 @@ export function subscriptionScheduleEvent(
       }),
     });
   });
+}
+
+// Quantity changes ---------------------------------------------------------------------
+
+/** Stripe's proration_behavior on a subscription update. */
+export type ProrationBehavior = 'create_prorations' | 'always_invoice' | 'none';
+
+export interface QuantityChange {
+  /** The subscription as Stripe holds it after the change (Stripe's shape): the item at `to`. */
+  subscription: Obj;
+  itemId: string;
+  from: number;
+  to: number;
+  proration: ProrationBehavior;
+  /** Unix seconds. */
+  at: number;
+  /** The update request's, which the events name as their cause. */
+  idempotencyKey?: string;
+}
+
+const DATE = new Intl.DateTimeFormat('en-GB', { day: 'numeric', month: 'short', year: 'numeric', timeZone: 'UTC' });
+
+/**
+ * What Stripe sends when an item's quantity changes within a period: the subscription
+ * updated (previous_attributes: the item at its old quantity), and the proration, two
+ * invoice items (the unused time at the old quantity credited, the rest of the period at
+ * the new one charged) that wait for the next invoice (create_prorations), or that are
+ * invoiced and charged at once (always_invoice: invoice.created, .finalized, .paid; a
+ * credit larger than the charge goes to the customer's balance and the invoice is 0).
+ * The subscription's latest_invoice is then that invoice.
+ */
+export function quantityChangeEvents(change: QuantityChange): Stripe.Event[] {
+  const sub = structuredClone(change.subscription);
+  const items = (sub['items'] as { data: Obj[] }).data;
+  const item = items.find((i) => i['id'] === change.itemId) ?? items[0] ?? {};
+  const price = (item['price'] ?? {}) as Obj;
+  const metadata = (sub['metadata'] ?? {}) as Record<string, string>;
+  const subscriptionId = String(sub['id']);
+  const parties: Parties = {
+    userId: metadata['userId'] ?? '',
+    ...(metadata['teamId'] && { teamId: metadata['teamId'] }),
+    email: metadata['email'] ?? null,
+    customerId: String(sub['customer']),
+    subscriptionId,
+    priceId: String(price['id']),
+    productId: String(price['product']),
+    amount: Number(price['unit_amount'] ?? 0),
+    currency: String(price['currency'] ?? sub['currency']),
+    itemId: change.itemId,
+  };
+  const at = change.at;
+  const start = Number(item['current_period_start'] ?? sub['current_period_start'] ?? at);
+  const end = Number(item['current_period_end'] ?? sub['current_period_end'] ?? at);
+  const left = end > start ? Math.min(Math.max((end - at) / (end - start), 0), 1) : 0;
+  const cause = { idempotencyKey: change.idempotencyKey ?? randomUUID() };
+  const invoiceId = change.proration === 'always_invoice' && change.from !== change.to ? stripeId('in') : null;
+  const previousInvoice = sub['latest_invoice'] ?? null;
+  if (invoiceId) sub['latest_invoice'] = invoiceId;
+
+  const updated = event('customer.subscription.updated', at, 'customer', (object) => {
+    for (const key of Object.keys(object)) delete object[key];
+    Object.assign(object, sub);
+  }, cause);
+  (updated.data as { previous_attributes?: Obj }).previous_attributes = {
+    items: { data: items.map((i) => (i === item ? { ...i, quantity: change.from } : i)) },
+    ...(invoiceId && { latest_invoice: previousInvoice }),
+  };
+  if (change.proration === 'none' || change.from === change.to) return [updated];
+
+  const after = DATE.format(new Date(at * 1000));
+  const proration = (quantity: number, sign: 1 | -1, description: string) => {
+    const amount = sign * Math.round(parties.amount * quantity * left);
+    const id = stripeId('ii');
+    const created = event('invoiceitem.created', at, 'customer', (ii) => {
+      Object.assign(ii, {
+        id,
+        amount,
+        net_amount: amount,
+        currency: parties.currency,
+        customer: parties.customerId,
+        date: at,
+        description,
+        invoice: invoiceId,
+        period: { start: at, end },
+        quantity,
+        quantity_decimal: String(quantity),
+      });
+      (ii['parent'] as { subscription_details: Obj }).subscription_details = { subscription: subscriptionId, subscription_item: change.itemId };
+      const pricing = ii['pricing'] as { price_details: Obj; unit_amount_decimal: string };
+      pricing.price_details = { price: parties.priceId, product: parties.productId };
+      pricing.unit_amount_decimal = quantity === 0 ? '0' : String(amount / quantity);
+    }, cause);
+    return { id, amount, quantity, description, event: created };
+  };
+  const credit = proration(change.from, -1, `Unused time on ${change.from} × ${parties.productId} after ${after}`);
+  const charge = proration(change.to, 1, `Remaining time on ${change.to} × ${parties.productId} after ${after}`);
+  const events = [updated, credit.event, charge.event];
+  if (!invoiceId) return events;
+
+  const invoice: InvoiceState = {
+    id: invoiceId,
+    billingReason: 'subscription_update',
+    periodStart: at,
+    periodEnd: at,
+    amount: Math.max(credit.amount + charge.amount, 0),
+    attemptCount: 1,
+    nextPaymentAttempt: null,
+    lines: [credit, charge].map((line) => ({
+      amount: line.amount,
+      quantity: line.quantity,
+      description: line.description,
+      periodStart: at,
+      periodEnd: end,
+      invoiceItem: line.id,
+    })),
+  };
+  return [...events, ...(['invoice.created', 'invoice.finalized', 'invoice.paid'] as const).map((type) => invoiceEventOf(type, parties, at, invoice))];
 }
 
 // API versions ------------------------------------------------------------------------

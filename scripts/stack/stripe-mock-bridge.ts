@@ -15,6 +15,9 @@
 //    newest first, as Stripe pages it) and GET /v1/events/{id} from the events a test
 //    posts to /__bridge/events (DELETE clears them). POST /__bridge/rate-limit
 //    {"times": n} makes the next n event reads answer 429, as Stripe's rate limiter does.
+//    One log per API key that asked for its own (POST /__bridge/events?key=sk_…), as
+//    Stripe keeps one per account: a test whose updates make events (7) keeps them out
+//    of the log another test counts. Every other key shares the default log.
 // 4. Objects. GET of a path posted to /__bridge/objects ({"path", "body"}) answers that
 //    body: a Checkout Session or a subscription as a test needs it (the mock's fixtures
 //    carry no metadata). A path with a query (`/v1/subscriptions?customer=cus_…`)
@@ -31,9 +34,14 @@
 //    bridge (`apps`, or POST /__bridge/apps), a Checkout Session or portal session
 //    created for it gets a `url` on this bridge, where a local Checkout and portal
 //    page play the customer and send the app the events Stripe would.
+// 7. Subscription updates (bridge-subscriptions.ts): a quantity update is kept, answered
+//    and logged with the events Stripe would send (the subscription updated, the
+//    proration), idempotency keys are honoured, and a test can make the next updates of
+//    a subscription fail (429, 500) or take longer, and read how many were in flight.
 
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { createBridgeSubscriptions, type Answer } from './bridge-subscriptions.ts';
 import { createHostedPages, type HostedPages, type LocalApp } from './hosted-pages.ts';
 
 export interface RecordedStripeRequest {
@@ -97,9 +105,14 @@ function listEvents(log: readonly StripeEventLike[], query: URLSearchParams): { 
   return { object: 'list', url: '/v1/events', has_more: from + limit < matching.length, data };
 }
 
-function json(res: http.ServerResponse, status: number, body: unknown): void {
-  res.writeHead(status, { 'content-type': 'application/json', 'request-id': 'req_bridge' });
+function json(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  res.writeHead(status, { 'content-type': 'application/json', 'request-id': 'req_bridge', ...headers });
   res.end(JSON.stringify(body));
+}
+
+/** The API key a request is made with (stripe-node sends `Authorization: Bearer sk_…`). */
+function apiKeyOf(req: http.IncomingMessage): string | null {
+  return /^Bearer (\S+)$/.exec(req.headers.authorization ?? '')?.[1] ?? null;
 }
 
 type Obj = Record<string, unknown>;
@@ -211,9 +224,12 @@ export async function startStripeMockBridge(target: string, port = 0, options: B
   const targetUrl = new URL(target);
   const recorded: RecordedStripeRequest[] = [];
   const eventLog: StripeEventLike[] = [];
-  const objects = new Map<string, unknown>();
+  const keyedLogs = new Map<string, StripeEventLike[]>();
+  const logOf = (key: string | null) => (key !== null && keyedLogs.get(key)) || eventLog;
   let rateLimited = 0;
   const memory = new Memory();
+  const objects = new Map<string, unknown>();
+  const subscriptions = createBridgeSubscriptions(objects);
   // Known once listening (the port may be 0): the pages' URLs are on this server.
   const hosted: { pages?: HostedPages } = {};
 
@@ -229,9 +245,17 @@ export async function startStripeMockBridge(target: string, port = 0, options: B
         return;
       }
       if (url.pathname === '/__bridge/events') {
-        if (req.method === 'DELETE') eventLog.length = 0;
-        if (req.method === 'POST') eventLog.push(...(JSON.parse(body) as StripeEventLike[]));
-        json(res, 200, { count: eventLog.length });
+        const key = url.searchParams.get('key');
+        if (req.method === 'POST' && key !== null && !keyedLogs.has(key)) keyedLogs.set(key, []);
+        const log = logOf(key);
+        if (req.method === 'DELETE') log.length = 0;
+        if (req.method === 'POST') log.push(...(JSON.parse(body || '[]') as StripeEventLike[]));
+        json(res, 200, { count: log.length });
+        return;
+      }
+      const admin = subscriptions.admin(req.method ?? 'GET', url.pathname, body);
+      if (admin) {
+        json(res, admin.status, admin.body);
         return;
       }
       if (url.pathname === '/__bridge/rate-limit') {
@@ -269,12 +293,13 @@ export async function startStripeMockBridge(target: string, port = 0, options: B
           json(res, 429, { error: { type: 'invalid_request_error', code: 'rate_limit', message: 'Too many requests (the bridge, as Stripe would)' } });
           return;
         }
+        const log = logOf(apiKeyOf(req));
         if (url.pathname === '/v1/events') {
-          json(res, 200, listEvents(eventLog, url.searchParams));
+          json(res, 200, listEvents(log, url.searchParams));
           return;
         }
         const id = decodeURIComponent(url.pathname.slice('/v1/events/'.length));
-        const event = eventLog.find((e) => e.id === id);
+        const event = log.find((e) => e.id === id);
         if (event) json(res, 200, event);
         else json(res, 404, { error: { type: 'invalid_request_error', code: 'resource_missing', param: 'id', message: `No such event: '${id}'` } });
         return;
@@ -282,6 +307,24 @@ export async function startStripeMockBridge(target: string, port = 0, options: B
       const posted = req.method === 'GET' ? postedObject(objects, url) : undefined;
       if (posted !== undefined) {
         json(res, 200, posted);
+        return;
+      }
+      const listed = req.method === 'GET' && url.pathname === '/v1/subscriptions' ? subscriptions.list(url.searchParams) : null;
+      if (listed) {
+        json(res, 200, listed);
+        return;
+      }
+      if (subscriptions.isUpdate(req.method ?? 'GET', url.pathname, body)) {
+        const answer = (a: Answer) => json(res, a.status, a.body, a.headers);
+        subscriptions
+          .update({
+            path: url.pathname,
+            body,
+            idempotencyKey: header(req, 'idempotency-key'),
+            forward: () => forward(targetUrl, req, bridgeBody(url.pathname, body)),
+            log: logOf(apiKeyOf(req)),
+          })
+          .then(answer, (error: unknown) => answer({ status: 502, body: { error: { type: 'api_error', message: `bridge: ${error instanceof Error ? error.message : String(error)}` } } }));
         return;
       }
 
@@ -358,6 +401,26 @@ function postedObject(objects: ReadonlyMap<string, unknown>, url: URL): unknown 
     if ([...wanted].every(([key, value]) => url.searchParams.getAll(key).includes(value))) return object;
   }
   return undefined;
+}
+
+/** The request, sent on to stripe-mock; its answer. */
+function forward(target: URL, req: http.IncomingMessage, body: string): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const headers = { ...req.headers, host: target.host, 'content-length': String(Buffer.byteLength(body)) };
+    const upstream = http.request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers }, (upstreamRes) => {
+      const parts: Buffer[] = [];
+      upstreamRes.on('data', (chunk: Buffer) => parts.push(chunk));
+      upstreamRes.on('end', () => {
+        try {
+          resolve({ status: upstreamRes.statusCode ?? 502, body: JSON.parse(Buffer.concat(parts).toString('utf8')) as unknown });
+        } catch (error) {
+          reject(error instanceof Error ? error : new Error(String(error)));
+        }
+      });
+    });
+    upstream.on('error', reject);
+    upstream.end(body);
+  });
 }
 
 function header(req: http.IncomingMessage, name: string): string | null {

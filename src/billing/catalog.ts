@@ -19,6 +19,18 @@ export type Interval = (typeof INTERVALS)[number];
 export const WITHOUT_CARD_BEHAVIORS = ['cancel', 'pause', 'create_invoice'] as const;
 export type WithoutCardBehavior = (typeof WITHOUT_CARD_BEHAVIORS)[number];
 
+/** How Stripe bills a change of seats within a period (proration_behavior): invoice items
+ *  added to the next invoice, so that membership churn sends no invoice of its own; or
+ *  an invoice at once. */
+export const PRORATIONS = ['create_prorations', 'always_invoice'] as const;
+export type Proration = (typeof PRORATIONS)[number];
+
+/** A plan sold per seat: a team's subscription is billed for max(members, min) seats. */
+export interface Seats {
+  min: number;
+  proration: Proration;
+}
+
 export interface CatalogPrice {
   lookupKey: string;
   interval: Interval;
@@ -44,6 +56,8 @@ export interface Plan {
   productId: string;
   features: readonly string[];
   trial: Trial | null;
+  /** Sold per seat (src/teams/seats.ts); null: one quantity, whoever uses it. */
+  seats: Seats | null;
   prices: readonly CatalogPrice[];
 }
 
@@ -151,6 +165,7 @@ export function parseCatalog(value: unknown, source: string): Catalog {
         productId: String(productId),
         features: planFeatures,
         trial: parseTrial(raw['trial'], `${where}.trial`, at),
+        seats: parseSeats(raw['seats'], `${where}.seats`, at),
         prices,
       });
     }
@@ -190,6 +205,26 @@ function parseTrial(raw: unknown, where: string, at: (where: string, problem: st
     at(`${where}.withoutCard`, `must be one of ${WITHOUT_CARD_BEHAVIORS.join(', ')}`);
   }
   return { days: Number(days), cardRequired: cardRequired === true, withoutCard: (withoutCard as WithoutCardBehavior | undefined) ?? 'cancel' };
+}
+
+/** Stripe's largest quantity is far above any team; this only catches a typo. */
+const MAX_MIN_SEATS = 10_000;
+
+function parseSeats(raw: unknown, where: string, at: (where: string, problem: string) => void): Seats | null {
+  if (raw === undefined || raw === null) return null;
+  if (!isObject(raw)) {
+    at(where, 'must be an object');
+    return null;
+  }
+  const { min, proration } = raw;
+  if (typeof min !== 'number' || !Number.isInteger(min) || min < 1 || min > MAX_MIN_SEATS) at(`${where}.min`, `must be a whole number from 1 to ${MAX_MIN_SEATS}`);
+  if (proration !== undefined && !(PRORATIONS as readonly unknown[]).includes(proration)) at(`${where}.proration`, `must be one of ${PRORATIONS.join(', ')}`);
+  return { min: Number(min), proration: (proration as Proration | undefined) ?? 'create_prorations' };
+}
+
+/** The plan of a Stripe product, if the catalog sells it. */
+export function planOfProduct(catalog: Catalog | null, productId: string | null): Plan | null {
+  return (productId !== null && catalog?.plans.find((plan) => plan.productId === productId)) || null;
 }
 
 export interface PriceInPlan {

@@ -7,6 +7,7 @@ import type { StripeLoader } from '../stripe-client.ts';
 import { canStartCheckout } from './access.ts';
 import { priceByLookupKey, type Catalog, type Plan } from './catalog.ts';
 import type { CatalogPrices } from './prices.ts';
+import { seatsAtCheckout } from '../teams/seats.ts';
 import { openSubject, teamIdFrom, type Subject } from '../teams/subject.ts';
 import { dashboardUrl } from './urls.ts';
 
@@ -105,7 +106,7 @@ export async function startCheckout(
     // "Card payments only". This API version replaced payment_method_types with
     // allowed_payment_method_types (a filter on the methods Stripe would offer).
     allowed_payment_method_types: ['card'],
-    line_items: [{ price: priceId, quantity: 1 }],
+    line_items: [{ price: priceId, quantity: seatsAtCheckout(chosen.plan, subject) }],
     success_url: dashboardUrl(deps.config.appUrl, { checkout: 'success' }) + '&session_id={CHECKOUT_SESSION_ID}',
     cancel_url: dashboardUrl(deps.config.appUrl, { checkout: 'canceled' }),
     client_reference_id: user.id,

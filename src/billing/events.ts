@@ -210,6 +210,7 @@ export function snapshotOf(subscription: SubscriptionFacts, scope: ProductScope)
     price_id: shown?.price.id ?? null,
     product_id: shown?.price.productId ?? null,
     quantity: shown?.quantity ?? null,
+    item_id: shown?.id ?? null,
     for_this_product: ours !== undefined,
     current_period_start: iso(subscription.currentPeriodStart),
     current_period_end: iso(subscription.currentPeriodEnd),

@@ -16,6 +16,8 @@ export interface PlanView {
   description: string | null;
   features: { key: string; name: string }[];
   trial: { days: number; cardRequired: boolean } | null;
+  /** Sold per seat: a team pays for max(its members, min). */
+  seats: { min: number } | null;
   prices: { lookupKey: string; interval: string; amount: number | null; currency: string }[];
 }
 
@@ -37,6 +39,7 @@ export async function listPlans(deps: PlansDeps): Promise<PlansBody> {
       description: plan.description,
       features: plan.features.map((key) => ({ key, name: catalog.features.get(key) ?? key })),
       trial: plan.trial && { days: plan.trial.days, cardRequired: plan.trial.cardRequired },
+      seats: plan.seats && { min: plan.seats.min },
       // A price billing:setup has not made yet, or one under our lookup key that is not
       // ours, is not for sale: it is left out.
       prices: plan.prices.flatMap((price) => {

@@ -31,9 +31,15 @@
 // every run has fresh event ids (the fetch time is in the id, so a rerun is never
 // 'duplicate'), and a rerun writes the same state again or finds it 'stale'.
 // Each synthetic event is recorded in stripe_events like a real one.
+//
+// Seats. A team's per-seat subscription whose quantity the read shows to differ from the
+// team's member count (changed in Stripe's Dashboard, or a change never sent) is set
+// right after its page is written, by the seat sync's own code (src/teams/seats.ts).
 
+import { randomUUID } from 'node:crypto';
 import Stripe from 'stripe';
 import type { ApplyOutcome, BillingStore } from '../store.ts';
+import { seatPlanMins, syncDueSeats, REQUEST_BUDGET_MS } from '../teams/seats.ts';
 import { snapshotOf } from './events.ts';
 import type { ProductScope } from './product-scope.ts';
 import { readSubscription, UnreadableObjectError } from './stripe-objects.ts';
@@ -87,11 +93,14 @@ export interface ReconcileCounts {
   planned: number;
   /** Retries after HTTP 429. */
   rateLimitRetries: number;
+  /** Quantity updates sent to heal per-seat subscriptions whose seats differed. */
+  seatUpdates: number;
 }
 
 export interface ReconcileFailure {
-  /** 'list': a page could not be fetched, and the run stopped there. */
-  stage: 'list' | 'read' | 'apply';
+  /** 'list': a page could not be fetched, and the run stopped there. 'seats': a quantity
+   *  could not be set (the scheduled seat sync retries it). */
+  stage: 'list' | 'read' | 'apply' | 'seats';
   subscriptionId: string | null;
   message: string;
 }
@@ -152,12 +161,15 @@ export async function reconcileSubscriptions(deps: ReconcileDeps, options: Recon
     skipped: 0,
     planned: 0,
     rateLimitRetries: 0,
+    seatUpdates: 0,
     failures: [],
   };
   const counts = (): ReconcileCounts => {
-    const { pages, seen, applied, stale, duplicate, ignored, skipped, planned, rateLimitRetries } = report;
-    return { pages, seen, applied, stale, duplicate, ignored, skipped, planned, rateLimitRetries };
+    const { pages, seen, applied, stale, duplicate, ignored, skipped, planned, rateLimitRetries, seatUpdates } = report;
+    return { pages, seen, applied, stale, duplicate, ignored, skipped, planned, rateLimitRetries, seatUpdates };
   };
+  const seatPlans = seatPlanMins(deps.scope.catalog);
+  const seatHolder = `reconcile-${randomUUID()}`;
 
   // Paginated by hand (starting_after) rather than with `for await`, because the
   // auto-paginator hides the per-page calls, and a page that hits a rate limit must be
@@ -198,6 +210,7 @@ export async function reconcileSubscriptions(deps: ReconcileDeps, options: Recon
     report.pages += 1;
     // The second before the read: see "Ordering" above.
     const created = Math.floor(fetchedAt.getTime() / 1000) - 1;
+    const perSeat: string[] = [];
 
     for (const subscription of list.data) {
       report.seen += 1;
@@ -214,6 +227,7 @@ export async function reconcileSubscriptions(deps: ReconcileDeps, options: Recon
         report.planned += 1;
         continue;
       }
+      if (snapshot.for_this_product && snapshot.product_id !== null && Object.hasOwn(seatPlans, snapshot.product_id)) perSeat.push(snapshot.id);
       let outcome: ApplyOutcome;
       try {
         outcome = (await deps.store.applyEvent({
@@ -239,6 +253,15 @@ export async function reconcileSubscriptions(deps: ReconcileDeps, options: Recon
       }
       consecutiveFailures = 0;
       report[outcome] += 1;
+    }
+
+    if (perSeat.length > 0) {
+      const seats = await syncDueSeats(
+        { stripe: () => Promise.resolve(deps.stripe), store: deps.store, scope: deps.scope, livemode: deps.livemode },
+        { holder: seatHolder, subscriptions: perSeat, budgetMs: REQUEST_BUDGET_MS },
+      ).catch((error: unknown) => ({ updates: 0, error: `seats: ${messageOf(error)}` }));
+      report.seatUpdates += seats.updates;
+      if (seats.error !== null) report.failures.push({ stage: 'seats', subscriptionId: null, message: seats.error });
     }
 
     options.onProgress?.({ type: 'page', page, failed: report.failures.length, ...counts() });

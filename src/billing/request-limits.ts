@@ -8,6 +8,8 @@ export const REQUEST_LIMITS = {
   checkout: { limit: 30, windowSeconds: 60 },
   portal: { limit: 30, windowSeconds: 60 },
   sync: { limit: 30, windowSeconds: 60 },
+  // Twice the others: an admin who edits a team's members one by one calls it after each.
+  seats: { limit: 60, windowSeconds: 60 },
 } as const;
 
 export type LimitedAction = keyof typeof REQUEST_LIMITS;

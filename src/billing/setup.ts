@@ -224,6 +224,7 @@ function portalConfiguration(deps: SetupDeps, priceIds: ReadonlyMap<string, stri
       subscription_cancel: { enabled: true, mode: 'at_period_end' },
       subscription_update: {
         enabled: true,
+        // Not 'quantity': a per-seat plan's quantity follows the team's members (src/teams/seats.ts).
         default_allowed_updates: ['price'],
         // Upgrades: prorated, and invoiced (charged) at once.
         proration_behavior: 'always_invoice',

@@ -1,8 +1,10 @@
 import type { AuthUser } from '../auth.ts';
 import type { StatusConfig } from '../config.ts';
 import type { BillingAccount, BillingStore, LastPayment } from '../store.ts';
+import type { SeatsView } from '../teams/seats.ts';
 import { openSubject, type Subject, type TeamView } from '../teams/subject.ts';
 import { decideAccess, type AccessReason, type SubscriptionStatus } from './access.ts';
+import { planOfProduct, type Catalog } from './catalog.ts';
 
 export interface StatusDeps {
   config: StatusConfig;
@@ -28,6 +30,9 @@ export interface SubscriptionView {
   features: string[];
   /** A change already decided for a coming date: a downgrade at the period's end. */
   scheduledChange: { priceId: string; plan: string | null; interval: string | null; at: string } | null;
+  /** A team's subscription to a per-seat plan only: the seats Stripe bills (as it last
+   *  reported them) and the team's members now. Absent otherwise. */
+  seats?: SeatsView;
 }
 
 /** The status body: the subject's subscription, and for a team, the team as the caller sees it. */
@@ -39,19 +44,19 @@ export interface StatusBody {
 /** The status of the user's own billing, or of a team they are a member of. */
 export async function subscriptionStatus(deps: StatusDeps, user: AuthUser, team: string | null = null, now: Date = new Date()): Promise<StatusBody> {
   const { subject, account } = await openSubject(deps.store, user, { team, need: 'member', action: null });
-  return statusOf(subject, account, now);
+  return statusOf(subject, account, now, deps.config.catalog);
 }
 
 /** The status body of a subject whose account was read. */
-export function statusOf(subject: Subject, account: BillingAccount | null, now: Date): StatusBody {
-  const subscription = subscriptionView(account, now);
+export function statusOf(subject: Subject, account: BillingAccount | null, now: Date, catalog: Catalog | null): StatusBody {
+  const subscription = subscriptionView(subject, account, now, catalog);
   // The hosted invoice shows the team's billing details and takes a payment: it is for
   // those who manage the team's billing, not every member.
   if (subscription?.lastPayment && subject.team?.role === 'member') subscription.lastPayment.invoiceUrl = null;
   return { subscription, ...(subject.team && { team: subject.team }) };
 }
 
-function subscriptionView(account: BillingAccount | null, now: Date): SubscriptionView | null {
+function subscriptionView(subject: Subject, account: BillingAccount | null, now: Date, catalog: Catalog | null): SubscriptionView | null {
   const subscription = account?.subscription ?? null;
   if (!account || !subscription) return null;
   // The grace days come with the account, from the database: the same number the SQL
@@ -75,6 +80,7 @@ function subscriptionView(account: BillingAccount | null, now: Date): Subscripti
     interval: subscription.interval,
     features: decision.access ? subscription.features : [],
     scheduledChange: upcoming(subscription.scheduledChange, now),
+    ...(subject.team && planOfProduct(catalog, subscription.productId)?.seats && { seats: { billed: subscription.quantity, members: subject.team.members } }),
   };
 }
 

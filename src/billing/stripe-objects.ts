@@ -32,6 +32,8 @@ export interface PriceFacts {
 }
 
 export interface SubscriptionItemFacts {
+  /** si_…: what a quantity update names. */
+  id: string | null;
   price: PriceFacts;
   quantity: number | null;
 }
@@ -129,6 +131,7 @@ function readItem(item: Obj, where: string): SubscriptionItemFacts {
   // `plan` is the older name of the same recurring price; both are sent side by side.
   const price = object(item['price'] ?? item['plan'], `${where}: price`);
   return {
+    id: typeof item['id'] === 'string' && item['id'] !== '' ? item['id'] : null,
     price: {
       id: text(price, 'id', `${where}: price`),
       productId: optionalIdOf(price['product'], `${where}: price.product`),

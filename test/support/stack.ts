@@ -177,6 +177,29 @@ export const postStripeObject = (path: string, body: unknown) => bridge('/__brid
  *  one page: e.g. GET /v1/subscriptions?customer=cus_… for one customer's subscriptions. */
 export const postStripeList = (path: string, params: Record<string, string>, data: readonly unknown[]) =>
   postStripeObject(`${path}?${new URLSearchParams(params).toString()}`, { object: 'list', url: path, has_more: false, data });
+/** From now on, the events made by requests with this API key (a quantity update's) go to a
+ *  log of the key's own, which GET /v1/events with the key reads: not the shared one. */
+export const openStripeEventLog = (key: string) => bridge(`/__bridge/events?key=${encodeURIComponent(key)}`, { method: 'POST', body: '[]' });
+/** The next quantity updates of the subscription answer these statuses (429, 500), and
+ *  every update of it takes delayMs longer. */
+export const subscriptionFaults = (id: string, faults: { statuses?: number[]; delayMs?: number }) =>
+  bridge(`/__bridge/subscriptions/${id}/faults`, { method: 'POST', body: JSON.stringify(faults) });
+
+export interface BridgeSubscription {
+  /** Its first item's quantity, as Stripe holds it now. */
+  quantity: number | null;
+  /** Updates applied. */
+  updates: number;
+  inFlight: number;
+  /** The most updates of it in flight at once, ever. */
+  maxInFlight: number;
+}
+
+export async function bridgeSubscription(id: string): Promise<BridgeSubscription> {
+  const response = await fetch(`${env('STRIPE_API_BASE')}/__bridge/subscriptions/${id}`);
+  if (!response.ok) throw new Error(`bridge subscription ${id}: ${response.status}`);
+  return (await response.json()) as BridgeSubscription;
+}
 
 /** Runs `run` with these environment variables set (undefined: unset), then puts them back. */
 export async function withEnv<T>(changes: Record<string, string | undefined>, run: () => Promise<T>): Promise<T> {
