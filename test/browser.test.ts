@@ -74,8 +74,8 @@ describe('the site as netlify dev serves it (netlify.toml, public/, netlify/func
     }
   });
 
-  it('has no route that mints a token: the local sign-in is not part of the site', async () => {
-    for (const target of ['/auth/v1/dev/token', '/.netlify/functions/dev-token', '/api/auth/dev/token', '/api/stripe/dev/token']) {
+  it('has no route that mints a token or makes a team: the local sign-in and teams are not part of the site', async () => {
+    for (const target of ['/auth/v1/dev/token', '/.netlify/functions/dev-token', '/api/auth/dev/token', '/api/stripe/dev/token', '/__dev/teams', '/api/__dev/teams']) {
       const get = await fetch(`${netlify.url}${target}`);
       expect(get.status, `GET ${target}`).toBe(404);
       const post = await fetch(`${netlify.url}${target}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"email":"ada@example.com"}' });
