@@ -86,6 +86,7 @@ try {
   Billing API      ${api}/checkout   ${api}/portal   ${api}/subscription   ${api}/webhook
   Supabase (local) ${stack.env.SUPABASE_URL}/rest/v1   (PostgREST; database ${stack.env.DATABASE_URL.replace(/:[^:@/]*@/, ':***@')})
                    ${stack.env.SUPABASE_URL}/auth/v1/dev/token   (test sign-in: POST {"email": "…"}; local stack only)
+                   ${stack.env.SUPABASE_URL}/__dev/teams   (the test users' teams, with their token: GET, POST {"name"}, …/<team>/members; local stack only)
   Stripe (local)   stripe-mock at ${stack.env.STRIPE_API_BASE}, through the recording bridge at ${bridge.url}
                    (its local Checkout and portal pages: ${bridge.url}/checkout/…, ${bridge.url}/billing/…)
 

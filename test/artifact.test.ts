@@ -104,7 +104,7 @@ describe('netlify build --offline', () => {
     }
   });
 
-  it('ships no dev-only code: no scripts/, test/, fixtures, local secrets, the local sign-in or the local Stripe pages', async () => {
+  it('ships no dev-only code: no scripts/, test/, fixtures, local secrets, the local sign-in and teams or the local Stripe pages', async () => {
     const fixtureIds: string[] = [];
     for (const file of await readdir('test/fixtures/events')) {
       fixtureIds.push((JSON.parse(await readFile(`test/fixtures/events/${file}`, 'utf8')) as { id: string }).id);
@@ -113,7 +113,9 @@ describe('netlify build --offline', () => {
       const bundle = await readFile(path.join(dir, bundleIn(name)), 'utf8');
       // The local Checkout and portal (scripts/stack/hosted-pages.ts) and their routes on the bridge.
       const localStripe = ['hosted-pages', 'createHostedPages', 'Local Stripe (test mode)', '__bridge', 'Advance to the next renewal', '4000002760003184'];
-      for (const needle of ['scripts/', 'test/', 'fixtures', 'stripe-mock', 'dev/token', 'local-defaults', LOCAL_JWT_SECRET, LOCAL_STRIPE_WEBHOOK_SECRET, ...fixtureIds, ...localStripe]) {
+      // The local teams of the test users (scripts/stack/dev-teams.ts).
+      const localTeams = ['__dev/teams', 'createDevTeams'];
+      for (const needle of ['scripts/', 'test/', 'fixtures', 'stripe-mock', 'dev/token', 'local-defaults', LOCAL_JWT_SECRET, LOCAL_STRIPE_WEBHOOK_SECRET, ...fixtureIds, ...localStripe, ...localTeams]) {
         expect(bundle.includes(needle), `${name} contains ${needle}`).toBe(false);
       }
     }
@@ -133,7 +135,7 @@ describe('netlify build --offline', () => {
     const toml = await readFile(path.join(built.site, 'netlify.toml'), 'utf8');
     expect(toml).not.toMatch(/to = "\/dashboard"/);
     // Nothing routes to the local Checkout or portal pages, nor to any local address.
-    expect(toml).not.toMatch(/"\/(checkout|billing|__bridge)\/|127\.0\.0\.1|localhost/);
+    expect(toml).not.toMatch(/"\/(checkout|billing|__bridge|__dev)\/|127\.0\.0\.1|localhost/);
   });
 });
 

@@ -74,8 +74,8 @@ describe('the site as netlify dev serves it (netlify.toml, public/, netlify/func
     }
   });
 
-  it('has no route that mints a token: the local sign-in is not part of the site', async () => {
-    for (const target of ['/auth/v1/dev/token', '/.netlify/functions/dev-token', '/api/auth/dev/token', '/api/stripe/dev/token']) {
+  it('has no route that mints a token or makes a team: the local sign-in and teams are not part of the site', async () => {
+    for (const target of ['/auth/v1/dev/token', '/.netlify/functions/dev-token', '/api/auth/dev/token', '/api/stripe/dev/token', '/__dev/teams', '/api/__dev/teams']) {
       const get = await fetch(`${netlify.url}${target}`);
       expect(get.status, `GET ${target}`).toBe(404);
       const post = await fetch(`${netlify.url}${target}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"email":"ada@example.com"}' });
@@ -302,6 +302,138 @@ describe('the example dashboard in Chromium', () => {
       await context.close();
     }
   }, 240_000);
+
+  // Needs the seats contract (branch `seats`): a per-seat business plan in the shipped
+  // catalog (`seats` in /plans), POST /api/stripe/seats, the bridge's answer to a quantity
+  // update, and `subscription.seats` in the status. Those assertions are soft (marked
+  // SEATS): a wrong seat count fails the test, and the walk still goes on to check the
+  // member's access and their removal.
+  it('a team: created in the switcher, subscribed per seat at the local Checkout, a member added (seats 2, their access), removed (seats 1, no access)', async () => {
+    const context = await browser.newContext({ viewport: { width: 900, height: 1100 }, locale: 'en-US' });
+    const stripeVisits = await stubStripe(context);
+    const page = await context.newPage();
+    const pageErrors: string[] = [];
+    page.on('pageerror', (error) => pageErrors.push(error.message));
+    const owner = `team-owner-${Date.now()}@example.com`;
+    const member = `team-member-${Date.now()}@example.com`;
+    const title = page.locator('#status-title');
+    const details = page.locator('#status-details');
+    const notice = page.locator('#notice');
+    const switcher = page.getByLabel('Billing for');
+    const memberList = page.locator('#member-list li');
+    /** Polls until `read` gives `wanted` (or the time is up), and says what it last gave. */
+    const settled = async (read: () => Promise<string | null>, wanted: (text: string) => boolean, timeout = 20_000): Promise<string> => {
+      const until = Date.now() + timeout;
+      let text = (await read()) ?? '';
+      while (!wanted(text) && Date.now() < until) {
+        await new Promise((resolve) => setTimeout(resolve, 250));
+        text = (await read()) ?? '';
+      }
+      return text;
+    };
+    const signInAs = async (email: string) => {
+      if (await page.getByRole('button', { name: 'Sign out' }).isVisible()) await page.getByRole('button', { name: 'Sign out' }).click();
+      await page.getByLabel('Email', { exact: true }).fill(email);
+      await page.getByRole('button', { name: 'Sign in as a test user' }).click();
+      await expect.poll(() => page.locator('#who-email').textContent(), { timeout: 20_000 }).toBe(email);
+      await expect.poll(() => page.locator('#status').getAttribute('aria-busy'), { timeout: 20_000 }).toBe('false');
+      expect(await title.textContent()).not.toBe('Loading…');
+    };
+    /** The team's status as the billing API answers the member (their own token, from the local sign-in). */
+    const memberReads = async (teamId: string) => {
+      const signedIn = (await (await fetch(`${env('SUPABASE_URL')}/auth/v1/dev/token`, { method: 'POST', body: JSON.stringify({ email: member }) })).json()) as { access_token: string };
+      const response = await fetch(`${netlify.url}/api/stripe/subscription?team=${teamId}`, { headers: { authorization: `Bearer ${signedIn.access_token}` } });
+      return { status: response.status, body: (await response.json()) as { subscription?: { access: boolean } | null; team?: { role: string; members: number } } };
+    };
+
+    try {
+      await page.goto(`${netlify.url}/dashboard?supabase=${encodeURIComponent(env('SUPABASE_URL'))}`);
+      await signInAs(owner);
+      expect(await switcher.locator('option').allTextContents()).toEqual(['Personal (you)']);
+
+      // A team, made in the switcher: its owner is the signed-in user.
+      await page.getByLabel('New team').fill('Analytics crew');
+      await page.getByRole('button', { name: 'Create team' }).click();
+      await expect.poll(() => page.locator('#account-heading').textContent(), { timeout: 20_000 }).toBe('Subscription of Analytics crew');
+      const teamId = await switcher.inputValue();
+      expect(await switcher.locator('option').allTextContents()).toEqual(['Personal (you)', 'Analytics crew (owner)']);
+      expect(await title.textContent()).toBe('No subscription');
+      expect(await page.locator('#status-summary').textContent()).toBe('This team is on the free plan. Its owners and admins can subscribe it.');
+      expect(await memberList.allTextContents()).toEqual([`${owner} (you)owner`]);
+      expect(await query('select user_id, role from billing_team_members where team_id = $1', [teamId])).toEqual([{ user_id: localUserId(owner), role: 'owner' }]);
+      await shot(page, '20-team-created');
+
+      // Per seat: the business plan, for the team, at the local Checkout with its quantity.
+      const business = page.getByRole('region', { name: 'Plans' }).locator('.plan').nth(1);
+      expect.soft(await business.locator('.plan-seats').allTextContents(), 'SEATS: the business plan is per seat').toEqual(['Per seat: a team pays for each member.']);
+      await page.getByRole('button', { name: 'Choose Analytics Business, monthly' }).click();
+      await page.waitForURL((url) => url.pathname.startsWith('/checkout/cs_test_'), { timeout: 30_000 });
+      expect(await page.locator('#quantity').textContent()).toBe('Quantity: 1 (€29.00 each)');
+      expect(await page.locator('#price').textContent()).toBe('14 days free, then €29.00 per month');
+      await shot(page, '21-team-checkout');
+      const [sent] = await stripeRequests((r) => r.method === 'POST' && r.path === '/v1/checkout/sessions' && r.params['metadata[teamId]'] === teamId);
+      expect(sent?.params).toMatchObject({ 'line_items[0][quantity]': '1', 'metadata[userId]': localUserId(owner) });
+      await page.getByLabel('Card number').fill('4242 4242 4242 4242');
+      await page.getByRole('button', { name: 'Start trial' }).click();
+      await page.waitForURL((url) => url.origin === netlify.url && url.pathname === '/dashboard', { timeout: 30_000 });
+      await expect.poll(() => title.textContent(), { timeout: 30_000 }).toBe('Free trial');
+      await expect.poll(() => notice.textContent(), { timeout: 20_000 }).toBe('Payment confirmed: your subscription is active.');
+      // Back on the team it paid for, which has the plan (the buyer does not).
+      expect(await switcher.inputValue()).toBe(teamId);
+      expect(await details.textContent()).toContain('PlanAnalytics Business, monthly');
+      const [paid] = await query<{ user_id: string; quantity: number }>(
+        "select user_id, quantity from billing_subscriptions where user_id = $1 and status = 'trialing'",
+        [teamId],
+      );
+      expect(paid).toMatchObject({ user_id: teamId, quantity: 1 });
+      expect(await query('select 1 from billing_subscriptions where user_id = $1', [localUserId(owner)])).toEqual([]);
+      await shot(page, '22-team-trial');
+
+      // A member joins: the seats follow (POST /api/stripe/seats), and they have the team's access.
+      await page.getByLabel('Add a member').fill(member);
+      await page.getByRole('button', { name: 'Add member' }).click();
+      await expect.poll(() => memberList.allTextContents(), { timeout: 20_000 }).toEqual([`${owner} (you)owner`, `${member}memberRemove`]);
+      expect.soft(await settled(() => notice.textContent(), (t) => t.includes('Seats')), 'SEATS: the seats call answers').toBe(`${member} joined the team. Seats: 2 billed for 2 members.`);
+      expect.soft(await settled(() => details.textContent(), (t) => t.includes('Seats')), 'SEATS: the status shows the seats').toContain('Seats2 billed for 2 members');
+      await shot(page, '23-member-added');
+      expect(await memberReads(teamId)).toMatchObject({ status: 200, body: { subscription: { access: true }, team: { role: 'member', members: 2 } } });
+
+      // The member, signed in on the same page: the team is in their switcher, with its access.
+      await signInAs(member);
+      expect(await switcher.locator('option').allTextContents()).toEqual(['Personal (you)', 'Analytics crew (member)']);
+      expect(await title.textContent()).toBe('No subscription');
+      await switcher.selectOption({ label: 'Analytics crew (member)' });
+      await expect.poll(() => title.textContent(), { timeout: 20_000 }).toBe('Free trial');
+      expect(await details.textContent()).toMatch(/^AccessYes/);
+      expect(await page.locator('#features li').allTextContents()).toContain('API access');
+      expect(await page.locator('#team-summary').textContent()).toBe('2 members. You are a member; its owners and admins manage its members and billing.');
+      expect(await page.locator('#member-form').isHidden()).toBe(true);
+      expect(await page.getByRole('button', { name: /^Remove / }).count()).toBe(0);
+      await shot(page, '24-member-sees-the-team');
+
+      // The owner removes them: one seat again, and the member loses the team.
+      await signInAs(owner);
+      await switcher.selectOption({ label: 'Analytics crew (owner)' });
+      await expect.poll(() => memberList.count(), { timeout: 20_000 }).toBe(2);
+      await page.getByRole('button', { name: `Remove ${member}` }).click();
+      await expect.poll(() => memberList.allTextContents(), { timeout: 20_000 }).toEqual([`${owner} (you)owner`]);
+      expect.soft(await settled(() => notice.textContent(), (t) => t.includes('Seats')), 'SEATS: the seats call answers').toBe(`${member} left the team. Seats: 1 billed for 1 member.`);
+      expect.soft(await settled(() => details.textContent(), (t) => t.includes('Seats1')), 'SEATS: the status shows the seats').toContain('Seats1 billed for 1 member');
+      await shot(page, '25-member-removed');
+      expect(await memberReads(teamId)).toEqual({ status: 403, body: { error: 'Not a member of this team' } });
+
+      await signInAs(member);
+      expect(await switcher.locator('option').allTextContents()).toEqual(['Personal (you)']);
+      expect(await page.locator('#team').isHidden()).toBe(true);
+      expect(stripeVisits).toEqual([]);
+      expect(pageErrors).toEqual([]);
+    } catch (error) {
+      await shot(page, 'failure-team').catch(() => {});
+      throw error;
+    } finally {
+      await context.close();
+    }
+  }, 180_000);
 
   it('a declined card and 3-D Secure at the local Checkout: declined, authentication failed, then authenticated', async () => {
     const context = await browser.newContext({ viewport: { width: 900, height: 900 }, locale: 'en-US' });

@@ -118,15 +118,17 @@ async function filesUnder(dir: string): Promise<string[]> {
 }
 
 const MINTING = [/auth\/v1\/dev/, /mintAccessToken/, /localUserId/, /createDevAuth/, /(?:from|import\()\s*['"][^'"]*scripts\//, /jwt\.sign|\.sign\(\s*\{/];
+/** The local teams (scripts/stack/dev-teams.ts): the page calls them, as it calls the sign-in. */
+const LOCAL_TEAMS = [/__dev\/teams/, /createDevTeams/, /dev-teams/];
 
 describe('no deploy can mint a token', () => {
-  it('no source that deploys (netlify/functions, src, public) mentions the sign-in, signs a JWT or imports scripts/', async () => {
+  it('no source that deploys (netlify/functions, src, public) mentions the sign-in or the local teams, signs a JWT or imports scripts/', async () => {
     const files = [...(await filesUnder('netlify/functions')), ...(await filesUnder('src')), ...(await filesUnder('public'))];
     expect(files.length).toBeGreaterThan(5);
     for (const file of files) {
       const text = await readFile(path.join(ROOT, file), 'utf8');
       // The page calls the local sign-in (that is its job); it only must not mint one itself.
-      const rules = file.startsWith('public/') ? MINTING.filter((rule) => !rule.test('auth/v1/dev')) : MINTING;
+      const rules = file.startsWith('public/') ? [...MINTING, ...LOCAL_TEAMS].filter((rule) => !rule.test('auth/v1/dev') && !rule.test('/__dev/teams')) : [...MINTING, ...LOCAL_TEAMS];
       for (const rule of rules) expect(rule.test(text), `${file} matches ${String(rule)}`).toBe(false);
       expect(text.includes(LOCAL_JWT_SECRET), `${file} holds the local JWT secret`).toBe(false);
     }
@@ -147,19 +149,19 @@ describe('no deploy can mint a token', () => {
     const result = await build({ entryPoints, bundle: true, platform: 'node', format: 'esm', target: 'node22', write: false, outdir: '/bundles', logLevel: 'silent' });
     expect(result.outputFiles.length).toBe(entryPoints.length);
     for (const output of result.outputFiles) {
-      for (const marker of ['auth/v1/dev', 'createDevAuth', 'localUserId', 'mintAccessToken', LOCAL_JWT_SECRET]) {
+      for (const marker of ['auth/v1/dev', 'createDevAuth', 'localUserId', 'mintAccessToken', '__dev/teams', 'createDevTeams', LOCAL_JWT_SECRET]) {
         expect(output.text.includes(marker), `${path.basename(output.path)} contains ${marker}`).toBe(false);
       }
     }
   });
 
-  it('netlify.toml and public/ route nothing to a local service or to /auth', async () => {
+  it('netlify.toml and public/ route nothing to a local service, to /auth or to /__dev', async () => {
     const config = await readFile(path.join(ROOT, 'netlify.toml'), 'utf8');
     for (const file of ['public/_redirects', 'public/_headers']) {
       expect(existsSync(path.join(ROOT, file)), file).toBe(false);
     }
     const targets = [...config.matchAll(/^\s*(?:from|to)\s*=\s*"([^"]*)"/gm)].map((match) => match[1] ?? '');
     expect(targets.length).toBeGreaterThan(0);
-    for (const target of targets) expect(target).not.toMatch(/auth|127\.0\.0\.1|localhost|:\d{2,5}/);
+    for (const target of targets) expect(target).not.toMatch(/auth|__dev|127\.0\.0\.1|localhost|:\d{2,5}/);
   });
 });

@@ -2,6 +2,7 @@
 // continuing the user's stored state, and the status endpoint shows what it did.
 // Planned flows go to the webhook function; the script itself runs against an HTTP
 // front door to the same function.
+import { randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type Stripe from 'stripe';
@@ -185,6 +186,35 @@ describe('the flows, one user\'s story through the webhook', () => {
     const paying = await view(user);
     expect(paying).toMatchObject({ status: 'active', access: true, lastPayment: { status: 'paid', amount: 900 } });
     expect(seconds(paying?.currentPeriodEnd)).toBe(addMonth(trialEnd));
+  });
+
+  it('a team\'s seats: the subscription is the team\'s, carries its quantity, and every invoice charges per seat', async () => {
+    const buyer = newUser();
+    const teamId = randomUUID();
+    await query('insert into billing_team_members (team_id, user_id, role) values ($1, $2, $3)', [teamId, buyer.id, 'owner']);
+    await query('select billing_link_customer($1, $2, $3)', [teamId, `cus_team${teamId.slice(0, 8)}`, buyer.email]);
+    const runForTeam = async (flow: Flow, options: Partial<FlowOptions> = {}) => {
+      const planned = planFlow(flow, await readStoredBilling(db(), teamId), { userId: buyer.id, teamId, email: buyer.email, priceId: env('STRIPE_PRICE_ID'), ...options });
+      for (const event of planned.events) expect((await webhook(signedDelivery(JSON.stringify(event)))).status, `${flow}: ${event.type}`).toBe(200);
+      return planned.events;
+    };
+    const items = (event: Stripe.Event | undefined) => (event?.data.object as Stripe.Subscription).items.data.map((item) => item.quantity);
+    const charged = (events: Stripe.Event[]) => events.filter((e) => e.type.startsWith('invoice.')).map((e) => (e.data.object as Stripe.Invoice).amount_due);
+
+    const subscribed = await runForTeam('subscribe', { quantity: 3 });
+    expect(items(subscribed[0])).toEqual([3]);
+    expect((subscribed[0]?.data.object as Stripe.Subscription).metadata).toEqual({ userId: buyer.id, email: buyer.email, teamId });
+    expect(charged(subscribed)).toEqual([2700]);
+    const [row] = await query<{ user_id: string; quantity: number }>('select user_id, quantity from billing_subscriptions where stripe_customer_id = $1', [`cus_team${teamId.slice(0, 8)}`]);
+    expect(row).toEqual({ user_id: teamId, quantity: 3 });
+    expect(await readStoredBilling(db(), buyer.id)).toMatchObject({ subscription: null });
+
+    // Later flows read the stored quantity: the renewal, its failure and the retry bill three seats.
+    const renewed = await runForTeam('renew');
+    expect(items(renewed[0])).toEqual([3]);
+    expect(charged(renewed)).toEqual([2700]);
+    expect(charged(await runForTeam('payment-failed'))).toEqual([2700]);
+    expect(charged(await runForTeam('recover'))).toEqual([2700]);
   });
 
   it('refuses a flow that does not fit the stored state, before sending anything', async () => {

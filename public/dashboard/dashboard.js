@@ -1,11 +1,14 @@
 // @ts-check
 // The example dashboard: sign in as a test user of the local stack, show the user's
-// subscription in plain words, and send them to Stripe Checkout or the billing portal.
-// The billing API calls are the seed's own `fetch` snippets; nothing here needs a build.
+// subscription, or that of a team they are in, in plain words, and send them to Stripe
+// Checkout or the billing portal. The billing API calls are the seed's own `fetch`
+// snippets; nothing here needs a build.
 
 const API = '/api/stripe';
 const SUPABASE_KEY = 'dashboard.supabaseUrl';
 const EMAIL_KEY = 'dashboard.email';
+const TEAM_KEY = 'dashboard.team';
+const ENDED = ['canceled', 'incomplete_expired'];
 
 // Served from this machine: Stripe is then stripe-mock. `npm run dev` answers Checkout
 // and the portal with local pages that play Stripe (on a loopback address), and the page
@@ -21,6 +24,13 @@ let interval = 'month';
 let session = /** @type {{ token: string, user: { id: string, email: string } } | null} */ (null);
 let shown = /** @type {string | undefined} */ (undefined);
 let watching = /** @type {ReturnType<typeof setInterval> | undefined} */ (undefined);
+
+/** The signed-in user's teams, and the one whose billing is shown (null: their own). */
+let teams = /** @type {Team[]} */ ([]);
+let team = /** @type {string | null} */ (null);
+/** The team as the billing API sees the caller in it (the status's `team`). */
+let teamView = /** @type {{ id: string, role: string, members: number } | null} */ (null);
+let members = /** @type {Member[]} */ ([]);
 
 /** @param {string} id */
 function el(id) {
@@ -70,8 +80,8 @@ function notify(message) {
 
 /** @param {boolean} busy */
 function setBusy(busy) {
-  for (const button of document.querySelectorAll('[data-action], #signin-form button')) {
-    if (button instanceof HTMLButtonElement) button.disabled = busy;
+  for (const control of document.querySelectorAll('[data-action], #signin-form button, #subject')) {
+    if (control instanceof HTMLButtonElement || control instanceof HTMLSelectElement) control.disabled = busy;
   }
   el('status').setAttribute('aria-busy', String(busy));
 }
@@ -111,6 +121,9 @@ async function signIn(email) {
   }
   session = { token: data.access_token, user: data.user };
   await loadPlans().catch((error) => showError(error instanceof Error ? error.message : String(error)));
+  await loadTeams()
+    .then(loadMembers)
+    .catch((error) => showError(error instanceof Error ? error.message : String(error)));
   sessionStorage.setItem(EMAIL_KEY, data.user.email);
 
   el('who-email').textContent = data.user.email;
@@ -125,6 +138,14 @@ function signOut() {
   shown = undefined;
   stopWatching();
   sessionStorage.removeItem(EMAIL_KEY);
+  forgetTeam();
+  teams = [];
+  renderSwitcher();
+  // Nothing of this user's billing stays on the page for the next one to see.
+  el('status-title').textContent = 'Loading…';
+  el('status-summary').textContent = '';
+  el('status-details').replaceChildren();
+  el('team').hidden = true;
   el('account').hidden = true;
   el('handoff').hidden = true;
   el('signin').hidden = false;
@@ -159,12 +180,23 @@ function apiError(response, data) {
   return new Error(data.error ?? `The billing API answered HTTP ${response.status}.`);
 }
 
+/** The subscription of the user, or of the team shown (`?team=`), and the team as the
+ *  API sees the caller in it. @returns {Promise<Subscription | null>} */
 async function readSubscription() {
-  const response = await fetch(`${API}/subscription`, {
+  const asked = team;
+  const response = await fetch(`${API}/subscription${asked ? `?team=${encodeURIComponent(asked)}` : ''}`, {
     headers: { 'Authorization': `Bearer ${token()}` },
   });
   const data = await readJson(response);
+  if (response.status === 403 && asked) {
+    // No longer in the team (removed meanwhile): back to the user's own billing.
+    showError(`${data.error ?? 'Not a member of this team'}: showing your own billing.`);
+    forgetTeam();
+    await loadTeams().catch(() => {});
+    return readSubscription();
+  }
   if (!response.ok) throw apiError(response, data);
+  teamView = data.team ?? null;
   return data.subscription;
 }
 
@@ -181,7 +213,15 @@ async function syncCheckout(sessionId) {
     body: JSON.stringify({ sessionId }),
   });
   const data = await readJson(response);
+  if (response.ok && data.team) teamView = data.team;
   return response.ok ? data.subscription : null;
+}
+
+/** The body for checkout and the portal: the price, and the team shown; none when both are
+ *  absent, as in the seed. @param {string} [price] */
+function billingBody(price) {
+  const body = { ...(price && { price }), ...(team && { team }) };
+  return Object.keys(body).length > 0 ? { body: JSON.stringify(body) } : {};
 }
 
 /** @param {string} [price] a lookup key from /plans; the catalog's default without it */
@@ -192,7 +232,7 @@ async function subscribe(price) {
       'Authorization': `Bearer ${token()}`,
       'Content-Type': 'application/json'
     },
-    ...(price && { body: JSON.stringify({ price }) })
+    ...billingBody(price)
   });
 
   const data = await readJson(response);
@@ -209,7 +249,8 @@ async function manageBilling() {
     headers: {
       'Authorization': `Bearer ${token()}`,
       'Content-Type': 'application/json'
-    }
+    },
+    ...billingBody()
   });
 
   const data = await readJson(response);
@@ -295,12 +336,160 @@ function renderLocalHelp(userId) {
   );
 }
 
+// --- Teams ------------------------------------------------------------------------------
+//
+// Teams and their members are your product's: its server lists them and writes
+// billing_team_members (docs/teams.md). Locally, the stack keeps the test users' teams
+// beside the test sign-in, at <local Supabase>/__dev/teams; the billing API only reads
+// membership. After each change of members, the page asks the billing API to bill the
+// seats (POST /api/stripe/seats), as your server would.
+
+/**
+ * @typedef {{ id: string, name: string, role: string, members: number }} Team
+ * @typedef {{ userId: string, email: string | null, role: string }} Member
+ */
+
+/** A call to the local stack's test teams. @param {string} path @param {RequestInit} [init] */
+async function localTeams(path, init = {}) {
+  const base = supabaseUrl();
+  let response;
+  try {
+    response = await fetch(`${base}/__dev/teams${path}`, {
+      ...init,
+      headers: { 'Authorization': `Bearer ${token()}`, 'Content-Type': 'application/json' },
+    });
+  } catch {
+    throw new Error(`The test teams at ${base} did not answer. They exist only while the local stack runs (npm run dev); in your product, teams are your server's.`);
+  }
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(data.error ?? `The test teams answered HTTP ${response.status}.`);
+  return data;
+}
+
+async function loadTeams() {
+  teams = (await localTeams('')).teams;
+  if (team && !teams.some((t) => t.id === team)) forgetTeam();
+  renderSwitcher();
+}
+
+function forgetTeam() {
+  team = null;
+  teamView = null;
+  members = [];
+  sessionStorage.removeItem(TEAM_KEY);
+}
+
+/** @param {string | null} id */
+async function selectTeam(id) {
+  forgetTeam();
+  if (id) {
+    team = id;
+    sessionStorage.setItem(TEAM_KEY, id);
+  }
+  renderSwitcher();
+  await refresh();
+}
+
+/** @param {string} name */
+async function createTeam(name) {
+  const data = await localTeams('', { method: 'POST', body: JSON.stringify({ name }) });
+  await loadTeams();
+  await selectTeam(data.team.id);
+  notify(`Team "${data.team.name}" created: you are its owner.`);
+}
+
+async function loadMembers() {
+  members = team ? (await localTeams(`/${team}/members`)).members : [];
+}
+
+/** @param {string} email @param {string} role */
+async function addMember(email, role) {
+  const data = await localTeams(`/${team}/members`, { method: 'POST', body: JSON.stringify({ email, role }) });
+  await afterMembersChanged(`${data.member.email} joined the team.`);
+}
+
+/** @param {Member} member */
+async function removeMember(member) {
+  await localTeams(`/${team}/members/${member.userId}`, { method: 'DELETE' });
+  await afterMembersChanged(`${member.email ?? member.userId} left the team.`);
+}
+
+/** The team's members changed: on a per-seat plan, the billed seats follow. @param {string} said */
+async function afterMembersChanged(said) {
+  await loadTeams();
+  const subscription = await readSubscription();
+  const seats = await billSeats(subscription);
+  await refresh();
+  notify(seats ? `${said} Seats: ${seats.billed} billed for ${plural(seats.members, 'member')}.` : said);
+  // The status shows the seats once Stripe's event lands (after the seats call).
+  if (seats) startWatching();
+}
+
+/** POST /api/stripe/seats for a live subscription on a per-seat plan; null when there is none.
+ *  @param {Subscription | null} subscription @returns {Promise<{ billed: number, members: number } | null>} */
+async function billSeats(subscription) {
+  if (!team || !subscription || ENDED.includes(subscription.status)) return null;
+  if (!plans.find((p) => p.key === subscription.plan)?.seats) return null;
+  const response = await fetch(`${API}/seats`, {
+    method: 'POST',
+    headers: { 'Authorization': `Bearer ${token()}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ team }),
+  });
+  const data = await readJson(response);
+  if (!response.ok) throw apiError(response, data);
+  return data.seats;
+}
+
+/** @param {number} n @param {string} noun */
+const plural = (n, noun) => `${n} ${noun}${n === 1 ? '' : 's'}`;
+
+function renderSwitcher() {
+  const select = /** @type {HTMLSelectElement} */ (el('subject'));
+  const personal = Object.assign(document.createElement('option'), { value: '', textContent: 'Personal (you)' });
+  select.replaceChildren(personal, ...teams.map((t) => Object.assign(document.createElement('option'), { value: t.id, textContent: `${t.name} (${t.role})` })));
+  select.value = team ?? '';
+}
+
+/** The team shown: its members, and for owners and admins, adding and removing them. */
+function renderTeam() {
+  el('team').hidden = !team;
+  if (!team) return;
+  const shownTeam = teams.find((t) => t.id === team);
+  const role = teamView?.role ?? shownTeam?.role ?? 'member';
+  const manages = role === 'owner' || role === 'admin';
+  el('team-heading').textContent = `Members of ${shownTeam?.name ?? 'the team'}`;
+  el('team-summary').textContent =
+    `${plural(teamView?.members ?? members.length, 'member')}. You are ${role === 'admin' || role === 'owner' ? 'an' : 'a'} ${role}` +
+    (manages ? ': you manage its members and billing.' : '; its owners and admins manage its members and billing.');
+  el('member-list').replaceChildren(
+    ...members.map((member) => {
+      const item = document.createElement('li');
+      const you = member.userId === session?.user.id;
+      const name = document.createElement('span');
+      name.textContent = `${member.email ?? member.userId}${you ? ' (you)' : ''}`;
+      item.append(name, Object.assign(document.createElement('span'), { className: 'role', textContent: member.role }));
+      if (manages && !you && !(role === 'admin' && member.role === 'owner')) {
+        const remove = document.createElement('button');
+        remove.type = 'button';
+        remove.className = 'link';
+        remove.dataset['action'] = '';
+        remove.textContent = 'Remove';
+        remove.setAttribute('aria-label', `Remove ${member.email ?? member.userId}`);
+        remove.addEventListener('click', () => void act(() => removeMember(member)));
+        item.append(remove);
+      }
+      return item;
+    }),
+  );
+  el('member-form').hidden = !manages;
+}
+
 // --- Plans ----------------------------------------------------------------------------
 
 /**
  * @typedef {{ lookupKey: string, interval: string, amount: number | null, currency: string }} PlanPrice
  * @typedef {{ key: string, name: string, description: string | null, features: { key: string, name: string }[],
- *   trial: { days: number, cardRequired: boolean } | null, prices: PlanPrice[] }} Plan
+ *   trial: { days: number, cardRequired: boolean } | null, prices: PlanPrice[], seats?: { min: number } | null }} Plan
  */
 
 async function loadPlans() {
@@ -313,7 +502,7 @@ async function loadPlans() {
 /** The plans for the chosen billing period, the user's own marked. @param {Subscription | null} s */
 function renderPlans(s) {
   el('plans').hidden = plans.length === 0;
-  const current = s && !['canceled', 'incomplete_expired'].includes(s.status) ? s : null;
+  const current = s && !ENDED.includes(s.status) ? s : null;
   el('plan-list').replaceChildren(
     ...plans.flatMap((plan) => {
       const price = plan.prices.find((p) => p.interval === interval);
@@ -330,6 +519,7 @@ function renderPlans(s) {
       features.append(...plan.features.map((f) => Object.assign(document.createElement('li'), { textContent: f.name })));
       item.append(heading, cost);
       if (plan.description) item.append(Object.assign(document.createElement('p'), { textContent: plan.description, className: 'muted' }));
+      if (plan.seats) item.append(Object.assign(document.createElement('p'), { className: 'plan-seats', textContent: 'Per seat: a team pays for each member.' }));
       if (plan.trial) item.append(Object.assign(document.createElement('p'), { textContent: `${plan.trial.days}-day free trial${plan.trial.cardRequired ? '' : ', no card needed'}` }));
       item.append(features);
       if (current?.plan === plan.key && current.interval === interval) {
@@ -371,13 +561,15 @@ function money(amount, currency) {
  * @typedef {{ status: string, access: boolean, accessReason: string, priceId: string | null, currentPeriodEnd: string | null,
  *   cancelAtPeriodEnd: boolean, trialEnd: string | null, graceUntil: string | null, lastPayment: Payment | null,
  *   plan?: string | null, interval?: string | null, features?: string[],
- *   scheduledChange?: { priceId: string, plan: string | null, interval: string | null, at: string } | null }} Subscription
+ *   scheduledChange?: { priceId: string, plan: string | null, interval: string | null, at: string } | null,
+ *   seats?: { billed: number, members: number } | null }} Subscription
  */
 
 /** @param {Subscription | null} s @returns {{ title: string, tone: string, summary: string, details: [string, string | Node][] }} */
 function describe(s) {
   if (!s) {
-    return { title: 'No subscription', tone: 'neutral', summary: 'You are on the free plan. Subscribe to get Analytics Pro.', details: [['Access', 'No']] };
+    const summary = team ? 'This team is on the free plan. Its owners and admins can subscribe it.' : 'You are on the free plan. Subscribe to get Analytics Pro.';
+    return { title: 'No subscription', tone: 'neutral', summary, details: [['Access', 'No']] };
   }
   const details = /** @type {[string, string | Node][]} */ ([]);
   let title;
@@ -451,6 +643,7 @@ function describe(s) {
     const name = plans.find((p) => p.key === s.plan)?.name ?? s.plan;
     details.push(['Plan', `${name}, ${s.interval === 'year' ? 'annual' : 'monthly'}`]);
   }
+  if (s.seats) details.push(['Seats', `${s.seats.billed} billed for ${plural(s.seats.members, 'member')}`]);
   if (s.scheduledChange) {
     const change = s.scheduledChange;
     const name = plans.find((p) => p.key === change.plan)?.name ?? change.plan ?? change.priceId;
@@ -490,10 +683,13 @@ function describePayment(p) {
 
 /** Renders only what changed, so the live region announces real changes. @param {Subscription | null} subscription */
 function render(subscription) {
-  const key = JSON.stringify([subscription, interval]);
+  const key = JSON.stringify([subscription, interval, team, teamView, members]);
   if (key === shown) return false;
   shown = key;
   renderPlans(subscription);
+  renderTeam();
+  const shownTeam = teams.find((t) => t.id === team);
+  el('account-heading').textContent = shownTeam ? `Subscription of ${shownTeam.name}` : 'Your subscription';
   const view = describe(subscription);
   const title = el('status-title');
   title.textContent = view.title;
@@ -526,7 +722,9 @@ function show(subscription) {
 }
 
 async function refresh() {
-  show(await readSubscription());
+  const subscription = await readSubscription();
+  await loadMembers();
+  show(subscription);
 }
 
 // --- Watching for the webhook's effect ---------------------------------------------
@@ -585,6 +783,8 @@ function start() {
   const checkout = params.get('checkout');
   const checkoutSession = params.get('session_id');
   supabaseUrl(); // remembers ?supabase= for this tab
+  // The team shown before a visit to Stripe (checked against the user's teams at sign-in).
+  team = sessionStorage.getItem(TEAM_KEY);
   if (params.has('checkout') || params.has('session_id') || params.has('supabase')) {
     history.replaceState(null, '', location.pathname);
   }
@@ -617,6 +817,39 @@ function start() {
     });
   }
   el('handoff-close').addEventListener('click', closeHandOff);
+  el('subject').addEventListener('change', (event) => {
+    const select = /** @type {HTMLSelectElement} */ (event.currentTarget);
+    void act(() => selectTeam(select.value || null));
+  });
+  el('team-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const input = /** @type {HTMLInputElement} */ (el('team-name'));
+    const name = input.value.trim();
+    if (!name) {
+      showError('Name the team, like "Analytics crew".');
+      input.focus();
+      return;
+    }
+    void act(async () => {
+      await createTeam(name);
+      input.value = '';
+      el('account-heading').focus();
+    });
+  });
+  el('member-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const input = /** @type {HTMLInputElement} */ (el('member-email'));
+    if (!input.value.trim() || !input.checkValidity()) {
+      showError('Enter the new member\'s email address, like grace@example.com.');
+      input.focus();
+      return;
+    }
+    const role = /** @type {HTMLSelectElement} */ (el('member-role')).value;
+    void act(async () => {
+      await addMember(input.value.trim(), role);
+      input.value = '';
+    });
+  });
 
   // Back in this tab (after a terminal, or Stripe): read the status again.
   document.addEventListener('visibilitychange', () => {

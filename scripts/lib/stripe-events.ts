@@ -59,11 +59,13 @@ export interface Parties {
   priceId: string;
   /** The price's product; the fixtures' product when not given. */
   productId?: string;
-  /** Per period, in the smallest currency unit. */
+  /** Per period, in the smallest currency unit: the price of one unit (a seat). */
   amount: number;
   currency: string;
   /** The subscription item (si_…); one derived from the subscription's id when not given. */
   itemId?: string;
+  /** The subscription item's quantity (seats); 1 when not given. */
+  quantity?: number;
 }
 
 /** The metadata our checkout puts on sessions and subscriptions (src/billing/checkout.ts). */
@@ -123,8 +125,9 @@ function event(
   return e;
 }
 
-/** A subscription item's id that stays the same across the subscription's events. */
-function itemId(subscriptionId: string): string {
+/** A subscription item's id that stays the same across the subscription's events (the
+ *  local portal names it when it changes the quantity, as Stripe's portal does). */
+export function itemId(subscriptionId: string): string {
   return `si_${subscriptionId.slice(subscriptionId.indexOf('_') + 1, subscriptionId.indexOf('_') + 15)}`;
 }
 
@@ -158,7 +161,7 @@ function subscriptionObject(sub: Obj, parties: Parties, state: SubscriptionState
     created: state.created,
     current_period_start: state.periodStart,
     current_period_end: state.periodEnd,
-    quantity: variant.quantity ?? 1,
+    quantity: variant.quantity ?? parties.quantity ?? 1,
   });
   for (const key of ['price', 'plan']) {
     const price = item[key] as Obj;
@@ -357,7 +360,7 @@ export interface ScheduleState {
  *  period's end: a first phase on the current price until then, a second on the new one. */
 export function subscriptionScheduleEvent(
   type: SubscriptionScheduleEventType,
-  parties: Pick<Parties, 'customerId' | 'subscriptionId'>,
+  parties: Pick<Parties, 'customerId' | 'subscriptionId' | 'quantity'>,
   created: number,
   schedule: ScheduleState,
   options: { cause?: Cause } = {},
@@ -378,7 +381,7 @@ export function subscriptionScheduleEvent(
       phases: schedule.phases.map((phase) => {
         const copy = structuredClone(template ?? {});
         const [item] = (copy['items'] as Obj[] | undefined) ?? [{}];
-        return { ...copy, start_date: phase.start, end_date: phase.end, items: [{ ...item, price: phase.priceId, plan: phase.priceId, quantity: 1 }] };
+        return { ...copy, start_date: phase.start, end_date: phase.end, items: [{ ...item, price: phase.priceId, plan: phase.priceId, quantity: parties.quantity ?? 1 }] };
       }),
     });
   });

@@ -67,6 +67,8 @@ export interface StoredBilling {
     latestInvoiceId: string | null;
     lastPaymentAmount: number | null;
     lastPaymentCurrency: string | null;
+    /** Its item's quantity (seats), as the last event said. */
+    quantity: number | null;
   } | null;
   /** The newest event time stored for that subscription (state, invoice or trial notice). */
   lastEventAt: number | null;
@@ -88,18 +90,20 @@ interface Row {
   latest_invoice_id: string | null;
   last_payment_amount: string | null;
   last_payment_currency: string | null;
+  quantity: number | null;
   last_event_at: Date | null;
 }
 
 const seconds = (date: Date | null): number | null => (date ? Math.floor(date.getTime() / 1000) : null);
 
-/** Reads the user's customer and current subscription (the one the API shows) as a superuser. */
+/** Reads the subject's customer and current subscription (the one the API shows) as a
+ *  superuser: a user's, or a team's by its id. */
 export async function readStoredBilling(db: pg.ClientBase | pg.Pool, userId: string): Promise<StoredBilling> {
   const { rows } = await db.query<Row>(
     `select c.stripe_customer_id as customer_id, c.email,
             a.stripe_subscription_id as subscription_id, a.status, s.price_id, s.stripe_created_at,
             s.current_period_start, s.current_period_end, a.cancel_at_period_end, s.canceled_at,
-            s.trial_start, s.trial_end, s.latest_invoice_id, s.last_payment_amount, s.last_payment_currency,
+            s.trial_start, s.trial_end, s.latest_invoice_id, s.last_payment_amount, s.last_payment_currency, s.quantity,
             greatest(s.state_event_created, s.invoice_event_created, s.trial_will_end_at) as last_event_at
        from (select $1::uuid as user_id) u
        left join public.billing_customers c on c.user_id = u.user_id
@@ -128,6 +132,7 @@ export async function readStoredBilling(db: pg.ClientBase | pg.Pool, userId: str
             latestInvoiceId: row.latest_invoice_id,
             lastPaymentAmount: row.last_payment_amount === null ? null : Number(row.last_payment_amount),
             lastPaymentCurrency: row.last_payment_currency,
+            quantity: row.quantity,
           }
         : null,
     lastEventAt: seconds(row.last_event_at),
@@ -147,12 +152,18 @@ export interface FlowPrice {
 export type Interval = 'month' | 'year';
 
 export interface FlowOptions {
+  /** The buyer: metadata.userId and the session's client_reference_id. */
   userId: string;
+  /** A team's subscription: the team (metadata.teamId), whose billing `stored` is. */
+  teamId?: string;
+  /** The subscription's quantity (seats): a new one's, as Checkout's line item has it;
+   *  default the stored subscription's, else 1. */
+  quantity?: number;
   /** For metadata and the checkout session; else the stored one. */
   email?: string | null;
   /** The price a new subscription is for (STRIPE_PRICE_ID). */
   priceId: string;
-  /** Per period, in the smallest currency unit; default 900 (the fixtures' €9.00). */
+  /** Per period and unit (seat), in the smallest currency unit; default 900 (the fixtures' €9.00). */
   amount?: number;
   currency?: string;
   /** Unix seconds; default now. Events start at max(now, the newest stored event + 1). */
@@ -241,19 +252,24 @@ function flowEvents(flow: Flow, stored: StoredBilling, options: FlowOptions): St
   let clock = Math.max(now, (stored.lastEventAt ?? 0) + 1);
   const tick = () => clock++;
   const current = stored.subscription && !ENDED.includes(stored.subscription.status) ? stored.subscription : null;
-  const amount = options.amount ?? (current?.lastPaymentAmount || 900);
+  const quantity = options.quantity ?? current?.quantity ?? 1;
+  // One unit's price; an invoice charges it per seat (`due`).
+  const amount = options.amount ?? (current?.lastPaymentAmount ? Math.round(current.lastPaymentAmount / quantity) : 900);
+  const due = (unit: number) => unit * quantity;
   const email = options.email ?? stored.email;
 
   const interval = options.interval ?? 'month';
   const trialDays = options.trialDays ?? TRIAL_DAYS;
   const parties = (subscriptionId: string, priceId: string, currency: string): Parties => ({
     userId: options.userId,
+    ...(options.teamId && { teamId: options.teamId }),
     email,
     customerId: stored.customerId ?? stripeId('cus', 14),
     subscriptionId,
     priceId,
     amount,
     currency,
+    quantity,
     ...(options.productId && { productId: options.productId }),
   });
   const sessionOf = (invoiceId: string | null) => ({
@@ -293,15 +309,15 @@ function flowEvents(flow: Flow, stored: StoredBilling, options: FlowOptions): St
         ];
       // A first invoice is not retried on a schedule: the customer tries again at Checkout.
       case 'declined':
-        return [created, invoiceEvent('invoice.payment_failed', p, tick(), { ...invoice, amount })];
+        return [created, invoiceEvent('invoice.payment_failed', p, tick(), { ...invoice, amount: due(amount) })];
       case 'requires-action':
-        return [created, invoiceEvent('invoice.payment_action_required', p, tick(), { ...invoice, amount })];
+        return [created, invoiceEvent('invoice.payment_action_required', p, tick(), { ...invoice, amount: due(amount) })];
       case 'paid':
         return [
           created,
-          invoiceEvent('invoice.paid', p, tick(), { ...invoice, amount }),
+          invoiceEvent('invoice.paid', p, tick(), { ...invoice, amount: due(amount) }),
           subscriptionEvent('customer.subscription.updated', p, tick(), { ...state, status: 'active' }, { previous: { status: 'incomplete' } }),
-          checkoutSessionCompletedEvent(p, tick(), { ...sessionOf(invoiceId), amountTotal: amount }),
+          checkoutSessionCompletedEvent(p, tick(), { ...sessionOf(invoiceId), amountTotal: due(amount) }),
         ];
     }
   };
@@ -312,7 +328,7 @@ function flowEvents(flow: Flow, stored: StoredBilling, options: FlowOptions): St
   if (!current && flow === 'first-payment-requires-action') return newSubscription('requires-action');
   if (flow === 'checkout.session.completed') {
     const p = parties(stripeId('sub'), options.priceId, options.currency ?? 'eur');
-    return [checkoutSessionCompletedEvent(p, tick(), { ...sessionOf(null), amountTotal: amount })];
+    return [checkoutSessionCompletedEvent(p, tick(), { ...sessionOf(null), amountTotal: due(amount) })];
   }
 
   if (!current || !stored.customerId) {
@@ -363,7 +379,7 @@ function flowEvents(flow: Flow, stored: StoredBilling, options: FlowOptions): St
     billingReason: 'subscription_create' as const,
     periodStart,
     periodEnd,
-    amount,
+    amount: due(amount),
     attemptCount,
     nextPaymentAttempt: null,
   });
@@ -392,7 +408,7 @@ function flowEvents(flow: Flow, stored: StoredBilling, options: FlowOptions): St
           billingReason: 'subscription_cycle',
           periodStart: next.periodStart,
           periodEnd: next.periodEnd,
-          amount: renewed.amount,
+          amount: due(renewed.amount),
           attemptCount: 1,
           nextPaymentAttempt: null,
         }),
@@ -412,7 +428,7 @@ function flowEvents(flow: Flow, stored: StoredBilling, options: FlowOptions): St
       return [
         invoiceEvent('invoice.paid', p, tick(), invoice),
         subscriptionEvent('customer.subscription.updated', p, tick(), { ...state, status: 'active' }, { previous: { status: 'incomplete' } }),
-        checkoutSessionCompletedEvent(p, tick(), { ...sessionOf(invoice.id), amountTotal: amount }),
+        checkoutSessionCompletedEvent(p, tick(), { ...sessionOf(invoice.id), amountTotal: due(amount) }),
       ];
     }
     case 'switch-price': {
@@ -432,7 +448,7 @@ function flowEvents(flow: Flow, stored: StoredBilling, options: FlowOptions): St
       const total = Math.max(periodEnd - periodStart, 1);
       const unused = Math.min(Math.max(periodEnd - at, 0), total) / total;
       const newPeriod = to.interval !== interval;
-      const charge = newPeriod ? to.amount - Math.round(p.amount * unused) : Math.round((to.amount - p.amount) * unused);
+      const charge = due(newPeriod ? to.amount - Math.round(p.amount * unused) : Math.round((to.amount - p.amount) * unused));
       const invoiceId = stripeId('in');
       const next: SubscriptionState = newPeriod
         ? { ...state, periodStart: at, periodEnd: addPeriod(at, to.interval), latestInvoice: invoiceId }
@@ -484,7 +500,7 @@ function flowEvents(flow: Flow, stored: StoredBilling, options: FlowOptions): St
             billingReason: 'subscription_cycle',
             periodStart,
             periodEnd,
-            amount,
+            amount: due(amount),
             attemptCount: 2,
             nextPaymentAttempt: at + RETRY_AFTER_DAYS * DAY,
           }),
@@ -499,7 +515,7 @@ function flowEvents(flow: Flow, stored: StoredBilling, options: FlowOptions): St
           billingReason: 'subscription_cycle',
           periodStart: next.periodStart,
           periodEnd: next.periodEnd,
-          amount,
+          amount: due(amount),
           attemptCount: 1,
           nextPaymentAttempt: at + RETRY_AFTER_DAYS * DAY,
         }),
@@ -516,7 +532,7 @@ function flowEvents(flow: Flow, stored: StoredBilling, options: FlowOptions): St
           billingReason: 'subscription_cycle',
           periodStart,
           periodEnd,
-          amount,
+          amount: due(amount),
           attemptCount: 2,
           nextPaymentAttempt: null,
         }),

@@ -45,7 +45,7 @@ function send(res: ServerResponse, status: number, body: unknown, headers: Recor
 }
 
 /** The body as text, or undefined when it is larger than MAX_BODY_BYTES. */
-function readBody(req: IncomingMessage): Promise<string | undefined> {
+export function readBody(req: IncomingMessage): Promise<string | undefined> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -59,7 +59,14 @@ function readBody(req: IncomingMessage): Promise<string | undefined> {
   });
 }
 
-function emailOf(body: string | undefined): string | undefined {
+/** An email address, trimmed, or undefined for anything else. */
+export function emailOf(value: unknown): string | undefined {
+  if (typeof value !== 'string') return undefined;
+  const trimmed = value.trim();
+  return trimmed.length <= 254 && EMAIL.test(trimmed) ? trimmed : undefined;
+}
+
+function emailOfBody(body: string | undefined): string | undefined {
   if (body === undefined) return undefined;
   let parsed: unknown;
   try {
@@ -67,10 +74,7 @@ function emailOf(body: string | undefined): string | undefined {
   } catch {
     return undefined;
   }
-  const email = parsed !== null && typeof parsed === 'object' && 'email' in parsed ? parsed.email : undefined;
-  if (typeof email !== 'string') return undefined;
-  const trimmed = email.trim();
-  return trimmed.length <= 254 && EMAIL.test(trimmed) ? trimmed : undefined;
+  return parsed !== null && typeof parsed === 'object' && 'email' in parsed ? emailOf(parsed.email) : undefined;
 }
 
 export function createDevAuth(opts: DevAuthOptions): (req: IncomingMessage, res: ServerResponse) => void {
@@ -89,7 +93,7 @@ export function createDevAuth(opts: DevAuthOptions): (req: IncomingMessage, res:
     }
     readBody(req).then(
       (body) => {
-        const email = emailOf(body);
+        const email = emailOfBody(body);
         if (!email) {
           send(res, 400, { error: 'Send {"email": "<an email address>"} as JSON' });
           return;

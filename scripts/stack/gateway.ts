@@ -1,11 +1,14 @@
 // What supabase-js needs of Supabase's Kong gateway: /rest/v1/* forwarded to
 // PostgREST with the prefix stripped, bodies streamed both ways. With `devAuth`, also
-// the local stack's test sign-in at /auth/v1/dev/token (dev-auth.ts), which no
-// Supabase project has. Everything else is a 404. Like Kong, the messages are JSON.
+// the local stack's test sign-in at /auth/v1/dev/token (dev-auth.ts) and the teams a
+// product's server would keep, at /__dev/teams (dev-teams.ts), which no Supabase
+// project has. Everything else is a 404. Like Kong, the messages are JSON.
 
 import { createServer, request, type IncomingHttpHeaders, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createDevAuth, DEV_TOKEN_PATH } from './dev-auth.ts';
+import { createDevTeams, isDevTeamsPath } from './dev-teams.ts';
+import { issuerFor } from '../lib/tokens.ts';
 
 export interface Gateway {
   port: number;
@@ -32,18 +35,25 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
 export interface GatewayOptions {
   port: number;
   postgrestPort: number;
-  /** Serve the test sign-in, POST /auth/v1/dev/token, with tokens signed by this secret. */
+  /** Serve the test sign-in, POST /auth/v1/dev/token, with tokens signed by this secret,
+   *  and the test users' teams at /__dev/teams. */
   devAuth?: { jwtSecret: string };
 }
 
 export function startGateway(opts: GatewayOptions): Promise<Gateway> {
   // Known once listening (the port may be 0); the dev sign-in needs it as its issuer.
   let devAuth: ReturnType<typeof createDevAuth> | undefined;
+  let devTeams: ReturnType<typeof createDevTeams> | undefined;
 
   const server = createServer((req, res) => {
     const url = req.url ?? '/';
-    if (devAuth && url.split('?')[0] === DEV_TOKEN_PATH) {
+    const path = url.split('?')[0] ?? '/';
+    if (devAuth && path === DEV_TOKEN_PATH) {
       devAuth(req, res);
+      return;
+    }
+    if (devTeams && isDevTeamsPath(path)) {
+      devTeams(req, res);
       return;
     }
     const rest = url.startsWith(REST_PREFIX) ? url.slice(REST_PREFIX.length) : undefined;
@@ -86,7 +96,10 @@ export function startGateway(opts: GatewayOptions): Promise<Gateway> {
       const port = (server.address() as AddressInfo).port;
       const url = `http://127.0.0.1:${port}`;
       try {
-        if (opts.devAuth) devAuth = createDevAuth({ jwtSecret: opts.devAuth.jwtSecret, supabaseUrl: url });
+        if (opts.devAuth) {
+          devAuth = createDevAuth({ jwtSecret: opts.devAuth.jwtSecret, supabaseUrl: url });
+          devTeams = createDevTeams({ jwtSecret: opts.devAuth.jwtSecret, issuer: issuerFor(url), postgrestUrl: `http://127.0.0.1:${opts.postgrestPort}` });
+        }
       } catch (error) {
         server.close();
         reject(error instanceof Error ? error : new Error(String(error)));

@@ -15,6 +15,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import pg from 'pg';
 import Stripe from 'stripe';
 import { allPrices, parseCatalog } from '../../src/billing/catalog.ts';
+import { LOCAL_STRIPE_SECRET_KEY } from '../lib/local-defaults.ts';
+import { itemId } from '../lib/stripe-events.ts';
 import { FlowError, planFlow, readStoredBilling, type Flow, type FlowOptions, type FlowPrice, type Interval, type StoredBilling } from '../lib/stripe-flows.ts';
 
 type Obj = Record<string, unknown>;
@@ -32,14 +34,22 @@ export interface LocalApp {
   catalogFile?: string;
 }
 
+/** Whose story a flow continues: the buyer, and the team they buy for (its billing). */
+interface Buyer {
+  userId: string;
+  teamId: string | null;
+}
+
 interface CheckoutSessionRecord {
   id: string;
   app: LocalApp;
   customer: string;
   priceId: string;
+  /** The line item's quantity (seats). */
+  quantity: number;
   successUrl: string;
   cancelUrl: string;
-  userId: string;
+  buyer: Buyer;
   email: string | null;
   trialDays: number | null;
   /** payment_method_collection=if_required: no card asked while nothing is due. */
@@ -55,6 +65,17 @@ interface PortalSessionRecord {
   app: LocalApp;
   customer: string;
   returnUrl: string;
+  /** The portal configuration it was made with (`configuration`), else the default. */
+  configurationId: string | null;
+}
+
+/** What a portal configuration lets a customer do with a subscription's quantity. */
+interface QuantityRule {
+  /** features.subscription_update: enabled, with "quantity" in default_allowed_updates. */
+  allowed: boolean;
+  prorationBehavior: string | null;
+  /** Per product, its adjustable_quantity where the configuration gives one. */
+  products: Map<string, { enabled: boolean; minimum: number | null; maximum: number | null }>;
 }
 
 /** The customer's saved card, as the pages know it: `fails` attaches but every charge is declined. */
@@ -79,8 +100,9 @@ export interface HostedPagesDeps {
 
 export interface HostedPages {
   register(app: LocalApp): void;
-  /** The answer to a session create, with a local `url` if the session is a registered app's. */
-  rememberSession(path: string, params: URLSearchParams, answer: Obj): Obj;
+  /** The answer to a create: a session's gets a local `url` if it is a registered app's;
+   *  a portal configuration's rules are kept for the portal page. */
+  remember(path: string, params: URLSearchParams, answer: Obj): Obj;
   /** Serves a page request; false if the path is not one of the pages. */
   handle(req: IncomingMessage, res: ServerResponse, url: URL, body: string): boolean;
   close(): Promise<void>;
@@ -97,6 +119,11 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
   /** Downgrades and shorter intervals wait for the period's end (the portal configuration
    *  billing:setup makes), in a subscription schedule: per customer, its id and new price. */
   const scheduled = new Map<string, { scheduleId: string; priceId: string }>();
+  /** Per customer, who bought at Checkout: the portal continues their story. */
+  const buyers = new Map<string, Buyer>();
+  /** Portal configurations by id; the last one written is the default (billing:setup's). */
+  const configurations = new Map<string, QuantityRule>();
+  let defaultConfiguration: string | null = null;
   const pools = new Map<string, pg.Pool>();
   const pool = (app: LocalApp) => {
     let found = pools.get(app.databaseUrl);
@@ -130,20 +157,26 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
     };
   };
 
-  const userOf = async (app: LocalApp, customerId: string): Promise<string | null> => {
+  /** The customer's buyer: the one who checked out, else its subject in the database (a
+   *  user, or a team whose buyer was forgotten by a restart). */
+  const buyerOf = async (app: LocalApp, customerId: string): Promise<Buyer | null> => {
+    const known = buyers.get(customerId);
+    if (known) return known;
     const { rows } = await pool(app).query<{ user_id: string }>('select user_id from public.billing_customers where stripe_customer_id = $1', [customerId]);
-    return rows[0]?.user_id ?? null;
+    return rows[0] ? { userId: rows[0].user_id, teamId: null } : null;
   };
+  const stateOf = (app: LocalApp, buyer: Buyer) => readStoredBilling(pool(app), buyer.teamId ?? buyer.userId);
 
   /** Plans a flow from the stored state and delivers its events in order, as Stripe would. */
-  const play = async (app: LocalApp, flow: Flow, userId: string, options: Partial<FlowOptions> & { priceId: string }): Promise<Stripe.Event[]> => {
-    const stored = await readStoredBilling(pool(app), userId);
+  const play = async (app: LocalApp, flow: Flow, buyer: Buyer, options: Partial<FlowOptions> & { priceId: string }): Promise<Stripe.Event[]> => {
+    const stored = await stateOf(app, buyer);
     const current = priceOf(stored.subscription?.priceId ?? options.priceId);
     const planned = planFlow(flow, stored, {
       appUrl: app.origin,
       ...(current && { amount: current.amount, currency: current.currency, interval: current.interval, ...(current.productId && { productId: current.productId }) }),
       ...options,
-      userId,
+      userId: buyer.userId,
+      ...(buyer.teamId && { teamId: buyer.teamId }),
     });
     for (const event of planned.events) {
       const payload = JSON.stringify(event, null, 2);
@@ -170,7 +203,7 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
 
   const checkoutPage = (session: CheckoutSessionRecord, message: { error?: string } = {}): string => {
     const price = priceOf(session.priceId);
-    const amount = price ? money(price.amount, price.currency) : 'the price';
+    const amount = price ? money(price.amount * session.quantity, price.currency) : 'the price';
     const per = price?.interval === 'year' ? 'year' : 'month';
     const action = `${CHECKOUT_PAGE}${session.id}`;
     const trial = session.trialDays !== null;
@@ -187,6 +220,7 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
       <p><a href="${action}/cancel">← Back to Analytics Pro</a></p>
       <h1>Subscribe to ${esc(price?.name ?? session.priceId)}</h1>
       <p class="price" id="price">${trial ? `${session.trialDays} days free, then ` : ''}<strong>${esc(amount)}</strong> per ${per}</p>
+      <p id="quantity">Quantity: ${session.quantity}${price ? ` (${esc(money(price.amount, price.currency))} each)` : ''}</p>
       ${trial ? `<p id="trial">Free trial: ${session.trialDays} days. ${session.cardOptional ? 'No card needed today.' : 'Your card is charged when the trial ends.'}</p>` : ''}
       <p class="muted">Billed ${price?.interval === 'year' ? 'yearly' : 'monthly'}${session.email ? ` to ${esc(session.email)}` : ''}.</p>
       ${message.error ? `<p class="error" role="alert">${esc(message.error)}</p>` : ''}
@@ -202,9 +236,10 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
 
   const payCheckout = async (session: CheckoutSessionRecord, form: URLSearchParams): Promise<{ redirect: string } | { page: string }> => {
     const again = (error: string) => ({ page: checkoutPage(session, { error }) });
-    const userId = session.userId;
+    const buyer = session.buyer;
     const options = {
       priceId: session.priceId,
+      quantity: session.quantity,
       checkout: { sessionId: session.id, successUrl: session.successUrl, cancelUrl: session.cancelUrl },
       ...(session.trialDays !== null && { trialDays: session.trialDays }),
     };
@@ -212,7 +247,7 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
       completeCheckout(session, events);
       return { redirect: session.successUrl.replace('{CHECKOUT_SESSION_ID}', session.id) };
     };
-    const incomplete = async () => (await readStoredBilling(pool(session.app), userId)).subscription?.status === 'incomplete';
+    const incomplete = async () => (await stateOf(session.app, buyer)).subscription?.status === 'incomplete';
     const trial = session.trialDays !== null;
 
     const answer = form.get('authentication');
@@ -221,9 +256,9 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
       session.challenge = null;
       if (answer === 'complete') {
         cards.set(session.customer, 'ok');
-        return done(await play(session.app, challenge === 'setup' ? 'trial' : 'first-payment-paid', userId, options));
+        return done(await play(session.app, challenge === 'setup' ? 'trial' : 'first-payment-paid', buyer, options));
       }
-      if (challenge === 'payment') await play(session.app, 'first-payment-declined', userId, options);
+      if (challenge === 'payment') await play(session.app, 'first-payment-declined', buyer, options);
       return again('We are unable to authenticate your payment method. Please choose a different payment method and try again.');
     }
 
@@ -231,7 +266,7 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
     const number = (form.get('card') ?? '').replace(/[\s-]/g, '');
     if (number === '' && trial && session.cardOptional) {
       cards.set(session.customer, 'none');
-      return done(await play(session.app, 'trial', userId, options));
+      return done(await play(session.app, 'trial', buyer, options));
     }
     const outcome = TEST_CARDS[number];
     if (!outcome) return again('Your card number is invalid. Use one of Stripe\'s test cards below.');
@@ -242,17 +277,17 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
         return { page: checkoutPage(session) };
       }
       cards.set(session.customer, outcome === 'declined' ? 'fails' : 'ok');
-      return done(await play(session.app, 'trial', userId, options));
+      return done(await play(session.app, 'trial', buyer, options));
     }
     switch (outcome) {
       case 'succeeds':
         cards.set(session.customer, 'ok');
-        return done(await play(session.app, (await incomplete()) ? 'first-payment-paid' : 'subscribe', userId, options));
+        return done(await play(session.app, (await incomplete()) ? 'first-payment-paid' : 'subscribe', buyer, options));
       case 'declined':
-        await play(session.app, 'first-payment-declined', userId, options);
+        await play(session.app, 'first-payment-declined', buyer, options);
         return again('Your card was declined.');
       case 'authentication':
-        await play(session.app, 'first-payment-requires-action', userId, options);
+        await play(session.app, 'first-payment-requires-action', buyer, options);
         session.challenge = 'payment';
         return { page: checkoutPage(session) };
     }
@@ -260,9 +295,21 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
 
   // The billing portal -----------------------------------------------------------------
 
+  /** The seats a portal session may set for a subscription of this price, or null when its
+   *  configuration allows no quantity change (as Stripe's portal then shows none). */
+  const seatsRule = (portal: PortalSessionRecord, price: { productId?: string } | null): { minimum: number; maximum: number | null; prorationBehavior: string | null } | null => {
+    const id = portal.configurationId ?? defaultConfiguration;
+    const rule = id ? configurations.get(id) : undefined;
+    if (!rule?.allowed || !price) return null;
+    const product = price.productId ? rule.products.get(price.productId) : undefined;
+    if (product && !product.enabled) return null;
+    // A seat-based subscription keeps at least one seat: 0 would bill nothing while it runs.
+    return { minimum: Math.max(product?.minimum ?? 1, 1), maximum: product?.maximum ?? null, prorationBehavior: rule.prorationBehavior };
+  };
+
   const portalPage = async (portal: PortalSessionRecord, notice: string | null): Promise<string> => {
-    const userId = await userOf(portal.app, portal.customer);
-    const stored: StoredBilling | null = userId ? await readStoredBilling(pool(portal.app), userId) : null;
+    const buyer = await buyerOf(portal.app, portal.customer);
+    const stored: StoredBilling | null = buyer ? await stateOf(portal.app, buyer) : null;
     const sub = stored?.subscription ?? null;
     const live = sub !== null && !['canceled', 'incomplete_expired'].includes(sub.status);
     const price = priceOf(sub?.priceId ?? null);
@@ -283,6 +330,19 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
             <span class="muted">${atPeriodEnd(price, p) ? 'at the end of this period' : 'now, prorated'}</span></li>`)
           .join('')}</ul>`
       : '';
+    const quantity = sub?.quantity ?? 1;
+    const seats = live && sub && ['active', 'trialing'].includes(sub.status) ? seatsRule(portal, price) : null;
+    const seatsForm =
+      seats && price
+        ? `<h2>Seats</h2>
+           <form method="post" action="${action}" class="row">
+             <input type="hidden" name="action" value="quantity">
+             <label for="quantity" class="inline">Seats</label>
+             <input id="quantity" name="quantity" type="number" inputmode="numeric" required min="${seats.minimum}"${seats.maximum === null ? '' : ` max="${seats.maximum}"`} value="${quantity}" aria-describedby="quantity-hint">
+             <button type="submit">Update seats</button>
+           </form>
+           <p id="quantity-hint" class="hint">${esc(money(price.amount, price.currency))} per seat per ${price.interval}${seats.prorationBehavior === 'none' ? '' : ', prorated for the rest of this period'}.</p>`
+        : '';
     const periodEnd = sub?.periodEnd ? day(sub.periodEnd) : 'unknown';
     return layout('Billing (local portal)', `
       <p><a href="${esc(portal.returnUrl)}">← Return to Analytics Pro</a></p>
@@ -292,11 +352,13 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
       <div id="current-plan">${
         sub && price
           ? `<p><strong>${esc(price.name)}</strong>: ${esc(money(price.amount, price.currency))} per ${price.interval} (${esc(sub.status)})</p>
+             ${quantity !== 1 || seats ? `<p id="current-quantity">Quantity: ${quantity}</p>` : ''}
              <p>${sub.cancelAtPeriodEnd ? `Cancels on ${periodEnd}.` : sub.status === 'canceled' ? 'Canceled.' : `${sub.status === 'trialing' ? 'Trial ends' : 'Renews'} on ${periodEnd}.`}</p>
              ${pending ? `<p id="scheduled">Switches to ${esc(pending.name)}, ${esc(money(pending.amount, pending.currency))} per ${pending.interval}, on ${periodEnd}.</p>` : ''}`
           : '<p>No subscription.</p>'
       }</div>
       ${switches}
+      ${seatsForm}
       ${live ? `<h2>Subscription</h2>${sub?.cancelAtPeriodEnd ? button('uncancel', 'Renew subscription') : button('cancel', 'Cancel subscription')}` : ''}
       <h2>Payment method</h2>
       <p id="card-on-file">${card === 'none' ? 'No card on file.' : card === 'fails' ? 'Visa •••• 0341 (its charges are declined)' : 'Visa •••• 4242'}</p>
@@ -306,9 +368,9 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
   };
 
   const portalAction = async (portal: PortalSessionRecord, form: URLSearchParams): Promise<string> => {
-    const userId = await userOf(portal.app, portal.customer);
+    const userId = await buyerOf(portal.app, portal.customer);
     if (!userId) throw new FlowError(`no user has customer ${portal.customer} in the local database`);
-    const stored = await readStoredBilling(pool(portal.app), userId);
+    const stored = await stateOf(portal.app, userId);
     const sub = stored.subscription;
     const current = priceOf(sub?.priceId ?? null);
     const base = { priceId: sub?.priceId ?? '' };
@@ -333,6 +395,18 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
         }
         await play(portal.app, 'switch-price', userId, { ...base, newPrice: to });
         return `Switched to ${to.name}, ${money(to.amount, to.currency)} per ${to.interval}.`;
+      }
+      case 'quantity': {
+        const seats = sub && ['active', 'trialing'].includes(sub.status) ? seatsRule(portal, current) : null;
+        if (!sub || !seats) throw new FlowError('This portal does not change the quantity of this subscription.');
+        const quantity = Number(form.get('quantity'));
+        if (!Number.isInteger(quantity) || quantity < seats.minimum || (seats.maximum !== null && quantity > seats.maximum)) {
+          throw new FlowError(`Choose from ${seats.minimum} to ${seats.maximum ?? 'any number of'} seats.`);
+        }
+        // What Stripe's portal does: an update of the subscription's item, through the API
+        // (this bridge), which answers it with the events Stripe sends.
+        await updateQuantity(sub.id, quantity, seats.prorationBehavior);
+        return `Seats changed to ${quantity}.`;
       }
       case 'cancel':
         await play(portal.app, 'cancel-at-period-end', userId, base);
@@ -369,6 +443,20 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
     }
   };
 
+  const updateQuantity = async (subscriptionId: string, quantity: number, prorationBehavior: string | null) => {
+    const body = new URLSearchParams({ 'items[0][id]': itemId(subscriptionId), 'items[0][quantity]': String(quantity) });
+    if (prorationBehavior) body.set('proration_behavior', prorationBehavior);
+    const response = await fetch(`${deps.baseUrl}/v1/subscriptions/${encodeURIComponent(subscriptionId)}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${LOCAL_STRIPE_SECRET_KEY}`, 'content-type': 'application/x-www-form-urlencoded' },
+      body,
+    });
+    if (!response.ok) {
+      const answer = (await response.json().catch(() => ({}))) as { error?: { message?: string } };
+      throw new FlowError(answer.error?.message ?? `Stripe answered the update with ${response.status}.`);
+    }
+  };
+
   // HTTP ---------------------------------------------------------------------------------
 
   const send = (res: ServerResponse, status: number, html: string) => {
@@ -390,20 +478,33 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
       apps.set(new URL(app.origin).origin, app);
     },
 
-    rememberSession(path, params, answer) {
+    remember(path, params, answer) {
       const id = String(answer['id']);
+      const configuration = /^\/v1\/billing_portal\/configurations(?:\/([^/]+))?$/.exec(path);
+      if (configuration) {
+        const configurationId = configuration[1] ?? id;
+        const rule = quantityRuleOf(params);
+        if (rule) configurations.set(configurationId, rule);
+        defaultConfiguration = configurationId;
+        return answer;
+      }
       if (path === '/v1/checkout/sessions') {
         const app = appFor(params.get('success_url'));
         if (!app) return answer;
         const trialDays = params.get('subscription_data[trial_period_days]');
+        const quantity = Number(params.get('line_items[0][quantity]') ?? 1);
+        const customer = params.get('customer') ?? '';
+        const buyer = { userId: params.get('client_reference_id') ?? params.get('metadata[userId]') ?? '', teamId: params.get('metadata[teamId]') };
+        if (customer) buyers.set(customer, buyer);
         checkouts.set(id, {
           id,
           app,
-          customer: params.get('customer') ?? '',
+          customer,
           priceId: params.get('line_items[0][price]') ?? '',
+          quantity: Number.isInteger(quantity) && quantity > 0 ? quantity : 1,
           successUrl: params.get('success_url') ?? app.origin,
           cancelUrl: params.get('cancel_url') ?? app.origin,
-          userId: params.get('client_reference_id') ?? params.get('metadata[userId]') ?? '',
+          buyer,
           email: params.get('metadata[email]'),
           trialDays: trialDays === null ? null : Number(trialDays),
           cardOptional: params.get('payment_method_collection') === 'if_required',
@@ -416,7 +517,7 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
       if (path === '/v1/billing_portal/sessions') {
         const app = appFor(params.get('return_url'));
         if (!app) return answer;
-        portals.set(id, { id, app, customer: params.get('customer') ?? '', returnUrl: params.get('return_url') ?? app.origin });
+        portals.set(id, { id, app, customer: params.get('customer') ?? '', returnUrl: params.get('return_url') ?? app.origin, configurationId: params.get('configuration') });
         return { ...answer, customer: params.get('customer'), return_url: params.get('return_url'), url: `${deps.baseUrl}${PORTAL_PAGE}${id}` };
       }
       return answer;
@@ -453,6 +554,29 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
     async close() {
       await Promise.all([...pools.values()].map((p) => p.end()));
     },
+  };
+}
+
+/** A portal configuration's rule for quantities, from its create or update parameters;
+ *  null when they do not touch subscription updates (an update of its metadata only). */
+function quantityRuleOf(params: URLSearchParams): QuantityRule | null {
+  const prefix = 'features[subscription_update]';
+  if (![...params.keys()].some((key) => key.startsWith(prefix))) return null;
+  const updates = [...params].filter(([key]) => key.startsWith(`${prefix}[default_allowed_updates]`)).map(([, value]) => value);
+  const products = new Map<string, { enabled: boolean; minimum: number | null; maximum: number | null }>();
+  for (const [key, product] of params) {
+    const match = /^features\[subscription_update\]\[products\]\[(\d+)\]\[product\]$/.exec(key);
+    if (!match) continue;
+    const at = (field: string) => params.get(`${prefix}[products][${match[1]}][adjustable_quantity][${field}]`);
+    const enabled = at('enabled');
+    // A product without adjustable_quantity follows default_allowed_updates.
+    if (enabled === null) continue;
+    products.set(product, { enabled: enabled === 'true', minimum: at('minimum') === null ? null : Number(at('minimum')), maximum: at('maximum') === null ? null : Number(at('maximum')) });
+  }
+  return {
+    allowed: params.get(`${prefix}[enabled]`) === 'true' && updates.includes('quantity'),
+    prorationBehavior: params.get(`${prefix}[proration_behavior]`),
+    products,
   };
 }
 
@@ -493,6 +617,6 @@ button.primary { background: #0b57d0; border-color: #0b57d0; color: #fff; }
 .muted, .hint { color: #57606a; } .hint { font-size: 0.9rem; } .price { font-size: 1.25rem; }
 .error { color: #a40e26; background: #ffebe9; padding: 0.5rem 0.75rem; border-radius: 6px; }
 .notice { color: #116329; background: #dafbe1; padding: 0.5rem 0.75rem; border-radius: 6px; }
-.row { display: flex; gap: 0.5rem; } ul.plans { padding: 0; list-style: none; } ul.plans li { margin: 0.5rem 0; }
+.row { display: flex; gap: 0.5rem; align-items: center; } .row label.inline { margin: 0; } .row input[type=number] { width: 6rem; } ul.plans { padding: 0; list-style: none; } ul.plans li { margin: 0.5rem 0; }
 </style></head><body><header>Local Stripe (test mode)</header><main>${main}</main></body></html>`;
 }

@@ -33,7 +33,9 @@
 // 6. Stripe's hosted pages, locally (hosted-pages.ts): for an app registered with the
 //    bridge (`apps`, or POST /__bridge/apps), a Checkout Session or portal session
 //    created for it gets a `url` on this bridge, where a local Checkout and portal
-//    page play the customer and send the app the events Stripe would.
+//    page play the customer and send the app the events Stripe would. The portal
+//    follows the portal configuration last written (billing:setup's), or the session's
+//    own `configuration`: a seats control where it allows quantity changes.
 // 7. Subscription updates (bridge-subscriptions.ts): a quantity update is kept, answered
 //    and logged with the events Stripe would send (the subscription updated, the
 //    proration), idempotency keys are honoured, and a test can make the next updates of
@@ -213,7 +215,7 @@ class Memory {
   }
 }
 
-const REMEMBERED = /^\/v1\/(prices|webhook_endpoints|products|checkout\/sessions|billing_portal\/sessions)(\/[^/]+)?$/;
+const REMEMBERED = /^\/v1\/(prices|webhook_endpoints|products|checkout\/sessions|billing_portal\/sessions|billing_portal\/configurations)(\/[^/]+)?$/;
 
 export interface BridgeOptions {
   /** Apps whose Checkout and portal sessions get the local hosted pages (see hosted-pages.ts). */
@@ -352,7 +354,7 @@ export async function startStripeMockBridge(target: string, port = 0, options: B
             const params = new URLSearchParams(body);
             const listed = memory.list(method, url.pathname, url.searchParams, answer);
             const remembered = listed ?? memory.remember(method, url.pathname, params, answer);
-            const out = listed ?? (method === 'POST' && hosted.pages ? hosted.pages.rememberSession(url.pathname, params, remembered) : remembered);
+            const out = listed ?? (method === 'POST' && hosted.pages ? hosted.pages.remember(url.pathname, params, remembered) : remembered);
             const text = JSON.stringify(out);
             const headers = { ...upstreamRes.headers, 'content-length': String(Buffer.byteLength(text)) };
             delete headers['transfer-encoding'];
