@@ -322,7 +322,8 @@ describe('a team request costs what a personal one does', () => {
     const counts: number[] = [];
     for (const request of [{ price: null, team: t.id }, { price: null, team: null }]) {
       const { store, calls } = countingStore();
-      const config = loadCheckoutConfig(process.env);
+      // The shipped catalog (its default plan offers a trial), whatever another file left in process.env.
+      const config = loadCheckoutConfig({ ...process.env, ...catalogEnv() });
       if (request.team === null) expect((await post(checkout, 'checkout', owner)).status).toBe(200); // the owner's own customer, stored
       const before = calls();
       const stripe = lazyStripe(config.stripe);
