@@ -4,13 +4,9 @@
 // other files' teams and catalogs never meet its keys.
 
 import { randomUUID } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
-import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startThrowawayStack, type ThrowawayStack } from '../scripts/stack/throwaway.ts';
-import { parseCatalog } from '../src/billing/catalog.ts';
-import { storedCatalog } from '../src/billing/setup.ts';
 
 let own: ThrowawayStack;
 let pool: pg.Pool;
@@ -177,5 +173,207 @@ describe('billing_limit: the plan, its trial, the free entry', () => {
     expect(await one({ as: member }, `select billing_limit($1, 'sites') as v`, [team])).toBe('3');
     expect(await one({ as: 'service_role' }, `select billing_limit($1, 'sites') as v`, [team])).toBe('3');
     expect(await one({ as: outsider }, `select billing_limit($1, 'sites') as v`, [team])).toBe('1');
+  });
+});
+
+describe('billing_attach_limit: counts of rows, per statement', () => {
+  /** `n` single-row inserts at once, each its own connection and transaction. */
+  async function concurrently(n: number, sql: string, params: (i: number) => unknown[]): Promise<PromiseSettledResult<unknown>[]> {
+    const clients = await Promise.all(Array.from({ length: n }, async () => {
+      const client = new pg.Client({ connectionString: own.env['DATABASE_URL'] });
+      await client.connect();
+      return client;
+    }));
+    try {
+      return await Promise.allSettled(clients.map((client, i) => client.query(sql, params(i))));
+    } finally {
+      await Promise.all(clients.map((client) => client.end()));
+    }
+  }
+
+  it('50 concurrent inserts at a limit of 10 leave exactly 10; the others fail with 23514 and the key, limit and count', async () => {
+    const { subject: team } = await subscribed({ price: 'price_usage_growth_m', start: daysFromNow(-3), end: daysFromNow(27) });
+    const results = await concurrently(50, 'insert into public.sites (team_id) values ($1)', () => [team]);
+    const refused = results.filter((r) => r.status === 'rejected');
+    expect(refused).toHaveLength(40);
+    for (const r of refused) {
+      expect(r.reason).toEqual(expect.objectContaining({ code: '23514', message: 'Plan limit reached: sites', detail: 'key=sites limit=10 count=11' }));
+    }
+    expect(await q('select count(*)::int as n from public.sites where team_id = $1', [team])).toEqual([{ n: 10 }]);
+    expect(await q(`select count::int from billing_limit_counts where subject_id = $1 and key = 'sites'`, [team])).toEqual([{ count: 10 }]);
+  }, 60_000);
+
+  it('a member cap of 10 holds under 50 concurrent joins', async () => {
+    const { subject: team } = await subscribed({ start: daysFromNow(-3), end: daysFromNow(27) });
+    await q(`insert into billing_team_members (team_id, user_id, role) values ($1, $2, 'owner')`, [team, randomUUID()]);
+    const results = await concurrently(50, `insert into billing_team_members (team_id, user_id, role) values ($1, $2, 'member')`, () => [team, randomUUID()]);
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(9);
+    expect(results.find((r) => r.status === 'rejected')).toEqual(expect.objectContaining({ reason: expect.objectContaining({ code: '23514', message: 'Plan limit reached: members' }) as unknown }));
+    expect(await q('select count(*)::int as n from billing_team_members where team_id = $1', [team])).toEqual([{ n: 10 }]);
+    // A team without access: the free entry leaves members unlimited.
+    const free = randomUUID();
+    await q(`insert into billing_team_members (team_id, user_id, role) select $1, gen_random_uuid(), case when g = 1 then 'owner' else 'member' end from generate_series(1, 20) g`, [free]);
+  }, 60_000);
+
+  it('counts rows already there, refuses a multi-row statement whole, frees room on delete and on a move, ignores null subjects', async () => {
+    const { subject: team } = await subscribed({ start: daysFromNow(-3), end: daysFromNow(27) }); // starter: 3 sites
+    await q('create table public.widgets (id serial primary key, owner uuid)');
+    await q('insert into public.widgets (owner) values ($1), ($1), (null), (null)', [team]);
+    await sync({ ...CATALOG, plans: CATALOG.plans.map((p) => (p.plan === 'starter' ? { ...p, limits: { ...p.limits, widgets: 3 } } : p)) });
+    await q(`select billing_attach_limit('public.widgets', 'widgets', 'owner')`);
+    expect(await q(`select subject_id, count::int from billing_limit_counts where key = 'widgets'`)).toEqual([{ subject_id: team, count: 2 }]);
+
+    await expect(q('insert into public.widgets (owner) values ($1), ($1)', [team])).rejects.toEqual(pgError('23514', /Plan limit reached: widgets/));
+    await q('insert into public.widgets (owner) select null from generate_series(1, 10)');
+    await q('insert into public.widgets (owner) values ($1)', [team]);
+    await expect(q('insert into public.widgets (owner) values ($1)', [team])).rejects.toEqual(pgError('23514'));
+    // A row moved to another subscriber frees room here.
+    const { subject: other } = await subscribed({ start: daysFromNow(-3), end: daysFromNow(27) });
+    await q('update public.widgets set owner = $2 where id = (select min(id) from public.widgets where owner = $1)', [team, other]);
+    await q('insert into public.widgets (owner) values ($1)', [team]);
+    await q('delete from public.widgets where id = (select min(id) from public.widgets where owner = $1)', [team]);
+    await q('insert into public.widgets (owner) values ($1)', [team]);
+    expect(await q('select count(*)::int as n from public.widgets where owner = $1', [team])).toEqual([{ n: 3 }]);
+    // Free: widgets not in the free entry, so 0 for a subject without access.
+    await expect(q('update public.widgets set owner = $1 where owner is null and id = (select min(id) from public.widgets where owner is null)', [randomUUID()]))
+      .rejects.toEqual(pgError('23514'));
+    await q('truncate public.widgets');
+    expect(await q(`select count(*)::int as n from billing_limit_counts where key = 'widgets'`)).toEqual([{ n: 0 }]);
+    await q('drop table public.widgets');
+    await sync(CATALOG);
+  });
+
+  it('an insert row-level security refuses cannot probe another team\'s limit; users cannot write the counts; unknown keys and callers are refused', async () => {
+    await q('alter table public.sites enable row level security');
+    await q('grant select, insert, delete on public.sites to authenticated');
+    await q(`create policy "members write their teams' sites" on public.sites for all to authenticated
+               using (team_id = any ((select billing_my_team_ids())::uuid[])) with check (team_id = any ((select billing_my_team_ids())::uuid[]))`);
+    const { subject: full } = await subscribed({ start: daysFromNow(-3), end: daysFromNow(27) });
+    await q('insert into public.sites (team_id) select $1 from generate_series(1, 3)', [full]);
+    const outsider = randomUUID();
+    await expect(tx({ as: outsider }, 'insert into public.sites (team_id) values ($1)', [full])).rejects.toEqual(pgError('42501', /row-level security/));
+    const member = randomUUID();
+    await q(`insert into billing_team_members (team_id, user_id, role) values ($1, $2, 'owner')`, [full, member]);
+    await expect(tx({ as: member }, 'insert into public.sites (team_id) values ($1)', [full])).rejects.toEqual(pgError('23514'));
+    await tx({ as: member }, 'delete from public.sites where id = (select min(id::text)::uuid from public.sites where team_id = $1)', [full]);
+    await tx({ as: member }, 'insert into public.sites (team_id) values ($1)', [full]);
+
+    await expect(tx({ as: member }, `update billing_limit_counts set count = 0`)).rejects.toEqual(pgError('42501'));
+    await expect(tx({ as: 'service_role' }, `update billing_limit_counts set count = 0`)).rejects.toEqual(pgError('42501'));
+    await expect(tx({ as: member }, `select billing_attach_limit('public.sites', 'sites', 'team_id')`)).rejects.toEqual(pgError('42501'));
+    await expect(q(`select billing_attach_limit('public.sites', 'seats', 'team_id')`)).rejects.toEqual(pgError('22023', /Unknown limit: seats/));
+    await expect(q(`select billing_attach_limit('public.sites', 'sites', 'name')`)).rejects.toEqual(pgError('22023'));
+    // The service role may attach (and re-attaching recounts).
+    await tx({ as: 'service_role' }, `select billing_attach_limit('public.sites', 'sites', 'team_id')`);
+    expect(await q(`select count::int from billing_limit_counts where subject_id = $1 and key = 'sites'`, [full])).toEqual([{ count: 3 }]);
+  });
+});
+
+describe('billing_track and billing_usage', () => {
+  it('counts a repeated key once, also when the repeats arrive together, and keeps keys 48 hours', async () => {
+    const { subject } = await subscribed({ start: daysFromNow(-3), end: daysFromNow(27) });
+    expect(await track(subject, 'pageviews', 10, 'k1')).toEqual({ allowed: true, used: 10, limit: 1000, duplicate: false });
+    expect(await track(subject, 'pageviews', 10, 'k1')).toEqual({ allowed: true, used: 10, limit: 1000, duplicate: true });
+    const results = await Promise.all(Array.from({ length: 20 }, () => track(subject, 'pageviews', 5, 'k2')));
+    expect(results.filter((r) => !r.duplicate)).toHaveLength(1);
+    expect(results.every((r) => r.used === 15)).toBe(true);
+    // Distinct keys at once all count.
+    await Promise.all(Array.from({ length: 20 }, (_, i) => track(subject, 'pageviews', 1, `d${i}`)));
+    expect(await usage(subject, 'pageviews')).toBe(35);
+    // The key is still known 47 hours on, and forgotten after 48.
+    expect((await track(subject, 'pageviews', 5, 'k2', undefined, daysFromNow(47 / 24))).duplicate).toBe(true);
+    expect(await track(subject, 'pageviews', 5, 'k2', undefined, daysFromNow(49 / 24))).toEqual({ allowed: true, used: 40, limit: 1000, duplicate: false });
+    expect(await q('select count(*)::int as n from billing_usage_hours where subject_id = $1', [subject])).toEqual([{ n: 2 }]);
+  }, 60_000);
+
+  it('block refuses an amount that would pass the included amount whole, leaving no trace; allow records it', async () => {
+    const { subject, subscription } = await subscribed({ start: daysFromNow(-3), end: daysFromNow(27) });
+    expect(await track(subject, 'pageviews', 900, 'a')).toMatchObject({ allowed: true, used: 900 });
+    expect(await one({ as: 'service_role' }, 'select billing_usage_state($1, $2) as v', [subject, 'pageviews'])).toBe('warning');
+    expect(await track(subject, 'pageviews', 101, 'b')).toEqual({ allowed: false, used: 900, limit: 1000, duplicate: false });
+    expect(await usage(subject, 'pageviews')).toBe(900);
+    expect(await q('select key from billing_usage_keys where subject_id = $1 order by key', [subject])).toEqual([{ key: 'a' }]);
+    expect(await track(subject, 'pageviews', 100, 'c')).toMatchObject({ allowed: true, used: 1000 });
+
+    expect(await track(subject, 'events', 150, 'e')).toEqual({ allowed: true, used: 150, limit: 100, duplicate: false });
+    expect(await one({ as: 'service_role' }, 'select billing_usage_state($1, $2) as v', [subject, 'events'])).toBe('over');
+
+    // A plan change mid-window keeps what was used and applies the new limit at once:
+    // the refused key now counts.
+    await changePlan(subscription, 'price_usage_growth_m');
+    expect(await usage(subject, 'pageviews')).toBe(1000);
+    expect(await track(subject, 'pageviews', 101, 'b')).toEqual({ allowed: true, used: 1101, limit: 5000, duplicate: false });
+    // Growth has no events meter: unlimited there.
+    expect(await track(subject, 'events', 1, 'e2')).toEqual({ allowed: true, used: 151, limit: null, duplicate: false });
+    expect(await one({ as: 'service_role' }, 'select billing_usage_state($1, $2) as v', [subject, 'events'])).toBe('ok');
+    await changePlan(subscription, 'price_usage_starter_m');
+    expect(await one({ as: 'service_role' }, 'select billing_usage_state($1, $2) as v', [subject, 'pageviews'])).toBe('over');
+    expect(await track(subject, 'pageviews', 1, 'f')).toMatchObject({ allowed: false, used: 1101 });
+    expect(await track(subject, 'pageviews', 0, 'g')).toMatchObject({ allowed: true, used: 1101 });
+  });
+
+  it('refuses p_at more than 35 days old or 5 minutes ahead, unknown meters and bad amounts', async () => {
+    const { subject } = await subscribed({ start: daysFromNow(-3), end: daysFromNow(27) });
+    const at = (ms: number) => new Date(new Date(NOW).getTime() + ms).toISOString();
+    await expect(track(subject, 'pageviews', 1, 'x', at(-35 * 86_400_000 - 60_000), NOW)).rejects.toEqual(pgError('22023'));
+    await expect(track(subject, 'pageviews', 1, 'x', at(6 * 60_000), NOW)).rejects.toEqual(pgError('22023'));
+    expect(await track(subject, 'pageviews', 1, 'y', at(4 * 60_000), NOW)).toMatchObject({ allowed: true });
+    // 34 days ago lies in an earlier window: counted there, not now.
+    expect(await track(subject, 'pageviews', 7, 'z', at(-34 * 86_400_000), NOW)).toMatchObject({ allowed: true, used: 7 });
+    expect(await usage(subject, 'pageviews', NOW)).toBe(1);
+    await expect(track(subject, 'clicks', 1, 'w')).rejects.toEqual(pgError('22023', /Unknown meter: clicks/));
+    await expect(track(subject, 'pageviews', -1, 'w')).rejects.toEqual(pgError('22023'));
+    await expect(usage(subject, 'clicks')).rejects.toEqual(pgError('22023'));
+  });
+
+  it('answers service_role about anyone; a member about their team; an outsider gets the free answer; only service_role tracks', async () => {
+    const { subject: team } = await subscribed({ start: daysFromNow(-3), end: daysFromNow(27) });
+    const member = randomUUID();
+    const outsider = randomUUID();
+    await q(`insert into billing_team_members (team_id, user_id, role) values ($1, $2, 'owner')`, [team, member]);
+    await track(team, 'pageviews', 1000, 'all');
+    const read = (as: string) => tx<{ used: string; state: string }>({ as }, `select billing_usage($1, 'pageviews') as used, billing_usage_state($1, 'pageviews') as state`, [team]);
+    expect(await read('service_role')).toEqual([{ used: '1000', state: 'warning' }]);
+    expect(await read(member)).toEqual([{ used: '1000', state: 'warning' }]);
+    expect(await read(outsider)).toEqual([{ used: '0', state: 'ok' }]);
+    await expect(tx({ as: member }, `select billing_track($1, 'pageviews', 1, 'm')`, [team])).rejects.toEqual(pgError('42501'));
+    await expect(tx({ as: member }, 'select * from billing_usage_windows')).rejects.toEqual(pgError('42501'));
+  });
+});
+
+describe('usage windows', () => {
+  const window = (subject: string, at: string) =>
+    q<{ window_start: Date; window_end: Date }>('select * from billing_usage_window($1, $2)', [subject, at]).then(([w]) => [w?.window_start.toISOString(), w?.window_end.toISOString()]);
+
+  it('a monthly subscription: its billing period; past its recorded end, months on from its start; a renewal moves on', async () => {
+    const { subject, subscription } = await subscribed({ start: '2027-01-15T09:00:00Z', end: '2027-02-15T09:00:00Z' });
+    expect(await window(subject, '2027-01-20T00:00:00Z')).toEqual(['2027-01-15T09:00:00.000Z', '2027-02-15T09:00:00.000Z']);
+    expect(await track(subject, 'pageviews', 10, 'jan', undefined, '2027-01-20T00:00:00Z')).toMatchObject({ used: 10 });
+    expect(await usage(subject, 'pageviews', '2027-02-15T08:59:00Z')).toBe(10);
+    // The renewal's event not in yet: the next month already counts apart.
+    expect(await usage(subject, 'pageviews', '2027-02-15T09:00:00Z')).toBe(0);
+    await q(`update billing_subscriptions set current_period_start = '2027-02-15T09:00:00Z', current_period_end = '2027-03-15T09:00:00Z' where stripe_subscription_id = $1`, [subscription]);
+    expect(await track(subject, 'pageviews', 3, 'feb', undefined, '2027-02-16T00:00:00Z')).toMatchObject({ used: 3 });
+    // A late report for January lands in January's window.
+    expect(await track(subject, 'pageviews', 5, 'late', '2027-02-15T08:00:00Z', '2027-02-16T00:00:00Z')).toMatchObject({ used: 15 });
+    expect(await usage(subject, 'pageviews', '2027-02-16T00:00:00Z')).toBe(3);
+  });
+
+  it('an annual subscription resets monthly, anchored on its start day (31 Jan, 28 Feb, 31 Mar)', async () => {
+    const { subject } = await subscribed({ price: 'price_usage_starter_y', start: '2027-01-31T10:00:00Z', end: '2028-01-31T10:00:00Z' });
+    expect(await window(subject, '2027-02-01T00:00:00Z')).toEqual(['2027-01-31T10:00:00.000Z', '2027-02-28T10:00:00.000Z']);
+    expect(await window(subject, '2027-03-01T00:00:00Z')).toEqual(['2027-02-28T10:00:00.000Z', '2027-03-31T10:00:00.000Z']);
+    expect(await window(subject, '2027-12-31T10:00:00Z')).toEqual(['2027-12-31T10:00:00.000Z', '2028-01-31T10:00:00.000Z']);
+    await track(subject, 'pageviews', 5, 'a', undefined, '2027-02-28T09:00:00Z');
+    expect(await usage(subject, 'pageviews', '2027-02-28T09:59:00Z')).toBe(5);
+    expect(await usage(subject, 'pageviews', '2027-02-28T10:00:00Z')).toBe(0);
+  });
+
+  it('without a subscription: calendar months in UTC', async () => {
+    const nobody = randomUUID();
+    expect(await window(nobody, '2027-03-31T23:30:00-05:00')).toEqual(['2027-04-01T00:00:00.000Z', '2027-05-01T00:00:00.000Z']);
+    expect(await track(nobody, 'pageviews', 60, 'a', undefined, '2027-03-31T23:00:00Z')).toMatchObject({ allowed: true, used: 60, limit: 100 });
+    expect(await track(nobody, 'pageviews', 60, 'b', undefined, '2027-03-31T23:59:00Z')).toMatchObject({ allowed: false, used: 60 });
+    expect(await track(nobody, 'pageviews', 60, 'b', undefined, '2027-04-01T00:00:00Z')).toMatchObject({ allowed: true, used: 60 });
   });
 });

@@ -333,21 +333,22 @@ begin
   -- One call at a time per subject and meter: the key check, the limit check and the
   -- write see each other's results.
   perform pg_advisory_xact_lock(hashtextextended('billing_usage:' || p_subject::text || ':' || p_meter, 0));
+  -- What this subject and meter no longer need goes first, so an expired key counts anew.
+  delete from public.billing_usage_keys k
+  where k.subject_id = p_subject and k.meter = p_meter and k.created_at < v_now - interval '48 hours';
+  delete from public.billing_usage_hours h
+  where h.subject_id = p_subject and h.meter = p_meter and h.hour < v_now - interval '35 days' - interval '1 hour';
   select k.result || '{"duplicate": true}' into v_result
   from public.billing_usage_keys k where k.subject_id = p_subject and k.meter = p_meter and k.key = p_key;
   if found then
     return v_result;
   end if;
-  delete from public.billing_usage_keys k
-  where k.subject_id = p_subject and k.meter = p_meter and k.created_at < v_now - interval '48 hours';
-  delete from public.billing_usage_hours h
-  where h.subject_id = p_subject and h.meter = p_meter and h.hour < v_now - interval '35 days' - interval '1 hour';
 
   select * into w from public.billing_usage_window(p_subject, p_at);
   select coalesce(max(u.used), 0) into v_used
   from public.billing_usage_windows u
   where u.subject_id = p_subject and u.meter = p_meter and u.window_start = w.window_start;
-  if l.value is not null and l.overage = 'block' and v_used + p_amount > l.value then
+  if l.value is not null and l.overage = 'block' and p_amount > 0 and v_used + p_amount > l.value then
     return jsonb_build_object('allowed', false, 'used', v_used, 'limit', l.value, 'duplicate', false);
   end if;
 
@@ -549,11 +550,11 @@ select public.billing_limit_attach('public.billing_team_members', 'members', 'te
 
 -- Grants ---------------------------------------------------------------------------------
 
-revoke execute on function public.billing_now() from public, anon;
+revoke execute on function public.billing_now() from public, anon, authenticated;
 revoke execute on function public.billing_limit(uuid, text) from public, anon;
 revoke execute on function public.billing_usage(uuid, text) from public, anon;
 revoke execute on function public.billing_usage_state(uuid, text) from public, anon;
-grant execute on function public.billing_now() to authenticated, service_role;
+grant execute on function public.billing_now() to service_role;
 grant execute on function public.billing_limit(uuid, text) to authenticated, service_role;
 grant execute on function public.billing_usage(uuid, text) to authenticated, service_role;
 grant execute on function public.billing_usage_state(uuid, text) to authenticated, service_role;
