@@ -4,9 +4,17 @@
 // other files' teams and catalogs never meet its keys.
 
 import { randomUUID } from 'node:crypto';
+import { readFile, writeFile, mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import plansEndpoint from '../netlify/functions/stripe-plans.mts';
 import { startThrowawayStack, type ThrowawayStack } from '../scripts/stack/throwaway.ts';
+import { CatalogError, parseCatalog } from '../src/billing/catalog.ts';
+import { storedCatalog } from '../src/billing/setup.ts';
+import { CATALOG_FILE } from './support/catalog.ts';
+import { withEnv } from './support/stack.ts';
 
 let own: ThrowawayStack;
 let pool: pg.Pool;
@@ -32,7 +40,8 @@ async function q<Row extends pg.QueryResultRow>(sql: string, params: unknown[] =
 /** One transaction on one connection: as `as` (a signed-in user's id, or the service
  *  role), at the time `at` (billing.now, local to the transaction). */
 async function tx<Row extends pg.QueryResultRow>(
-  options: { as?: string | 'service_role'; at?: string; client?: pg.ClientBase },
+  /** as: 'service_role', or a signed-in user's id. */
+  options: { as?: string; at?: string; client?: pg.ClientBase },
   sql: string,
   params: unknown[] = [],
 ): Promise<Row[]> {
@@ -375,5 +384,148 @@ describe('usage windows', () => {
     expect(await track(nobody, 'pageviews', 60, 'a', undefined, '2027-03-31T23:00:00Z')).toMatchObject({ allowed: true, used: 60, limit: 100 });
     expect(await track(nobody, 'pageviews', 60, 'b', undefined, '2027-03-31T23:59:00Z')).toMatchObject({ allowed: false, used: 60 });
     expect(await track(nobody, 'pageviews', 60, 'b', undefined, '2027-04-01T00:00:00Z')).toMatchObject({ allowed: true, used: 60 });
+  });
+});
+
+describe('the catalog: limits, meters, trial limits and free, through billing:setup to the database and /plans', () => {
+  const USAGE_KEYS = {
+    limits: { projects: 5, members: null },
+    usage: { pageviews: { included: 100000, overage: 'block' } },
+  };
+
+  async function shippedWith(edit: (catalog: Record<string, unknown> & { plans: Record<string, Record<string, unknown>> }) => void): Promise<unknown> {
+    const catalog = JSON.parse(await readFile(CATALOG_FILE, 'utf8')) as Record<string, unknown> & { plans: Record<string, Record<string, unknown>> };
+    edit(catalog);
+    return catalog;
+  }
+
+  it('parses them, refuses what is not a limit or a meter, and stores them as billing_sync_catalog expects', async () => {
+    const raw = await shippedWith((c) => {
+      Object.assign(c.plans['pro'] ?? {}, USAGE_KEYS, { trial: { days: 14, cardRequired: false, limits: { projects: 1 } } });
+      c['free'] = { limits: { projects: 1 }, usage: { pageviews: { included: 1000, overage: 'allow' } } };
+    });
+    const catalog = parseCatalog(raw, 'test');
+    expect(catalog.plans[0]).toMatchObject({ ...USAGE_KEYS, trial: { limits: { projects: 1 } } });
+    expect(catalog.plans[1]).toMatchObject({ limits: {}, usage: {} });
+    const stored = storedCatalog(catalog, new Map([['pro_monthly', 'price_usage_pro_m']]));
+    expect(stored.free).toEqual({ limits: { projects: 1 }, usage: { pageviews: { included: 1000, overage: 'allow' } } });
+    expect(stored.plans[0]).toMatchObject({ plan: 'pro', ...USAGE_KEYS, trial_limits: { projects: 1 } });
+
+    // What the database makes of it (rolled back: the file's own catalog stays).
+    const client = await pool.connect();
+    try {
+      await client.query('begin');
+      await client.query('select billing_sync_catalog($1)', [JSON.stringify(stored)]);
+      const { rows } = await client.query(`select plan, trial, kind, key, value::int, overage from billing_plan_limits where plan = 'pro' or plan is null order by plan nulls first, trial, kind, key`);
+      expect(rows).toEqual([
+        { plan: null, trial: false, kind: 'limit', key: 'projects', value: 1, overage: null },
+        { plan: null, trial: false, kind: 'meter', key: 'pageviews', value: 1000, overage: 'allow' },
+        { plan: 'pro', trial: false, kind: 'limit', key: 'members', value: null, overage: null },
+        { plan: 'pro', trial: false, kind: 'limit', key: 'projects', value: 5, overage: null },
+        { plan: 'pro', trial: false, kind: 'meter', key: 'pageviews', value: 100000, overage: 'block' },
+        { plan: 'pro', trial: true, kind: 'limit', key: 'projects', value: 1, overage: null },
+      ]);
+    } finally {
+      await client.query('rollback');
+      client.release();
+    }
+
+    const bad = await shippedWith((c) => {
+      Object.assign(c.plans['pro'] ?? {}, { limits: { Sites: 1, members: -1 }, usage: { pageviews: { included: 10, overage: 'bill' } } });
+      c['free'] = { limits: { projects: 'many' } };
+    });
+    let error: unknown;
+    try {
+      parseCatalog(bad, 'test');
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).toBeInstanceOf(CatalogError);
+    expect((error as CatalogError).problems).toEqual([
+      'plans.pro.limits.Sites is not a key (lowercase letters, digits, _; 40 at most)',
+      'plans.pro.limits.members must be a whole number of 0 or more, or null (unlimited)',
+      'plans.pro.usage.pageviews.overage must be one of block, allow',
+      'free.limits.projects must be a whole number of 0 or more, or null (unlimited)',
+    ]);
+  });
+
+  it('GET /api/stripe/plans shows each plan\'s limits, meters and trial limits, and the free entry', async () => {
+    // The shipped catalog's products and lookup keys (in Stripe since the run's setup),
+    // with limits: /plans reads the file and Stripe, not the database.
+    const raw = await shippedWith((c) => {
+      Object.assign(c.plans['business'] ?? {}, USAGE_KEYS);
+      c['free'] = { limits: { projects: 1 }, usage: {} };
+    });
+    const file = path.join(await mkdtemp(path.join(tmpdir(), 'catalog-')), 'catalog.json');
+    await writeFile(file, JSON.stringify(raw));
+    const response = await withEnv({ BILLING_CATALOG: file }, () => plansEndpoint(new Request('http://localhost/api/stripe/plans')));
+    expect(response.status).toBe(200);
+    expect(await response.json()).toMatchObject({
+      free: { limits: { projects: 1 }, usage: {} },
+      plans: [
+        { key: 'pro', limits: {}, usage: {}, trial: { days: 14, limits: {} } },
+        { key: 'business', ...USAGE_KEYS },
+      ],
+    });
+  });
+});
+
+describe('docs/usage.md', () => {
+  it('runs its worked example as written', async () => {
+    const text = await readFile(path.resolve(import.meta.dirname, '../docs/usage.md'), 'utf8');
+    const catalogSnippet = /```json\n([\s\S]*?)```/.exec(text)?.[1] ?? '';
+    const example = /## Worked example[\s\S]*?```sql\n([\s\S]*?)```/.exec(text)?.[1] ?? '';
+    // The snippet's plan and free entry, on the shipped catalog.
+    const snippet = JSON.parse(`{${catalogSnippet}}`) as { plans: { team: Record<string, unknown> }; free: unknown };
+    const raw = JSON.parse(await readFile(CATALOG_FILE, 'utf8')) as { plans: Record<string, Record<string, unknown>>; free?: unknown };
+    Object.assign(raw.plans['pro'] ?? {}, snippet.plans.team);
+    raw.free = snippet.free;
+    const stored = storedCatalog(parseCatalog(raw, 'docs/usage.md'), new Map());
+
+    // Statements, each with what follows it: "-- → value" or "-- ERROR code: message".
+    const steps: { sql: string; expect?: string }[] = [];
+    let statement = '';
+    for (const line of example.split('\n')) {
+      if (line.startsWith('-- ')) {
+        const last = steps.at(-1);
+        if (last) last.expect = line.slice(3);
+        continue;
+      }
+      statement += `${line}\n`;
+      if (line.trimEnd().endsWith(';')) {
+        steps.push({ sql: statement });
+        statement = '';
+      }
+    }
+    expect(steps.filter((s) => s.expect)).toHaveLength(8);
+
+    const client = await pool.connect();
+    try {
+      await client.query('begin');
+      await client.query('select billing_sync_catalog($1)', [JSON.stringify(stored)]);
+      for (const step of steps) {
+        await client.query('savepoint step');
+        const outcome = await client.query<Record<string, unknown>>(step.sql).then(
+          (result) => {
+            const value = result.rows[0] && Object.values(result.rows[0])[0];
+            return { value };
+          },
+          (error: Error & { code?: string }) => ({ error: `ERROR ${error.code}: ${error.message}` }),
+        );
+        if ('error' in outcome) {
+          await client.query('rollback to savepoint step');
+          expect([step.sql, outcome.error]).toEqual([step.sql, step.expect]);
+        } else if (step.expect?.startsWith('→ ')) {
+          const expected = step.expect.slice(2);
+          const actual = typeof outcome.value === 'object' && outcome.value !== null ? outcome.value : String(outcome.value);
+          expect([step.sql, actual]).toEqual([step.sql, typeof actual === 'string' ? expected : JSON.parse(expected)]);
+        } else {
+          expect([step.sql, step.expect]).toEqual([step.sql, undefined]);
+        }
+      }
+    } finally {
+      await client.query('rollback');
+      client.release();
+    }
   });
 });

@@ -7,6 +7,9 @@
 // (src/billing/setup.ts); the webhook uses it to know which subscriptions are ours and
 // which plan and features they carry. Without a catalog (BILLING_CATALOG unset) the
 // backend sells STRIPE_PRICE_ID alone, as it always did.
+//
+// Limits and usage meters (docs/usage.md) travel with the plans to the database, which
+// enforces them; here they are only checked and shown.
 
 import { productScope, type ProductScope } from './product-scope.ts';
 import type { PriceFacts } from './stripe-objects.ts';
@@ -27,12 +30,28 @@ export interface CatalogPrice {
   currency: string;
 }
 
+/** What a meter does past its included amount. ("bill" comes with Stripe Meters.) */
+export const OVERAGES = ['block', 'allow'] as const;
+export type Overage = (typeof OVERAGES)[number];
+
+/** Key -> the most a subject may store; null: explicitly unlimited. */
+export type Limits = Readonly<Record<string, number | null>>;
+
+export interface Meter {
+  /** Per usage window. */
+  included: number;
+  overage: Overage;
+}
+export type Meters = Readonly<Record<string, Meter>>;
+
 export interface Trial {
   days: number;
   /** false: Checkout collects no card (payment_method_collection: if_required). */
   cardRequired: boolean;
   /** For a trial without a card: what happens at its end when none was added. */
   withoutCard: WithoutCardBehavior;
+  /** The trial's own limits, over the plan's, while trialing. */
+  limits: Limits;
 }
 
 export interface Plan {
@@ -45,6 +64,16 @@ export interface Plan {
   features: readonly string[];
   trial: Trial | null;
   prices: readonly CatalogPrice[];
+  /** A key the plan omits is unlimited on it. */
+  limits: Limits;
+  usage: Meters;
+}
+
+/** What a subject without access gets. Missing, or a key it omits: 0 of every declared
+ *  key, never unlimited by accident. */
+export interface Free {
+  limits: Limits;
+  usage: Meters;
 }
 
 export interface Catalog {
@@ -58,6 +87,7 @@ export interface Catalog {
   features: ReadonlyMap<string, string>;
   /** In the file's order, which is the order a pricing table shows them in. */
   plans: readonly Plan[];
+  free: Free | null;
 }
 
 export class CatalogError extends Error {
@@ -152,6 +182,8 @@ export function parseCatalog(value: unknown, source: string): Catalog {
         features: planFeatures,
         trial: parseTrial(raw['trial'], `${where}.trial`, at),
         prices,
+        limits: parseLimits(raw['limits'], `${where}.limits`, at),
+        usage: parseMeters(raw['usage'], `${where}.usage`, at),
       });
     }
   }
@@ -165,6 +197,11 @@ export function parseCatalog(value: unknown, source: string): Catalog {
     if (options[option] !== undefined && typeof options[option] !== 'boolean') at(`checkout.${option}`, 'must be true or false');
   }
 
+  const rawFree = value['free'];
+  let free: Free | null = null;
+  if (rawFree !== undefined && !isObject(rawFree)) at('free', 'must be an object of limits and usage');
+  else if (isObject(rawFree)) free = { limits: parseLimits(rawFree['limits'], 'free.limits', at), usage: parseMeters(rawFree['usage'], 'free.usage', at) };
+
   if (problems.length > 0) throw new CatalogError(source, problems);
   return {
     source,
@@ -173,7 +210,45 @@ export function parseCatalog(value: unknown, source: string): Catalog {
     automaticTax: options['automaticTax'] === true,
     features,
     plans,
+    free,
   };
+}
+
+function parseLimits(raw: unknown, where: string, at: (where: string, problem: string) => void): Limits {
+  if (raw === undefined) return {};
+  if (!isObject(raw)) {
+    at(where, 'must be an object of key -> count');
+    return {};
+  }
+  const limits: Record<string, number | null> = {};
+  for (const [key, limit] of Object.entries(raw)) {
+    if (!KEY.test(key)) at(`${where}.${key}`, 'is not a key (lowercase letters, digits, _; 40 at most)');
+    if (limit !== null && (typeof limit !== 'number' || !Number.isSafeInteger(limit) || limit < 0)) at(`${where}.${key}`, 'must be a whole number of 0 or more, or null (unlimited)');
+    limits[key] = limit as number | null;
+  }
+  return limits;
+}
+
+function parseMeters(raw: unknown, where: string, at: (where: string, problem: string) => void): Meters {
+  if (raw === undefined) return {};
+  if (!isObject(raw)) {
+    at(where, 'must be an object of meter -> {included, overage}');
+    return {};
+  }
+  const meters: Record<string, Meter> = {};
+  for (const [key, meter] of Object.entries(raw)) {
+    const mw = `${where}.${key}`;
+    if (!KEY.test(key)) at(mw, 'is not a key (lowercase letters, digits, _; 40 at most)');
+    if (!isObject(meter)) {
+      at(mw, 'must be an object');
+      continue;
+    }
+    const { included, overage } = meter;
+    if (typeof included !== 'number' || !Number.isSafeInteger(included) || included < 0) at(`${mw}.included`, 'must be a whole number of 0 or more');
+    if (!(OVERAGES as readonly unknown[]).includes(overage)) at(`${mw}.overage`, `must be one of ${OVERAGES.join(', ')}`);
+    meters[key] = { included: Number(included), overage: overage as Overage };
+  }
+  return meters;
 }
 
 function parseTrial(raw: unknown, where: string, at: (where: string, problem: string) => void): Trial | null {
@@ -182,14 +257,19 @@ function parseTrial(raw: unknown, where: string, at: (where: string, problem: st
     at(where, 'must be an object');
     return null;
   }
-  const { days, cardRequired, withoutCard } = raw;
+  const { days, cardRequired, withoutCard, limits } = raw;
   // Stripe: trial_period_days from 1 to 730.
   if (typeof days !== 'number' || !Number.isInteger(days) || days < 1 || days > 730) at(`${where}.days`, 'must be a whole number from 1 to 730');
   if (typeof cardRequired !== 'boolean') at(`${where}.cardRequired`, 'must be true or false');
   if (withoutCard !== undefined && !(WITHOUT_CARD_BEHAVIORS as readonly unknown[]).includes(withoutCard)) {
     at(`${where}.withoutCard`, `must be one of ${WITHOUT_CARD_BEHAVIORS.join(', ')}`);
   }
-  return { days: Number(days), cardRequired: cardRequired === true, withoutCard: (withoutCard as WithoutCardBehavior | undefined) ?? 'cancel' };
+  return {
+    days: Number(days),
+    cardRequired: cardRequired === true,
+    withoutCard: (withoutCard as WithoutCardBehavior | undefined) ?? 'cancel',
+    limits: parseLimits(limits, `${where}.limits`, at),
+  };
 }
 
 export interface PriceInPlan {
