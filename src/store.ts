@@ -233,7 +233,7 @@ export interface RecordedEvent {
 }
 
 type StoredLimits = Record<string, number | null>;
-type StoredMeters = Record<string, { included: number; overage: string }>;
+type StoredMeters = Record<string, { included: number; overage: string; marginPercent?: number; windowsOver?: number; graceDays?: number }>;
 
 export type StoredCatalog = {
   plans: {

@@ -40,12 +40,11 @@ async function q<Row extends pg.QueryResultRow>(sql: string, params: unknown[] =
 /** One transaction on one connection: as `as` (a signed-in user's id, or the service
  *  role), at the time `at` (billing.now, local to the transaction). */
 async function tx<Row extends pg.QueryResultRow>(
-  /** as: 'service_role', or a signed-in user's id. */
-  options: { as?: string; at?: string; client?: pg.ClientBase },
+  options: { as?: string; at?: string },
   sql: string,
   params: unknown[] = [],
 ): Promise<Row[]> {
-  const client = options.client ?? (await pool.connect());
+  const client = await pool.connect();
   try {
     await client.query('begin');
     if (options.at) await client.query(`select set_config('billing.now', $1, true)`, [options.at]);
@@ -61,7 +60,7 @@ async function tx<Row extends pg.QueryResultRow>(
     await client.query('rollback');
     throw error;
   } finally {
-    if (!options.client) (client as pg.PoolClient).release();
+    client.release();
   }
 }
 
@@ -86,7 +85,10 @@ const CATALOG = {
     { price_id: 'price_usage_starter_y', plan: 'starter', lookup_key: 'usage_starter_y', interval: 'year', amount: 9000, currency: 'eur' },
     { price_id: 'price_usage_growth_m', plan: 'growth', lookup_key: 'usage_growth_m', interval: 'month', amount: 2900, currency: 'eur' },
   ],
-  free: { limits: { sites: 1, members: null }, usage: { pageviews: { included: 100, overage: 'block' } } },
+  free: {
+    limits: { sites: 1, members: null },
+    usage: { pageviews: { included: 100, overage: 'block' }, events: { included: 100, overage: 'allow', marginPercent: 20, windowsOver: 2, graceDays: 3 } },
+  },
 };
 
 async function sync(catalog: unknown): Promise<void> {
@@ -350,6 +352,54 @@ describe('billing_track and billing_usage', () => {
   });
 });
 
+describe('billing_usage_state: grace and lock', () => {
+  const state = (subject: string, at: string) => one<string>({ at }, `select billing_usage_state($1, 'events') as v`, [subject]);
+  // Free events: 100 included, a margin of 20%, 2 windows in a row, 3 days of grace;
+  // calendar months without a subscription.
+  const use = (subject: string, amount: number, at: string) => track(subject, 'events', amount, `${at}:${amount}`, undefined, at);
+
+  it('two windows in a row above the margin start grace when the second ends, then a lock until a window ends within the limit', async () => {
+    const subject = randomUUID();
+    await use(subject, 130, '2027-01-10T00:00:00Z');
+    await use(subject, 121, '2027-02-10T00:00:00Z');
+    expect(await state(subject, '2027-02-20T00:00:00Z')).toBe('over');
+    expect(await state(subject, '2027-03-01T00:00:00Z')).toBe('grace');
+    expect(await state(subject, '2027-03-03T23:59:00Z')).toBe('grace');
+    expect(await state(subject, '2027-03-04T00:00:00Z')).toBe('locked');
+    // March above the limit but within the margin: still locked in April.
+    await use(subject, 105, '2027-03-10T00:00:00Z');
+    expect(await state(subject, '2027-04-02T00:00:00Z')).toBe('locked');
+    // April within the limit: unlocked when it ends.
+    await use(subject, 95, '2027-04-10T00:00:00Z');
+    expect(await state(subject, '2027-04-30T00:00:00Z')).toBe('locked');
+    expect(await state(subject, '2027-05-01T00:00:00Z')).toBe('ok');
+  });
+
+  it('one window above the margin, or a window without use between two, starts nothing; a plan that grows lifts the lock', async () => {
+    const subject = randomUUID();
+    await use(subject, 130, '2027-01-10T00:00:00Z');
+    await use(subject, 130, '2027-03-10T00:00:00Z');
+    expect(await state(subject, '2027-04-01T00:00:00Z')).toBe('ok');
+    await use(subject, 130, '2027-04-10T00:00:00Z');
+    expect(await state(subject, '2027-04-10T00:00:00Z')).toBe('over');
+    expect(await state(subject, '2027-05-10T00:00:00Z')).toBe('locked');
+    // An outsider gets the free answer: nothing used.
+    expect(await one({ as: randomUUID(), at: '2027-05-10T00:00:00Z' }, `select billing_usage_state($1, 'events') as v`, [subject])).toBe('ok');
+
+    const client = await pool.connect();
+    try {
+      await client.query('begin');
+      await client.query(`select set_config('billing.now', '2027-05-10T00:00:00Z', true)`);
+      const grown = { ...CATALOG, free: { ...CATALOG.free, usage: { ...CATALOG.free.usage, events: { ...CATALOG.free.usage.events, included: 120 } } } };
+      await client.query('select billing_sync_catalog($1)', [JSON.stringify(grown)]);
+      expect((await client.query(`select billing_usage_state($1, 'events') as v`, [subject])).rows).toEqual([{ v: 'ok' }]);
+    } finally {
+      await client.query('rollback');
+      client.release();
+    }
+  });
+});
+
 describe('usage windows', () => {
   const window = (subject: string, at: string) =>
     q<{ window_start: Date; window_end: Date }>('select * from billing_usage_window($1, $2)', [subject, at]).then(([w]) => [w?.window_start.toISOString(), w?.window_end.toISOString()]);
@@ -390,7 +440,7 @@ describe('usage windows', () => {
 describe('the catalog: limits, meters, trial limits and free, through billing:setup to the database and /plans', () => {
   const USAGE_KEYS = {
     limits: { projects: 5, members: null },
-    usage: { pageviews: { included: 100000, overage: 'block' } },
+    usage: { pageviews: { included: 100000, overage: 'block', graceDays: 14 } },
   };
 
   async function shippedWith(edit: (catalog: Record<string, unknown> & { plans: Record<string, Record<string, unknown>> }) => void): Promise<unknown> {
@@ -416,14 +466,14 @@ describe('the catalog: limits, meters, trial limits and free, through billing:se
     try {
       await client.query('begin');
       await client.query('select billing_sync_catalog($1)', [JSON.stringify(stored)]);
-      const { rows } = await client.query(`select plan, trial, kind, key, value::int, overage from billing_plan_limits where plan = 'pro' or plan is null order by plan nulls first, trial, kind, key`);
+      const { rows } = await client.query(`select plan, trial, kind, key, value::int, overage, grace_days from billing_plan_limits where plan = 'pro' or plan is null order by plan nulls first, trial, kind, key`);
       expect(rows).toEqual([
-        { plan: null, trial: false, kind: 'limit', key: 'projects', value: 1, overage: null },
-        { plan: null, trial: false, kind: 'meter', key: 'pageviews', value: 1000, overage: 'allow' },
-        { plan: 'pro', trial: false, kind: 'limit', key: 'members', value: null, overage: null },
-        { plan: 'pro', trial: false, kind: 'limit', key: 'projects', value: 5, overage: null },
-        { plan: 'pro', trial: false, kind: 'meter', key: 'pageviews', value: 100000, overage: 'block' },
-        { plan: 'pro', trial: true, kind: 'limit', key: 'projects', value: 1, overage: null },
+        { plan: null, trial: false, kind: 'limit', key: 'projects', value: 1, overage: null, grace_days: null },
+        { plan: null, trial: false, kind: 'meter', key: 'pageviews', value: 1000, overage: 'allow', grace_days: null },
+        { plan: 'pro', trial: false, kind: 'limit', key: 'members', value: null, overage: null, grace_days: null },
+        { plan: 'pro', trial: false, kind: 'limit', key: 'projects', value: 5, overage: null, grace_days: null },
+        { plan: 'pro', trial: false, kind: 'meter', key: 'pageviews', value: 100000, overage: 'block', grace_days: 14 },
+        { plan: 'pro', trial: true, kind: 'limit', key: 'projects', value: 1, overage: null, grace_days: null },
       ]);
     } finally {
       await client.query('rollback');
@@ -431,7 +481,7 @@ describe('the catalog: limits, meters, trial limits and free, through billing:se
     }
 
     const bad = await shippedWith((c) => {
-      Object.assign(c.plans['pro'] ?? {}, { limits: { Sites: 1, members: -1 }, usage: { pageviews: { included: 10, overage: 'bill' } } });
+      Object.assign(c.plans['pro'] ?? {}, { limits: { Sites: 1, members: -1 }, usage: { pageviews: { included: 10, overage: 'bill', windowsOver: 0 } } });
       c['free'] = { limits: { projects: 'many' } };
     });
     let error: unknown;
@@ -445,6 +495,7 @@ describe('the catalog: limits, meters, trial limits and free, through billing:se
       'plans.pro.limits.Sites is not a key (lowercase letters, digits, _; 40 at most)',
       'plans.pro.limits.members must be a whole number of 0 or more, or null (unlimited)',
       'plans.pro.usage.pageviews.overage must be one of block, allow',
+      'plans.pro.usage.pageviews.windowsOver must be a whole number of 1 or more',
       'free.limits.projects must be a whole number of 0 or more, or null (unlimited)',
     ]);
   });

@@ -8,9 +8,11 @@
 // which plan and features they carry. Without a catalog (BILLING_CATALOG unset) the
 // backend sells STRIPE_PRICE_ID alone, as it always did.
 //
-// Limits and usage meters (docs/usage.md) travel with the plans to the database, which
-// enforces them; here they are only checked and shown.
+// Limits and usage meters (src/usage/) travel with the plans to the database, which
+// enforces them.
 
+import { parseLimits, parseMeters, type Limits, type Meters } from '../usage/catalog.ts';
+import { isObject, KEY } from './catalog-syntax.ts';
 import { productScope, type ProductScope } from './product-scope.ts';
 import type { PriceFacts } from './stripe-objects.ts';
 
@@ -29,20 +31,6 @@ export interface CatalogPrice {
   amount: number;
   currency: string;
 }
-
-/** What a meter does past its included amount. ("bill" comes with Stripe Meters.) */
-export const OVERAGES = ['block', 'allow'] as const;
-export type Overage = (typeof OVERAGES)[number];
-
-/** Key -> the most a subject may store; null: explicitly unlimited. */
-export type Limits = Readonly<Record<string, number | null>>;
-
-export interface Meter {
-  /** Per usage window. */
-  included: number;
-  overage: Overage;
-}
-export type Meters = Readonly<Record<string, Meter>>;
 
 export interface Trial {
   days: number;
@@ -99,14 +87,11 @@ export class CatalogError extends Error {
   }
 }
 
-const KEY = /^[a-z][a-z0-9_]{0,39}$/;
 // Stripe: lookup keys up to 200 characters; product ids are letters, digits, _ and -.
 const LOOKUP_KEY = /^[A-Za-z0-9_.-]{1,200}$/;
 const PRODUCT_ID = /^[A-Za-z0-9_-]{1,100}$/;
 const CURRENCY = /^[a-z]{3}$/;
 
-type Obj = Record<string, unknown>;
-const isObject = (value: unknown): value is Obj => typeof value === 'object' && value !== null && !Array.isArray(value);
 
 /** Validates a parsed catalog file, naming every problem at once. */
 export function parseCatalog(value: unknown, source: string): Catalog {
@@ -212,43 +197,6 @@ export function parseCatalog(value: unknown, source: string): Catalog {
     plans,
     free,
   };
-}
-
-function parseLimits(raw: unknown, where: string, at: (where: string, problem: string) => void): Limits {
-  if (raw === undefined) return {};
-  if (!isObject(raw)) {
-    at(where, 'must be an object of key -> count');
-    return {};
-  }
-  const limits: Record<string, number | null> = {};
-  for (const [key, limit] of Object.entries(raw)) {
-    if (!KEY.test(key)) at(`${where}.${key}`, 'is not a key (lowercase letters, digits, _; 40 at most)');
-    if (limit !== null && (typeof limit !== 'number' || !Number.isSafeInteger(limit) || limit < 0)) at(`${where}.${key}`, 'must be a whole number of 0 or more, or null (unlimited)');
-    limits[key] = limit as number | null;
-  }
-  return limits;
-}
-
-function parseMeters(raw: unknown, where: string, at: (where: string, problem: string) => void): Meters {
-  if (raw === undefined) return {};
-  if (!isObject(raw)) {
-    at(where, 'must be an object of meter -> {included, overage}');
-    return {};
-  }
-  const meters: Record<string, Meter> = {};
-  for (const [key, meter] of Object.entries(raw)) {
-    const mw = `${where}.${key}`;
-    if (!KEY.test(key)) at(mw, 'is not a key (lowercase letters, digits, _; 40 at most)');
-    if (!isObject(meter)) {
-      at(mw, 'must be an object');
-      continue;
-    }
-    const { included, overage } = meter;
-    if (typeof included !== 'number' || !Number.isSafeInteger(included) || included < 0) at(`${mw}.included`, 'must be a whole number of 0 or more');
-    if (!(OVERAGES as readonly unknown[]).includes(overage)) at(`${mw}.overage`, `must be one of ${OVERAGES.join(', ')}`);
-    meters[key] = { included: Number(included), overage: overage as Overage };
-  }
-  return meters;
 }
 
 function parseTrial(raw: unknown, where: string, at: (where: string, problem: string) => void): Trial | null {

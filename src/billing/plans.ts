@@ -2,7 +2,8 @@
 // from the catalog; each price's amount, currency and interval as Stripe holds them;
 // limits and usage meters as the catalog gives them (the database enforces them).
 
-import type { Free, Limits, Meters } from './catalog.ts';
+import type { Free } from './catalog.ts';
+import type { Limits, Meters } from '../usage/catalog.ts';
 import type { PlansConfig } from '../config.ts';
 import type { CatalogPrices } from './prices.ts';
 

@@ -39,6 +39,10 @@ create table public.billing_plan_limits (
   -- A limit, or a meter's included amount; null = unlimited.
   value bigint check (value >= 0),
   overage text check ((kind = 'meter') = (overage is not null) and overage in ('block', 'allow')),
+  -- A meter's grace rule (billing_usage_state); null: the default there.
+  margin_percent integer check (margin_percent >= 0),
+  windows_over integer check (windows_over >= 1),
+  grace_days integer check (grace_days >= 0),
   unique nulls not distinct (plan, trial, kind, key),
   check (plan is not null or not trial)
 );
@@ -51,7 +55,8 @@ grant select on public.billing_plan_limits to authenticated;
 grant all on public.billing_plan_limits to service_role;
 
 -- 20261201100000's, plus the limits: payload plans[].limits {key: n}, plans[].usage
--- {meter: {included, overage}}, plans[].trial_limits {key: n}, and free {limits, usage}
+-- {meter: {included, overage, marginPercent?, windowsOver?, graceDays?}},
+-- plans[].trial_limits {key: n}, and free {limits, usage}
 -- (null or absent: no free entry). A synced plan's limits, and the free entry, are
 -- replaced whole.
 create or replace function public.billing_sync_catalog(p_catalog jsonb) returns void
@@ -84,10 +89,13 @@ begin
   delete from public.billing_plan_limits l
   where l.plan is null or l.plan in (select p ->> 'plan' from jsonb_array_elements(p_catalog -> 'plans') p);
 
-  insert into public.billing_plan_limits (plan, trial, kind, key, value, overage)
+  insert into public.billing_plan_limits (plan, trial, kind, key, value, overage, margin_percent, windows_over, grace_days)
   select e.plan, e.trial, e.kind, k.key,
          case when e.kind = 'meter' then (k.value ->> 'included')::bigint else (k.value #>> '{}')::bigint end,
-         case when e.kind = 'meter' then coalesce(k.value ->> 'overage', 'block') end
+         case when e.kind = 'meter' then coalesce(k.value ->> 'overage', 'block') end,
+         case when e.kind = 'meter' then (k.value ->> 'marginPercent')::integer end,
+         case when e.kind = 'meter' then (k.value ->> 'windowsOver')::integer end,
+         case when e.kind = 'meter' then (k.value ->> 'graceDays')::integer end
   from (
     select p ->> 'plan' as plan, false as trial, 'limit' as kind, p -> 'limits' as entries
     from jsonb_array_elements(p_catalog -> 'plans') p
@@ -173,7 +181,8 @@ update public.billing_subject_state st
 -- free entry's. declared: whether any catalog row names the key.
 create function public.billing_limit_of(
   p_subject uuid, p_kind text, p_key text, p_at timestamptz, p_free boolean,
-  out declared boolean, out value bigint, out overage text
+  out declared boolean, out value bigint, out overage text,
+  out margin_percent integer, out windows_over integer, out grace_days integer
 )
 language plpgsql stable
 security definer
@@ -191,7 +200,8 @@ begin
   end if;
   if s.plan is not null and (public.billing_decide_access(s.status, s.cancel_at_period_end, s.current_period_start,
       s.current_period_end, s.payment_failed_at, case when s.status = 'past_due' then public.billing_grace_days() end, p_at)).access then
-    select l.value, l.overage into value, overage
+    select l.value, l.overage, l.margin_percent, l.windows_over, l.grace_days
+      into value, overage, margin_percent, windows_over, grace_days
     from public.billing_plan_limits l
     where l.plan = s.plan and l.kind = p_kind and l.key = p_key and (not l.trial or s.status = 'trialing')
     order by l.trial desc
@@ -201,7 +211,8 @@ begin
     end if;
     return;
   end if;
-  select l.value, l.overage into value, overage
+  select l.value, l.overage, l.margin_percent, l.windows_over, l.grace_days
+    into value, overage, margin_percent, windows_over, grace_days
   from public.billing_plan_limits l
   where l.plan is null and l.kind = p_kind and l.key = p_key;
   if not found then
@@ -389,21 +400,61 @@ begin
 end;
 $$;
 
--- over (used > included), warning (at least 90% of included), or ok, against the plan
--- now. An unlimited meter is always ok.
+-- Against the plan now, the first that holds: locked, grace, over (used > included),
+-- warning (at least 90% of included), ok; an unlimited meter is ok. The grace rule: a
+-- run of windows_over (2) windows in a row that each ended above included +
+-- margin_percent (10%) starts grace_days (7) of grace when its last window ends; after
+-- them the meter is locked until a window ends within the included amount (a window
+-- without use does) or the plan includes enough for the windows that ended.
 create function public.billing_usage_state(p_subject uuid, p_meter text) returns text
 language plpgsql stable
 security definer
 set search_path = ''
 as $$
 declare
+  v_now timestamptz := public.billing_now();
   v_used bigint := public.billing_usage(p_subject, p_meter);
+  v_may_ask boolean := public.billing_may_ask(p_subject);
   l record;
+  w record;
+  r record;
+  v_next timestamptz;
+  v_ends timestamptz[] := '{}';
+  v_above boolean[] := '{}';
+  v_run integer := 0;
+  v_since timestamptz;
 begin
-  select * into l from public.billing_limit_of(p_subject, 'meter', p_meter, public.billing_now(), not public.billing_may_ask(p_subject));
+  select * into l from public.billing_limit_of(p_subject, 'meter', p_meter, v_now, not v_may_ask);
   if l.value is null then
     return 'ok';
-  elsif v_used > l.value then
+  end if;
+  if v_may_ask then
+    -- The ended windows over the included amount, back from the current one without a
+    -- gap, then the earliest run among them that started grace.
+    select * into w from public.billing_usage_window(p_subject, v_now);
+    v_next := w.window_start;
+    for r in
+      select u.window_start, u.window_end, u.used from public.billing_usage_windows u
+      where u.subject_id = p_subject and u.meter = p_meter and u.window_start < w.window_start
+      order by u.window_start desc
+    loop
+      exit when r.window_end <> v_next or r.used <= l.value;
+      v_ends := array_prepend(r.window_end, v_ends);
+      v_above := array_prepend(r.used * 100 > l.value * (100 + coalesce(l.margin_percent, 10)), v_above);
+      v_next := r.window_start;
+    end loop;
+    for i in 1 .. cardinality(v_ends) loop
+      v_run := case when v_above[i] then v_run + 1 else 0 end;
+      if v_run >= coalesce(l.windows_over, 2) then
+        v_since := v_ends[i];
+        exit;
+      end if;
+    end loop;
+    if v_since is not null then
+      return case when v_now < v_since + make_interval(secs => coalesce(l.grace_days, 7) * 86400) then 'grace' else 'locked' end;
+    end if;
+  end if;
+  if v_used > l.value then
     return 'over';
   elsif v_used > 0 and v_used * 10 >= l.value * 9 then
     return 'warning';
