@@ -14,7 +14,7 @@ import { startThrowawayStack, type ThrowawayStack } from '../scripts/stack/throw
 import { CatalogError, parseCatalog } from '../src/billing/catalog.ts';
 import { storedCatalog } from '../src/billing/setup.ts';
 import { CATALOG_FILE } from './support/catalog.ts';
-import { withEnv } from './support/stack.ts';
+import { newUser, withEnv } from './support/stack.ts';
 
 let own: ThrowawayStack;
 let pool: pg.Pool;
@@ -26,6 +26,11 @@ beforeAll(async () => {
   await sync(CATALOG);
   await q(`create table public.sites (id uuid primary key default gen_random_uuid(), team_id uuid, name text not null default 'site')`);
   await q(`select billing_attach_limit('public.sites', 'sites', 'team_id')`);
+  // As a product would let members add their teams' sites.
+  await q('alter table public.sites enable row level security');
+  await q('grant select, insert, delete on public.sites to authenticated');
+  await q(`create policy "members write their teams' sites" on public.sites for all to authenticated
+             using (team_id = any ((select billing_my_team_ids())::uuid[])) with check (team_id = any ((select billing_my_team_ids())::uuid[]))`);
 });
 
 afterAll(async () => {
@@ -255,10 +260,6 @@ describe('billing_attach_limit: counts of rows, per statement', () => {
   });
 
   it('an insert row-level security refuses cannot probe another team\'s limit; users cannot write the counts; unknown keys and callers are refused', async () => {
-    await q('alter table public.sites enable row level security');
-    await q('grant select, insert, delete on public.sites to authenticated');
-    await q(`create policy "members write their teams' sites" on public.sites for all to authenticated
-               using (team_id = any ((select billing_my_team_ids())::uuid[])) with check (team_id = any ((select billing_my_team_ids())::uuid[]))`);
     const { subject: full } = await subscribed({ start: daysFromNow(-3), end: daysFromNow(27) });
     await q('insert into public.sites (team_id) select $1 from generate_series(1, 3)', [full]);
     const outsider = randomUUID();
@@ -277,6 +278,28 @@ describe('billing_attach_limit: counts of rows, per statement', () => {
     // The service role may attach (and re-attaching recounts).
     await tx({ as: 'service_role' }, `select billing_attach_limit('public.sites', 'sites', 'team_id')`);
     expect(await q(`select count::int from billing_limit_counts where subject_id = $1 and key = 'sites'`, [full])).toEqual([{ count: 3 }]);
+  });
+});
+
+describe('through PostgREST', () => {
+  it('a signed-in member\'s insert past the limit answers 400 with the message and detail', async () => {
+    const { subject: team } = await subscribed({ start: daysFromNow(-3), end: daysFromNow(27) }); // starter: 3 sites
+    const { id, token } = await withEnv(own.env, () => Promise.resolve(newUser())); // signed for this stack
+    await q(`insert into billing_team_members (team_id, user_id, role) values ($1, $2, 'owner')`, [team, id]);
+    await q('insert into public.sites (team_id) select $1 from generate_series(1, 3)', [team]);
+    await q(`notify pgrst, 'reload schema'`); // public.sites is newer than PostgREST's schema cache
+    const insert = () => fetch(`${own.env['SUPABASE_URL']}/rest/v1/sites`, {
+      method: 'POST',
+      headers: { apikey: token, authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ team_id: team }),
+    });
+    let response = await insert();
+    for (let tries = 0; response.status === 404 && tries < 50; tries += 1) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      response = await insert();
+    }
+    expect(response.status).toBe(400);
+    expect(await response.json()).toMatchObject({ code: '23514', message: 'Plan limit reached: sites', details: 'key=sites limit=3 count=4' });
   });
 });
 
