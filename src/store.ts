@@ -278,9 +278,22 @@ export interface RecordedEvent {
   customerId: string | null;
 }
 
+type StoredLimits = Record<string, number | null>;
+type StoredMeters = Record<string, { included: number; overage: string; marginPercent?: number; windowsOver?: number; graceDays?: number }>;
+
 export type StoredCatalog = {
-  plans: { plan: string; product_id: string; name: string; features: string[] }[];
+  plans: {
+    plan: string;
+    product_id: string;
+    name: string;
+    features: string[];
+    limits: StoredLimits;
+    trial_limits: StoredLimits;
+    usage: StoredMeters;
+  }[];
   prices: { price_id: string; plan: string; lookup_key: string; interval: string; amount: number; currency: string }[];
+  /** null: no free entry (a subject without access gets 0 of every declared key). */
+  free: { limits: StoredLimits; usage: StoredMeters } | null;
 };
 
 export class StoreError extends Error {

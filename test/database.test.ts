@@ -55,7 +55,7 @@ describe('row-level security', () => {
   });
 
   // The entitlement functions (supabase/migrations/20261201100000) and the teams' policy
-  // helpers (20261204100000) are for policies, so `authenticated` may run them; they answer
+  // helpers (20261204100000) and the limits' readers (20261204600000) are for policies, so `authenticated` may run them; they answer
   // only about the caller and their teams (test/entitlements.test.ts, test/teams-sql.test.ts).
   it('billing functions, but the entitlement ones, are not executable by signed-in users or anon', async () => {
     const alice = newUser();
@@ -68,7 +68,7 @@ describe('row-level security', () => {
       `select distinct grantee from information_schema.routine_privileges
         where routine_schema = 'public' and routine_name like 'billing_%' and privilege_type = 'EXECUTE'
           and routine_name not in ('billing_has_access', 'billing_features', 'billing_has_feature', 'billing_decide_access', 'billing_grace_days', 'billing_account_grace_days',
-                                   'billing_subjects_with_feature', 'billing_my_team_ids')`,
+                                   'billing_subjects_with_feature', 'billing_my_team_ids', 'billing_limit', 'billing_usage', 'billing_usage_state')`,
     );
     const grantees = privileges.map((p) => p.grantee);
     expect(grantees).toContain('service_role');

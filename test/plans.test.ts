@@ -247,7 +247,9 @@ describe('GET /api/stripe/plans', () => {
     expect(body.defaultPrice).toBe('pro_monthly');
     expect(body.plans.map((p) => p.key)).toEqual(['pro', 'business']);
     expect(body.plans[1]?.features.map((f) => f.key)).toEqual(BUSINESS);
-    expect(body.plans[0]?.trial).toEqual({ days: 14, cardRequired: false });
+    expect(body.plans[0]?.trial).toEqual({ days: 14, cardRequired: false, limits: {} });
+    // The shipped catalog declares no limits or meters (docs/usage.md).
+    expect(body).toMatchObject({ free: null, plans: [{ limits: {}, usage: {} }, { limits: {}, usage: {} }] });
     expect(body.plans[0]?.prices).toEqual([
       { lookupKey: 'pro_monthly', interval: 'month', amount: 900, currency: 'eur' },
       { lookupKey: 'pro_yearly', interval: 'year', amount: 9000, currency: 'eur' },
@@ -270,7 +272,7 @@ describe('GET /api/stripe/plans', () => {
   it('without a catalog: no plans, no Stripe call', async () => {
     const response = await withEnv({ BILLING_CATALOG: undefined }, () => plans(new Request('http://localhost/api/stripe/plans')));
     expect(response.status).toBe(200);
-    expect(await response.json()).toEqual({ defaultPrice: null, plans: [] });
+    expect(await response.json()).toEqual({ defaultPrice: null, plans: [], free: null });
   });
 });
 

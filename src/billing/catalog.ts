@@ -7,7 +7,12 @@
 // (src/billing/setup.ts); the webhook uses it to know which subscriptions are ours and
 // which plan and features they carry. Without a catalog (BILLING_CATALOG unset) the
 // backend sells STRIPE_PRICE_ID alone, as it always did.
+//
+// Limits and usage meters (src/usage/) travel with the plans to the database, which
+// enforces them.
 
+import { parseLimits, parseMeters, type Limits, type Meters } from '../usage/catalog.ts';
+import { isObject, KEY } from './catalog-syntax.ts';
 import { productScope, type ProductScope } from './product-scope.ts';
 import type { PriceFacts } from './stripe-objects.ts';
 
@@ -45,6 +50,8 @@ export interface Trial {
   cardRequired: boolean;
   /** For a trial without a card: what happens at its end when none was added. */
   withoutCard: WithoutCardBehavior;
+  /** The trial's own limits, over the plan's, while trialing. */
+  limits: Limits;
 }
 
 export interface Plan {
@@ -59,6 +66,16 @@ export interface Plan {
   /** Sold per seat (src/teams/seats.ts); null: one quantity, whoever uses it. */
   seats: Seats | null;
   prices: readonly CatalogPrice[];
+  /** A key the plan omits is unlimited on it. */
+  limits: Limits;
+  usage: Meters;
+}
+
+/** What a subject without access gets. Missing, or a key it omits: 0 of every declared
+ *  key, never unlimited by accident. */
+export interface Free {
+  limits: Limits;
+  usage: Meters;
 }
 
 export interface Catalog {
@@ -72,6 +89,7 @@ export interface Catalog {
   features: ReadonlyMap<string, string>;
   /** In the file's order, which is the order a pricing table shows them in. */
   plans: readonly Plan[];
+  free: Free | null;
 }
 
 export class CatalogError extends Error {
@@ -83,14 +101,11 @@ export class CatalogError extends Error {
   }
 }
 
-const KEY = /^[a-z][a-z0-9_]{0,39}$/;
 // Stripe: lookup keys up to 200 characters; product ids are letters, digits, _ and -.
 const LOOKUP_KEY = /^[A-Za-z0-9_.-]{1,200}$/;
 const PRODUCT_ID = /^[A-Za-z0-9_-]{1,100}$/;
 const CURRENCY = /^[a-z]{3}$/;
 
-type Obj = Record<string, unknown>;
-const isObject = (value: unknown): value is Obj => typeof value === 'object' && value !== null && !Array.isArray(value);
 
 /** Validates a parsed catalog file, naming every problem at once. */
 export function parseCatalog(value: unknown, source: string): Catalog {
@@ -167,6 +182,8 @@ export function parseCatalog(value: unknown, source: string): Catalog {
         trial: parseTrial(raw['trial'], `${where}.trial`, at),
         seats: parseSeats(raw['seats'], `${where}.seats`, at),
         prices,
+        limits: parseLimits(raw['limits'], `${where}.limits`, at),
+        usage: parseMeters(raw['usage'], `${where}.usage`, at),
       });
     }
   }
@@ -180,6 +197,11 @@ export function parseCatalog(value: unknown, source: string): Catalog {
     if (options[option] !== undefined && typeof options[option] !== 'boolean') at(`checkout.${option}`, 'must be true or false');
   }
 
+  const rawFree = value['free'];
+  let free: Free | null = null;
+  if (rawFree !== undefined && !isObject(rawFree)) at('free', 'must be an object of limits and usage');
+  else if (isObject(rawFree)) free = { limits: parseLimits(rawFree['limits'], 'free.limits', at), usage: parseMeters(rawFree['usage'], 'free.usage', at) };
+
   if (problems.length > 0) throw new CatalogError(source, problems);
   return {
     source,
@@ -188,6 +210,7 @@ export function parseCatalog(value: unknown, source: string): Catalog {
     automaticTax: options['automaticTax'] === true,
     features,
     plans,
+    free,
   };
 }
 
@@ -197,14 +220,19 @@ function parseTrial(raw: unknown, where: string, at: (where: string, problem: st
     at(where, 'must be an object');
     return null;
   }
-  const { days, cardRequired, withoutCard } = raw;
+  const { days, cardRequired, withoutCard, limits } = raw;
   // Stripe: trial_period_days from 1 to 730.
   if (typeof days !== 'number' || !Number.isInteger(days) || days < 1 || days > 730) at(`${where}.days`, 'must be a whole number from 1 to 730');
   if (typeof cardRequired !== 'boolean') at(`${where}.cardRequired`, 'must be true or false');
   if (withoutCard !== undefined && !(WITHOUT_CARD_BEHAVIORS as readonly unknown[]).includes(withoutCard)) {
     at(`${where}.withoutCard`, `must be one of ${WITHOUT_CARD_BEHAVIORS.join(', ')}`);
   }
-  return { days: Number(days), cardRequired: cardRequired === true, withoutCard: (withoutCard as WithoutCardBehavior | undefined) ?? 'cancel' };
+  return {
+    days: Number(days),
+    cardRequired: cardRequired === true,
+    withoutCard: (withoutCard as WithoutCardBehavior | undefined) ?? 'cancel',
+    limits: parseLimits(limits, `${where}.limits`, at),
+  };
 }
 
 /** Stripe's largest quantity is far above any team; this only catches a typo. */

@@ -259,12 +259,21 @@ function samePortal(current: Stripe.BillingPortal.Configuration, wanted: Stripe.
 
 export function storedCatalog(catalog: Catalog, priceIds: ReadonlyMap<string, string>): StoredCatalog {
   return {
-    plans: catalog.plans.map((plan) => ({ plan: plan.key, product_id: plan.productId, name: plan.name, features: [...plan.features] })),
+    plans: catalog.plans.map((plan) => ({
+      plan: plan.key,
+      product_id: plan.productId,
+      name: plan.name,
+      features: [...plan.features],
+      limits: { ...plan.limits },
+      trial_limits: { ...plan.trial?.limits },
+      usage: { ...plan.usage },
+    })),
     prices: allPrices(catalog).flatMap(({ plan, price }) => {
       const id = priceIds.get(price.lookupKey);
       return id
         ? [{ price_id: id, plan: plan.key, lookup_key: price.lookupKey, interval: price.interval, amount: price.amount, currency: price.currency }]
         : [];
     }),
+    free: catalog.free && { limits: { ...catalog.free.limits }, usage: { ...catalog.free.usage } },
   };
 }
