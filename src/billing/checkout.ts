@@ -1,7 +1,8 @@
 import type Stripe from 'stripe';
 import type { AuthUser } from '../auth.ts';
 import type { CheckoutConfig } from '../config.ts';
-import { AlreadySubscribedError, InvalidRequestError, PlanUnavailableError, UnknownPriceError } from '../errors.ts';
+import { AlreadySubscribedError, PlanUnavailableError, UnknownPriceError } from '../errors.ts';
+import { jsonObjectBody } from '../http/body.ts';
 import type { BillingStore } from '../store.ts';
 import type { StripeLoader } from '../stripe-client.ts';
 import { canStartCheckout } from './access.ts';
@@ -34,15 +35,7 @@ const TRIAL_OFFER_SECONDS = 24 * 3600;
  *  Anything else that is sent must be a JSON object: a client that meant a price and sent
  *  it broken is told so (400), never sold the default plan. */
 export function parseCheckoutBody(text: string): CheckoutRequest {
-  if (text.trim() === '') return { price: null, team: null };
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    throw new InvalidRequestError('Invalid JSON body');
-  }
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new InvalidRequestError('Invalid JSON body');
-  const fields = body as Record<string, unknown>;
+  const fields = jsonObjectBody(text);
   const team = teamIdFrom(fields['team']);
   const price = fields['price'];
   if (price === undefined || price === null) return { price: null, team };

@@ -1,6 +1,7 @@
 import type { AuthUser } from '../auth.ts';
 import type { PortalConfig } from '../config.ts';
-import { InvalidRequestError, NoSubscriptionError } from '../errors.ts';
+import { NoSubscriptionError } from '../errors.ts';
+import { jsonObjectBody } from '../http/body.ts';
 import type { BillingStore } from '../store.ts';
 import type { StripeLoader } from '../stripe-client.ts';
 import { openSubject, teamIdFrom } from '../teams/subject.ts';
@@ -15,15 +16,7 @@ export interface PortalDeps {
 /** The optional body: none, `{}`, or `{"team": "<uuid>"}`. Anything else sent must be a
  *  JSON object (400 otherwise): a broken `{"team": …}` must not open the caller's own. */
 export function parsePortalBody(text: string): { team: string | null } {
-  if (text.trim() === '') return { team: null };
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    throw new InvalidRequestError('Invalid JSON body');
-  }
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new InvalidRequestError('Invalid JSON body');
-  return { team: teamIdFrom((body as Record<string, unknown>)['team']) };
+  return { team: teamIdFrom(jsonObjectBody(text)['team']) };
 }
 
 /** Opens the Stripe billing portal for a user, or a team they manage, who has (or had)

@@ -1,4 +1,4 @@
-import { PayloadTooLargeError } from '../errors.ts';
+import { InvalidRequestError, PayloadTooLargeError } from '../errors.ts';
 
 /**
  * The request body's bytes, exactly as sent, refusing (413) one larger than `limitBytes`
@@ -40,4 +40,19 @@ export function strictUtf8Text(bytes: Uint8Array): string | null {
   } catch {
     return null;
   }
+}
+
+/** A request body that must be a JSON object when there is one: its fields, or {} for
+ *  no body at all; anything else is 400 `Invalid JSON body` (a client that sent what it
+ *  meant broken is told so, never served as if it had sent nothing). */
+export function jsonObjectBody(text: string): Readonly<Record<string, unknown>> {
+  if (text.trim() === '') return {};
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw new InvalidRequestError('Invalid JSON body');
+  }
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new InvalidRequestError('Invalid JSON body');
+  return body as Record<string, unknown>;
 }

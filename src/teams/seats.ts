@@ -15,6 +15,7 @@ import { snapshotOf } from '../billing/events.ts';
 import type { ProductScope } from '../billing/product-scope.ts';
 import { readSubscription } from '../billing/stripe-objects.ts';
 import type { SeatsConfig } from '../config.ts';
+import { jsonObjectBody } from '../http/body.ts';
 import { InvalidRequestError, NoPerSeatSubscriptionError } from '../errors.ts';
 import type { BillingStore, SeatPlanMins, SeatState } from '../store.ts';
 import type { StripeLoader } from '../stripe-client.ts';
@@ -210,14 +211,7 @@ export interface SeatsDeps {
 
 /** The body: `{"team": "<uuid>"}`. */
 export function parseSeatsBody(text: string): string {
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    throw new InvalidRequestError('Invalid JSON body');
-  }
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new InvalidRequestError('Invalid JSON body');
-  const team = teamIdFrom((body as Record<string, unknown>)['team']);
+  const team = teamIdFrom(jsonObjectBody(text)['team']);
   if (team === null) throw new InvalidRequestError('Invalid team');
   return team;
 }
