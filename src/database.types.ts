@@ -36,8 +36,6 @@ export type BillingAccountRow = {
   scheduled_interval: string | null;
   features: string[];
   had_trial: boolean;
-  /** A computed field (a function of the row: billing_settings.grace_days), selected by name. */
-  billing_account_grace_days: number;
 };
 
 export type StripeEventRow = {

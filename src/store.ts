@@ -5,7 +5,7 @@
 import { PostgrestClient } from '@supabase/postgrest-js';
 import type { StoreConfig } from './config.ts';
 import type { BillingAccountRow, Database, Json } from './database.types.ts';
-import type { AccessFacts, SubscriptionStatus } from './billing/access.ts';
+import type { AccessDecision, AccessFacts, AccessReason, SubscriptionStatus } from './billing/access.ts';
 import { nodeFetch } from './node-fetch.ts';
 
 /** Per database call; a slow database must not hold a function until Netlify kills it. */
@@ -33,7 +33,7 @@ export interface StoredSubscription extends AccessFacts {
   plan: string | null;
   interval: string | null;
   /** The plan's features, or Stripe's newer entitlement summary; whether the user has
-   *  them now is decideAccess's to say. */
+   *  them now is the database's to say (RequestContext's decision). */
   features: string[];
   /** What a subscription schedule will change next (a downgrade at the period's end). */
   scheduledChange: { priceId: string; plan: string | null; interval: string | null; at: string } | null;
@@ -49,8 +49,6 @@ export interface BillingAccount {
   subscription: StoredSubscription | null;
   /** Whether any subscription of theirs to this product ever had a trial. */
   hadTrial: boolean;
-  /** Days of access after the first failed payment (billing_settings, as SQL reads it). */
-  graceDays: number;
 }
 
 /** A subscription as an event showed it. Times are ISO 8601 strings. */
@@ -249,6 +247,8 @@ export interface RequestContext {
   members: number | null;
   /** The subject's account: the team's, or the caller's own. */
   account: BillingAccount | null;
+  /** The database's access decision for the subject now. */
+  decision: AccessDecision;
   /** Whether the caller ever bought a trial, for themselves or for a team. */
   callerHadTrial: boolean;
   /** The subject whose customer `eventId` was applied for, if it was. */
@@ -308,7 +308,7 @@ const EVENT_COLUMNS = 'id,type,api_version,stripe_created_at,first_received_at,l
 
 // One literal, so supabase-js can type the selected row.
 const ACCOUNT_COLUMNS =
-  'user_id,stripe_customer_id,deleted_customer_id,stripe_subscription_id,status,price_id,product_id,quantity,current_period_start,current_period_end,cancel_at_period_end,trial_end,payment_failed_at,last_payment_status,last_payment_at,last_payment_amount,last_payment_currency,hosted_invoice_url,next_payment_attempt,plan,price_interval,features,had_trial,scheduled_price_id,scheduled_change_at,scheduled_plan,scheduled_interval,billing_account_grace_days';
+  'user_id,stripe_customer_id,deleted_customer_id,stripe_subscription_id,status,price_id,product_id,quantity,current_period_start,current_period_end,cancel_at_period_end,trial_end,payment_failed_at,last_payment_status,last_payment_at,last_payment_amount,last_payment_currency,hosted_invoice_url,next_payment_attempt,plan,price_interval,features,had_trial,scheduled_price_id,scheduled_change_at,scheduled_plan,scheduled_interval';
 
 const APPLY_OUTCOMES: readonly unknown[] = ['applied', 'stale', 'ignored', 'duplicate', 'skipped'] satisfies ApplyOutcome[];
 
@@ -542,17 +542,29 @@ function toRequestContext(value: unknown): RequestContext {
   const retryAfter = typeof row['retry_after'] === 'number' ? row['retry_after'] : 0;
   const role = TEAM_ROLES.includes(row['role']) ? (row['role'] as TeamRole) : null;
   const account = row['account'];
-  const graceDays = row['grace_days'];
   return {
     retryAfter,
     role,
     members: typeof row['members'] === 'number' ? row['members'] : null,
-    account:
-      typeof account === 'object' && account !== null && typeof graceDays === 'number'
-        ? toAccount({ ...(account as BillingAccountRow), billing_account_grace_days: graceDays })
-        : null,
+    account: typeof account === 'object' && account !== null ? toAccount(account as BillingAccountRow) : null,
+    decision: toDecision(row['decision']),
     callerHadTrial: row['caller_had_trial'] === true,
     eventSubject: typeof row['event_subject'] === 'string' ? row['event_subject'] : null,
+  };
+}
+
+const NO_DECISION: AccessDecision = { access: false, reason: 'no_subscription', graceUntil: null, features: [] };
+
+/** The `decision` of billing_request_context (absent when it stopped early: no access). */
+function toDecision(value: unknown): AccessDecision {
+  if (typeof value !== 'object' || value === null) return NO_DECISION;
+  const row = value as Record<string, unknown>;
+  const features = row['features'];
+  return {
+    access: row['access'] === true,
+    reason: typeof row['reason'] === 'string' ? (row['reason'] as AccessReason) : 'no_subscription',
+    graceUntil: typeof row['grace_until'] === 'string' ? row['grace_until'] : null,
+    features: Array.isArray(features) ? features.filter((f): f is string => typeof f === 'string') : [],
   };
 }
 
@@ -562,7 +574,6 @@ function toAccount(row: BillingAccountRow): BillingAccount {
     stripeCustomerId: row.stripe_customer_id,
     deletedCustomerId: row.deleted_customer_id,
     hadTrial: row.had_trial,
-    graceDays: row.billing_account_grace_days,
     subscription:
       row.stripe_subscription_id && row.status
         ? {

@@ -1,4 +1,5 @@
-// What a subscription status means for the product. Pure functions of stored state.
+// What a subscription status means for the product. Whether it gives access now is the
+// database's to decide (billing_decide_access); the API reads that decision.
 
 export const SUBSCRIPTION_STATUSES = [
   'incomplete',
@@ -41,44 +42,13 @@ export type AccessReason =
   | 'no_subscription'
   | Exclude<SubscriptionStatus, 'active' | 'trialing' | 'past_due'>;
 
+/** The database's decision for a subject now: billing_decide_access with the grace days
+ *  and features as billing_has_access and billing_features read them. */
 export interface AccessDecision {
   access: boolean;
   reason: AccessReason;
-  /** When a past-due subscription's grace period ends (or ended). */
-  graceUntil: Date | null;
-}
-
-const DAY_MS = 86_400_000;
-
-/**
- * Whether the user may use the product now. The one place that reads statuses as
- * access; every endpoint and the dashboard's status call go through it.
- */
-export function decideAccess(facts: AccessFacts | null, now: Date, graceDays: number): AccessDecision {
-  if (!facts) return { access: false, reason: 'no_subscription', graceUntil: null };
-  const at = now.getTime();
-  switch (facts.status) {
-    case 'active':
-    case 'trialing': {
-      if (facts.cancelAtPeriodEnd) {
-        const ends = facts.currentPeriodEnd ? Date.parse(facts.currentPeriodEnd) : Number.POSITIVE_INFINITY;
-        return at < ends
-          ? { access: true, reason: 'canceling', graceUntil: null }
-          : { access: false, reason: 'period_ended', graceUntil: null };
-      }
-      return { access: true, reason: facts.status, graceUntil: null };
-    }
-    case 'past_due': {
-      // Without a recorded failure (its invoice event not seen yet), the renewal that
-      // failed started the current period.
-      const since = facts.paymentFailedAt ?? facts.currentPeriodStart;
-      if (!since) return { access: false, reason: 'grace_expired', graceUntil: null };
-      const graceUntil = new Date(Date.parse(since) + graceDays * DAY_MS);
-      return at < graceUntil.getTime()
-        ? { access: true, reason: 'grace_period', graceUntil }
-        : { access: false, reason: 'grace_expired', graceUntil };
-    }
-    default:
-      return { access: false, reason: facts.status, graceUntil: null };
-  }
+  /** When a past-due subscription's grace period ends (or ended), as stored (ISO 8601). */
+  graceUntil: string | null;
+  /** The feature keys the subject has now: none without access. */
+  features: string[];
 }

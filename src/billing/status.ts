@@ -1,9 +1,9 @@
 import type { AuthUser } from '../auth.ts';
 import type { StatusConfig } from '../config.ts';
-import type { BillingAccount, BillingStore, LastPayment } from '../store.ts';
+import type { BillingStore, LastPayment } from '../store.ts';
 import type { SeatsView } from '../teams/seats.ts';
-import { openSubject, type Subject, type TeamView } from '../teams/subject.ts';
-import { decideAccess, type AccessReason, type SubscriptionStatus } from './access.ts';
+import { openSubject, type SubjectContext, type TeamView } from '../teams/subject.ts';
+import type { AccessReason, SubscriptionStatus } from './access.ts';
 import { planOfProduct, type Catalog } from './catalog.ts';
 
 export interface StatusDeps {
@@ -26,7 +26,7 @@ export interface SubscriptionView {
   plan: string | null;
   interval: string | null;
   /** The feature keys the user has now: the plan's (or Stripe's newer entitlement
-   *  summary), and none without access, by the same rule as billing_features in SQL. */
+   *  summary), and none without access, as the database decided (billing_features' rule). */
   features: string[];
   /** A change already decided for a coming date: a downgrade at the period's end. */
   scheduledChange: { priceId: string; plan: string | null; interval: string | null; at: string } | null;
@@ -43,25 +43,23 @@ export interface StatusBody {
 
 /** The status of the user's own billing, or of a team they are a member of. */
 export async function subscriptionStatus(deps: StatusDeps, user: AuthUser, team: string | null = null, now: Date = new Date()): Promise<StatusBody> {
-  const { subject, account } = await openSubject(deps.store, user, { team, need: 'member', action: null });
-  return statusOf(subject, account, now, deps.config.catalog);
+  const context = await openSubject(deps.store, user, { team, need: 'member', action: null });
+  return statusOf(context, now, deps.config.catalog);
 }
 
-/** The status body of a subject whose account was read. */
-export function statusOf(subject: Subject, account: BillingAccount | null, now: Date, catalog: Catalog | null): StatusBody {
-  const subscription = subscriptionView(subject, account, now, catalog);
+/** The status body of a subject whose account and decision were read. */
+export function statusOf(context: SubjectContext, now: Date, catalog: Catalog | null): StatusBody {
+  const { subject } = context;
+  const subscription = subscriptionView(context, now, catalog);
   // The hosted invoice shows the team's billing details and takes a payment: it is for
   // those who manage the team's billing, not every member.
   if (subscription?.lastPayment && subject.team?.role === 'member') subscription.lastPayment.invoiceUrl = null;
   return { subscription, ...(subject.team && { team: subject.team }) };
 }
 
-function subscriptionView(subject: Subject, account: BillingAccount | null, now: Date, catalog: Catalog | null): SubscriptionView | null {
+function subscriptionView({ subject, account, decision }: SubjectContext, now: Date, catalog: Catalog | null): SubscriptionView | null {
   const subscription = account?.subscription ?? null;
   if (!account || !subscription) return null;
-  // The grace days come with the account, from the database: the same number the SQL
-  // entitlement functions use in policies.
-  const decision = decideAccess(subscription, now, account.graceDays);
   return {
     status: subscription.status,
     access: decision.access,
@@ -70,7 +68,7 @@ function subscriptionView(subject: Subject, account: BillingAccount | null, now:
     currentPeriodEnd: isoOrNull(subscription.currentPeriodEnd),
     cancelAtPeriodEnd: subscription.cancelAtPeriodEnd,
     trialEnd: isoOrNull(subscription.trialEnd),
-    graceUntil: decision.graceUntil?.toISOString() ?? null,
+    graceUntil: isoOrNull(decision.graceUntil),
     lastPayment: subscription.lastPayment && {
       ...subscription.lastPayment,
       at: new Date(subscription.lastPayment.at).toISOString(),
@@ -78,7 +76,7 @@ function subscriptionView(subject: Subject, account: BillingAccount | null, now:
     },
     plan: subscription.plan,
     interval: subscription.interval,
-    features: decision.access ? subscription.features : [],
+    features: decision.features,
     scheduledChange: upcoming(subscription.scheduledChange, now),
     ...(subject.team && planOfProduct(catalog, subscription.productId)?.seats && { seats: { billed: subscription.quantity, members: subject.team.members } }),
   };

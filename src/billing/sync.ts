@@ -51,10 +51,10 @@ export async function syncCheckoutSession(
   // webhook, so the answer is the stored state, and Stripe is not asked again (a
   // dashboard that reloads its return URL, or a client that loops, costs a database read).
   const appliedFor = own.eventSubject;
-  if (appliedFor === user.id && own.account?.subscription) return statusOf(own.subject, own.account, now(), deps.config.catalog);
+  if (appliedFor === user.id && own.account?.subscription) return statusOf(own, now(), deps.config.catalog);
   if (appliedFor !== null && appliedFor !== user.id) {
     const team = await managedTeam(deps, user, appliedFor);
-    if (team?.account?.subscription) return statusOf(team.subject, team.account, now(), deps.config.catalog);
+    if (team?.account?.subscription) return statusOf(team, now(), deps.config.catalog);
   }
   const stripe = await loading;
 

@@ -7,6 +7,7 @@
 import type { AuthUser } from '../auth.ts';
 import { ForbiddenError, InvalidRequestError, TooManyRequestsError } from '../errors.ts';
 import { REQUEST_LIMITS, type LimitedAction } from '../billing/request-limits.ts';
+import type { AccessDecision } from '../billing/access.ts';
 import type { BillingAccount, BillingStore, TeamRole } from '../store.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -28,6 +29,8 @@ export interface Subject {
 export interface SubjectContext {
   subject: Subject;
   account: BillingAccount | null;
+  /** Whether the subject has access now, and its features: the database's decision. */
+  decision: AccessDecision;
   /** Whether the caller ever bought a trial, for themselves or for a team. */
   callerHadTrial: boolean;
   /** For sync: the subject an already applied session was for. */
@@ -68,10 +71,10 @@ export async function openSubject(store: BillingStore, user: AuthUser, request: 
     ...(request.eventId !== undefined && { eventId: request.eventId }),
   });
   if (context.retryAfter > 0) throw new TooManyRequestsError(context.retryAfter);
-  const { account, callerHadTrial, eventSubject } = context;
-  if (request.team === null) return { subject: { id: user.id, team: null }, account, callerHadTrial, eventSubject };
+  const { account, decision, callerHadTrial, eventSubject } = context;
+  if (request.team === null) return { subject: { id: user.id, team: null }, account, decision, callerHadTrial, eventSubject };
   const allowed = context.role !== null && (request.need === 'member' || context.role !== 'member');
   if (!allowed || context.role === null) throw new ForbiddenError(REFUSALS[request.need]);
   const team = { id: request.team, role: context.role, members: context.members ?? 0 };
-  return { subject: { id: request.team, team }, account, callerHadTrial, eventSubject };
+  return { subject: { id: request.team, team }, account, decision, callerHadTrial, eventSubject };
 }

@@ -1,5 +1,5 @@
-// One table of access cases, run through decideAccess (TypeScript), billing_decide_access
-// (SQL), GET /api/stripe/subscription and billing_features/billing_has_access on real
+// One table of access cases, run through billing_decide_access (SQL), GET
+// /api/stripe/subscription and billing_features/billing_has_access on real
 // accounts (test/entitlements.test.ts). Times are days from "now"; none is within half a
 // day of a boundary, so a slow machine cannot move a case across one.
 
