@@ -104,6 +104,15 @@ export class InvalidSignatureError extends HttpError {
   }
 }
 
+/** Checkout of a plan whose limits the subject's stored counts already pass: it would
+ *  start over its limits, and every new row would be refused. */
+export class LimitsExceededError extends HttpError {
+  constructor(keys: readonly string[]) {
+    super(400, `Usage exceeds the plan's limits: ${keys.join(', ')}`);
+    this.name = 'LimitsExceededError';
+  }
+}
+
 export class UnknownPriceError extends HttpError {
   constructor() {
     super(400, 'Unknown price');

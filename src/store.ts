@@ -6,6 +6,7 @@ import { PostgrestClient } from '@supabase/postgrest-js';
 import type { StoreConfig } from './config.ts';
 import type { BillingAccountRow, Database, Json } from './database.types.ts';
 import type { AccessDecision, AccessFacts, AccessReason, SubscriptionStatus } from './billing/access.ts';
+import { USAGE_STATES, type LimitView, type UsageState, type UsageView } from './usage/view.ts';
 import { nodeFetch } from './node-fetch.ts';
 
 /** Per database call; a slow database must not hold a function until Netlify kills it. */
@@ -249,6 +250,9 @@ export interface RequestContext {
   account: BillingAccount | null;
   /** The database's access decision for the subject now. */
   decision: AccessDecision;
+  /** The subject's limits and meters, per key the catalog declares; null when it declares none. */
+  limits: Record<string, LimitView> | null;
+  usage: Record<string, UsageView> | null;
   /** Whether the caller ever bought a trial, for themselves or for a team. */
   callerHadTrial: boolean;
   /** The subject whose customer `eventId` was applied for, if it was. */
@@ -548,6 +552,8 @@ function toRequestContext(value: unknown): RequestContext {
     members: typeof row['members'] === 'number' ? row['members'] : null,
     account: typeof account === 'object' && account !== null ? toAccount(account as BillingAccountRow) : null,
     decision: toDecision(row['decision']),
+    limits: toLimitViews(row['limits']),
+    usage: toUsageViews(row['usage']),
     callerHadTrial: row['caller_had_trial'] === true,
     eventSubject: typeof row['event_subject'] === 'string' ? row['event_subject'] : null,
   };
@@ -566,6 +572,38 @@ function toDecision(value: unknown): AccessDecision {
     graceUntil: typeof row['grace_until'] === 'string' ? row['grace_until'] : null,
     features: Array.isArray(features) ? features.filter((f): f is string => typeof f === 'string') : [],
   };
+}
+
+const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
+const numberOrNull = (value: unknown): number | null => (typeof value === 'number' ? value : null);
+const stringOrNull = (value: unknown): string | null => (typeof value === 'string' ? value : null);
+
+function toLimitViews(value: unknown): Record<string, LimitView> | null {
+  if (!isRecord(value)) return null;
+  const views: Record<string, LimitView> = {};
+  for (const [key, raw] of Object.entries(value)) {
+    const row = isRecord(raw) ? raw : {};
+    views[key] = { limit: numberOrNull(row['limit']), used: numberOrNull(row['used']) };
+  }
+  return views;
+}
+
+function toUsageViews(value: unknown): Record<string, UsageView> | null {
+  if (!isRecord(value)) return null;
+  const views: Record<string, UsageView> = {};
+  for (const [key, raw] of Object.entries(value)) {
+    const row = isRecord(raw) ? raw : {};
+    const window = isRecord(row['window']) ? row['window'] : {};
+    const state = row['state'];
+    views[key] = {
+      used: numberOrNull(row['used']) ?? 0,
+      included: numberOrNull(row['included']),
+      window: { start: stringOrNull(window['start']) ?? '', end: stringOrNull(window['end']) ?? '' },
+      state: (USAGE_STATES as readonly unknown[]).includes(state) ? (state as UsageState) : 'ok',
+      graceEndsAt: stringOrNull(row['grace_ends_at']),
+    };
+  }
+  return views;
 }
 
 function toAccount(row: BillingAccountRow): BillingAccount {

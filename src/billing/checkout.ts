@@ -1,7 +1,7 @@
 import type Stripe from 'stripe';
 import type { AuthUser } from '../auth.ts';
 import type { CheckoutConfig } from '../config.ts';
-import { AlreadySubscribedError, PlanUnavailableError, UnknownPriceError } from '../errors.ts';
+import { AlreadySubscribedError, LimitsExceededError, PlanUnavailableError, UnknownPriceError } from '../errors.ts';
 import { jsonObjectBody } from '../http/body.ts';
 import type { BillingStore } from '../store.ts';
 import type { StripeLoader } from '../stripe-client.ts';
@@ -10,6 +10,7 @@ import { priceByLookupKey, type Catalog, type Plan } from './catalog.ts';
 import type { CatalogPrices } from './prices.ts';
 import { seatsAtCheckout } from '../teams/seats.ts';
 import { openSubject, teamIdFrom, type Subject } from '../teams/subject.ts';
+import { exceededLimits } from '../usage/view.ts';
 import { dashboardUrl } from './urls.ts';
 
 export interface CheckoutDeps {
@@ -65,8 +66,10 @@ export async function startCheckout(
   // Load the Stripe SDK while the database answers (a cold start's longest waits).
   const loading = deps.stripe();
   loading.catch(() => {}); // awaited below, unless the user may not check out
-  const { subject, account, callerHadTrial } = await openSubject(deps.store, user, { team: request.team, need: 'manager', action: 'checkout' });
+  const { subject, account, callerHadTrial, limits } = await openSubject(deps.store, user, { team: request.team, need: 'manager', action: 'checkout' });
   if (!canStartCheckout(account?.subscription?.status ?? null)) throw new AlreadySubscribedError();
+  const exceeded = exceededLimits(chosen.plan?.limits ?? {}, limits);
+  if (exceeded.length > 0) throw new LimitsExceededError(exceeded);
   const stripe = await loading;
 
   let priceId = deps.config.priceId;

@@ -3,6 +3,7 @@ import type { StatusConfig } from '../config.ts';
 import type { BillingStore, LastPayment } from '../store.ts';
 import type { SeatsView } from '../teams/seats.ts';
 import { openSubject, type SubjectContext, type TeamView } from '../teams/subject.ts';
+import type { LimitView, UsageView } from '../usage/view.ts';
 import type { AccessReason, SubscriptionStatus } from './access.ts';
 import { planOfProduct, type Catalog } from './catalog.ts';
 
@@ -35,9 +36,12 @@ export interface SubscriptionView {
   seats?: SeatsView;
 }
 
-/** The status body: the subject's subscription, and for a team, the team as the caller sees it. */
+/** The status body: the subject's subscription, its limits and usage (when the catalog
+ *  declares any), and for a team, the team as the caller sees it. */
 export interface StatusBody {
   subscription: SubscriptionView | null;
+  limits?: Record<string, LimitView>;
+  usage?: Record<string, UsageView>;
   team?: TeamView;
 }
 
@@ -54,7 +58,18 @@ export function statusOf(context: SubjectContext, now: Date, catalog: Catalog | 
   // The hosted invoice shows the team's billing details and takes a payment: it is for
   // those who manage the team's billing, not every member.
   if (subscription?.lastPayment && subject.team?.role === 'member') subscription.lastPayment.invoiceUrl = null;
-  return { subscription, ...(subject.team && { team: subject.team }) };
+  return { subscription, ...limitsAndUsage(context), ...(subject.team && { team: subject.team }) };
+}
+
+/** Both, or neither: a catalog that declares no limit and no meter leaves the body as it
+ *  was before limits existed. */
+function limitsAndUsage({ limits, usage }: SubjectContext): Pick<StatusBody, 'limits' | 'usage'> {
+  if (limits === null && usage === null) return {};
+  const meters = Object.entries(usage ?? {}).map(([key, meter]): [string, UsageView] => [
+    key,
+    { ...meter, window: { start: iso(meter.window.start), end: iso(meter.window.end) }, graceEndsAt: isoOrNull(meter.graceEndsAt) },
+  ]);
+  return { limits: limits ?? {}, usage: Object.fromEntries(meters) };
 }
 
 function subscriptionView({ subject, account, decision }: SubjectContext, now: Date, catalog: Catalog | null): SubscriptionView | null {
@@ -90,5 +105,9 @@ function upcoming(change: SubscriptionView['scheduledChange'], now: Date): Subsc
 
 /** PostgREST returns timestamptz as "2026-11-25T12:00:00+00:00"; the API speaks ISO 8601 UTC with Z. */
 function isoOrNull(value: string | null): string | null {
-  return value === null ? null : new Date(value).toISOString();
+  return value === null ? null : iso(value);
+}
+
+function iso(value: string): string {
+  return new Date(value).toISOString();
 }

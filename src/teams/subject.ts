@@ -9,6 +9,7 @@ import { ForbiddenError, InvalidRequestError, TooManyRequestsError } from '../er
 import { REQUEST_LIMITS, type LimitedAction } from '../billing/request-limits.ts';
 import type { AccessDecision } from '../billing/access.ts';
 import type { BillingAccount, BillingStore, TeamRole } from '../store.ts';
+import type { LimitView, UsageView } from '../usage/view.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -31,6 +32,9 @@ export interface SubjectContext {
   account: BillingAccount | null;
   /** Whether the subject has access now, and its features: the database's decision. */
   decision: AccessDecision;
+  /** Its limits and meters, per key the catalog declares; null when it declares none. */
+  limits: Record<string, LimitView> | null;
+  usage: Record<string, UsageView> | null;
   /** Whether the caller ever bought a trial, for themselves or for a team. */
   callerHadTrial: boolean;
   /** For sync: the subject an already applied session was for. */
@@ -71,10 +75,11 @@ export async function openSubject(store: BillingStore, user: AuthUser, request: 
     ...(request.eventId !== undefined && { eventId: request.eventId }),
   });
   if (context.retryAfter > 0) throw new TooManyRequestsError(context.retryAfter);
-  const { account, decision, callerHadTrial, eventSubject } = context;
-  if (request.team === null) return { subject: { id: user.id, team: null }, account, decision, callerHadTrial, eventSubject };
+  const { account, decision, limits, usage, callerHadTrial, eventSubject } = context;
+  const read = { account, decision, limits, usage, callerHadTrial, eventSubject };
+  if (request.team === null) return { subject: { id: user.id, team: null }, ...read };
   const allowed = context.role !== null && (request.need === 'member' || context.role !== 'member');
   if (!allowed || context.role === null) throw new ForbiddenError(REFUSALS[request.need]);
   const team = { id: request.team, role: context.role, members: context.members ?? 0 };
-  return { subject: { id: request.team, team }, account, decision, callerHadTrial, eventSubject };
+  return { subject: { id: request.team, team }, ...read };
 }

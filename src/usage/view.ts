@@ -1,0 +1,35 @@
+// Limits and usage as the status body shows them: the database's numbers for the subject,
+// read in the request's one round trip (billing_request_context), never recomputed here.
+
+import type { Limits } from './catalog.ts';
+
+/** A limit key the catalog declares: the subject's limit now (null: unlimited) and how
+ *  many it stores (null when no table is attached for the key: nothing counts it). */
+export interface LimitView {
+  limit: number | null;
+  used: number | null;
+}
+
+export const USAGE_STATES = ['ok', 'warning', 'over', 'grace', 'locked'] as const;
+export type UsageState = (typeof USAGE_STATES)[number];
+
+/** A meter the catalog declares: the subject's use in the current window, against the plan. */
+export interface UsageView {
+  used: number;
+  /** Per window; null: unlimited. */
+  included: number | null;
+  window: { start: string; end: string };
+  state: UsageState;
+  /** When grace ends (state grace) or ended (state locked); null otherwise. */
+  graceEndsAt: string | null;
+}
+
+/** The keys of `limits` (a plan's) that the subject's counts already pass, in the plan's order. */
+export function exceededLimits(limits: Limits, counts: Readonly<Record<string, LimitView>> | null): string[] {
+  return Object.entries(limits)
+    .filter(([key, limit]) => {
+      const used = counts?.[key]?.used ?? null;
+      return limit !== null && used !== null && used > limit;
+    })
+    .map(([key]) => key);
+}
