@@ -39,7 +39,6 @@ const READING = [
   '',
   '- One subject and one meter is the worst case: billing_track takes an advisory lock per (subject, meter) and holds it, with the window row\'s lock, until commit, so that subject\'s calls run one at a time, each through its whole function body and its commit\'s flush. The naive update is serialized on its row lock too, but for one statement. Other subjects\' calls do not wait for these.',
   '- The clock figures include waiting for a CPU on the 2 shared cores, the load generators\' use of them included; the CPU columns are what the database backends spent. Where the two disagree, the CPU is the steadier measure of the code.',
-  '- A call holds its locks until its commit is flushed, so the flush rate is a ceiling for one subject\'s calls. The naive update, serialized the same way on its row lock, passes pg_test_fsync\'s rate: the WAL\'s flushes here cost less than pg_test_fsync\'s, so that rate is a rough bound only; billing_track stays well under it, so its own work, not the disk, set its rate in this run.',
   '',
 ].join('\n');
 
@@ -119,11 +118,11 @@ try {
   await writeFile(naiveScript, 'update bench_counter set used = used + 1 where id = 1;\n');
 
   interface Rate { perSecond: number; calls: number; failed: number; cpuMsPerCall: number }
-  async function pgbench(script: string, round: number): Promise<Rate> {
+  async function pgbench(script: string, round: number, clients = CLIENTS): Promise<Rate> {
     const before = statTicks(postmasterPid, true);
     // As service_role, the only role billing_track admits (the connection's superuser may
     // set it at start-up).
-    const { stdout } = await run(PGBENCH, ['-n', '-M', 'prepared', '-c', String(CLIENTS), '-j', '2', '-T', String(SECONDS), '-D', 'n=0', '-D', `round=${round}`, '-f', script, databaseUrl], {
+    const { stdout } = await run(PGBENCH, ['-n', '-M', 'prepared', '-c', String(clients), '-j', String(Math.min(2, clients)), '-T', String(SECONDS), '-D', 'n=0', '-D', `round=${round}`, '-f', script, databaseUrl], {
       env: { ...process.env, PGOPTIONS: '-c role=service_role' },
     });
     await new Promise((resolve) => setTimeout(resolve, 200)); // the postmaster reaps its exited backends
@@ -190,6 +189,10 @@ try {
     console.error(`round ${round}: pgbench naive ${rates.pgNaive.at(-1)?.perSecond.toFixed(0)}/s, track ${rates.pgTrack.at(-1)?.perSecond.toFixed(0)}/s; PostgREST naive ${rates.restNaive.at(-1)?.perSecond.toFixed(0)}/s, track ${rates.restTrack.at(-1)?.perSecond.toFixed(0)}/s`);
   }
 
+  // One client, once: what a call costs without anyone waiting on the lock.
+  const serial = { naive: await pgbench(naiveScript, 100, 1), track: await pgbench(trackScript, 100, 1) };
+  console.error(`one client: naive ${serial.naive.perSecond.toFixed(0)}/s, track ${serial.track.perSecond.toFixed(0)}/s`);
+
   // The totals. Each pgbench client's keys must be 0 or 1 up to its last without a gap
   // (no call lost), PostgREST's exactly those it was answered for; the window, the hours
   // and billing_usage must each equal the sum of the distinct keys' amounts.
@@ -208,7 +211,7 @@ try {
            billing_usage($1, 'pageviews') as usage`, [subject]);
   const restAmount = [...restKeys.values()].reduce((a, b) => a + b, 0);
   const expected = Number(pgKeys?.amount) + restAmount;
-  const pgCalls = rates.pgTrack.reduce((s, r) => s + r.calls, 0);
+  const pgCalls = rates.pgTrack.reduce((s, r) => s + r.calls, 0) + serial.track.calls;
   const restCalls = rates.restTrack.reduce((s, r) => s + r.calls - r.failed, 0);
   const naiveUsed = Number((await q<{ used: string }>('select used from bench_counter'))[0]?.used);
   const naiveCalls = rates.pgNaive.reduce((s, r) => s + r.calls, 0);
@@ -300,6 +303,16 @@ try {
     { name: 'billing_usage_state, as service_role', sql: `select count(*) from bench_calls where billing_usage_state(subject, 'pageviews') is not null`, as: 'service_role' as As },
     { name: 'billing_usage_state, as a member of the team', sql: `select count(*) from bench_calls where billing_usage_state(subject, 'pageviews') is not null`, as: { userId: member } as As },
   ];
+  // Its parts, and an empty function of the same shape (plpgsql, security definer, its
+  // own search_path), to show where a call's time goes.
+  await q(`create function bench_empty(p_subject uuid) returns boolean language plpgsql stable security definer set search_path = '' as $$
+    begin return p_subject is not null; end $$`);
+  const parts = [
+    { name: 'part: billing_may_ask, as service_role', sql: `select count(*) from bench_calls where billing_may_ask(subject)`, as: 'service_role' as As },
+    { name: 'part: billing_limit_of (as the owner)', sql: `select count(*) from bench_calls where (billing_limit_of(subject, 'limit', 'sites', now(), false)).declared`, as: null },
+    { name: 'shape: an empty plpgsql security definer function with set search_path (as the owner)', sql: `select count(*) from bench_calls where bench_empty(subject)`, as: null },
+  ];
+  callCases.push(...parts);
   const callResults: (Compared & { name: string })[] = [];
   for (const c of callCases) {
     const result = await compare(scan, c.sql, c.as, 7);
@@ -315,8 +328,9 @@ try {
     `| ${name} | ${med(rs).toFixed(0)} | ${spread(rs.map((r) => r.perSecond))} | ${(med(rs) / med(base)).toFixed(2)}× | ${(flushPerSecond ? med(rs) / flushPerSecond : NaN).toFixed(2)}× | ${us(median(rs.map((r) => r.cpuMsPerCall)))} | ${rs.reduce((s, r) => s + r.calls, 0).toLocaleString('en')} | ${rs.reduce((s, r) => s + r.failed, 0)} |`;
   const pgRatio = med(rates.pgTrack) / med(rates.pgNaive);
   const restRatio = med(rates.restTrack) / med(rates.restNaive);
-  const worstCall = Math.max(...callResults.map((r) => r.diff / CALLS));
-  const worstCallCpu = Math.max(...callResults.map((r) => r.cpuDiff / CALLS));
+  const targeted = callResults.filter((r) => r.name.startsWith('billing_'));
+  const worstCall = Math.max(...targeted.map((r) => r.diff / CALLS));
+  const worstCallCpu = Math.max(...targeted.map((r) => r.cpuDiff / CALLS));
   const bulkRatio = bulk.with / bulk.base;
   const bulkCpuRatio = bulk.withCpu / bulk.baseCpu;
   const dupShare = (calls: number, keys: number) => `${(((calls - keys) / calls) * 100).toFixed(1)} %`;
@@ -327,7 +341,7 @@ try {
     '',
     `## billing_track on one subject, ${CLIENTS} clients`,
     '',
-    `${ROUNDS} rounds of ${SECONDS} s each, in this order per round: pgbench naive, pgbench billing_track, PostgREST naive, PostgREST billing_track. pgbench: \`-c ${CLIENTS} -j 2 -M prepared -T ${SECONDS}\`, connected as \`service_role\` (\`PGOPTIONS=-c role=service_role\`), one call a transaction. PostgREST: ${CLIENTS} concurrent \`fetch\` loops from one Node process, \`POST /rest/v1/rpc/…\` with the service-role key, through the stack's gateway; PostgREST's pool has its default 10 connections. In both, one call in ten repeats the client's previous key (and amount). The naive baseline is \`update bench_counter set used = used + $1 where id = 1\` (through PostgREST, an RPC doing that update). Backend CPU per call: for pgbench, the CPU of the backends that served it (they exit with it, into the postmaster's children's time); for PostgREST, of its pooled backends; 10 ms ticks.`,
+    `${ROUNDS} rounds of ${SECONDS} s each, in this order per round: pgbench naive, pgbench billing_track, PostgREST naive, PostgREST billing_track. pgbench: \`-c ${CLIENTS} -j 2 -M prepared -T ${SECONDS}\`, connected as \`service_role\` (\`PGOPTIONS=-c role=service_role\`), one call a transaction. PostgREST: ${CLIENTS} concurrent \`fetch\` loops from one Node process, \`POST /rest/v1/rpc/…\` with the service-role key, through the stack's gateway; PostgREST's pool has its default 10 connections. In both, one call in ten repeats the client's previous key (and amount). The naive baseline is \`update bench_counter set used = used + $1 where id = 1\` (through PostgREST, an RPC doing that update). Backend CPU per call: for pgbench, the CPU of the backends that served it (they exit with it, into the postmaster's children's time); connection start-up included; for PostgREST, of its pooled backends; 10 ms ticks.`,
     '',
     `The flush rate: \`pg_test_fsync -s 2\` on the file system the database is on, \`${method}\` (wal_sync_method) of one 8 kB write: **${flushPerSecond.toFixed(0)} flushes/s**.`,
     '',
@@ -337,8 +351,10 @@ try {
     row('pgbench: billing_track', rates.pgTrack, rates.pgNaive),
     row('PostgREST: naive update (RPC)', rates.restNaive, rates.restNaive),
     row('PostgREST: billing_track', rates.restTrack, rates.restNaive),
+    row('pgbench, 1 client (one run, not a target): naive update', [serial.naive], [serial.naive]),
+    row('pgbench, 1 client (one run, not a target): billing_track', [serial.track], [serial.naive]),
     '',
-    `Totals, checked exactly after the runs: pgbench made ${pgCalls.toLocaleString('en')} calls with ${totals.pgKeys.toLocaleString('en')} distinct keys (${dupShare(pgCalls, totals.pgKeys)} repeats), every client's keys without a gap (${totals.pgGaps} clients with one); PostgREST was answered for ${restCalls.toLocaleString('en')} calls with ${totals.restKeysAnswered.toLocaleString('en')} distinct keys (${dupShare(restCalls, totals.restKeysAnswered)} repeats), ${totals.restKeys.toLocaleString('en')} stored, ${restMismatches} answers whose \`duplicate\` disagreed with whether the key was a repeat. The distinct keys' amounts sum to ${expected.toLocaleString('en')}; the usage window holds ${totals.window.toLocaleString('en')}, the hourly totals ${totals.hours.toLocaleString('en')}, \`billing_usage\` answers ${totals.usage.toLocaleString('en')}: **${exact ? 'exact' : 'NOT exact'}**. The naive counter holds ${naiveUsed.toLocaleString('en')}: pgbench's ${naiveCalls.toLocaleString('en')} updates of 1 and PostgREST's ${restNaiveSum.toLocaleString('en')}, ${naiveUsed === naiveCalls + restNaiveSum ? 'exact' : '**not exact**'}.`,
+    `Totals, checked exactly after the runs: pgbench made ${pgCalls.toLocaleString('en')} calls (the 1-client run's included) with ${totals.pgKeys.toLocaleString('en')} distinct keys (${dupShare(pgCalls, totals.pgKeys)} repeats), every client's keys without a gap (${totals.pgGaps} clients with one); PostgREST was answered for ${restCalls.toLocaleString('en')} calls with ${totals.restKeysAnswered.toLocaleString('en')} distinct keys (${dupShare(restCalls, totals.restKeysAnswered)} repeats), ${totals.restKeys.toLocaleString('en')} stored, ${restMismatches} answers whose \`duplicate\` disagreed with whether the key was a repeat. The distinct keys' amounts sum to ${expected.toLocaleString('en')}; the usage window holds ${totals.window.toLocaleString('en')}, the hourly totals ${totals.hours.toLocaleString('en')}, \`billing_usage\` answers ${totals.usage.toLocaleString('en')}: **${exact ? 'exact' : 'NOT exact'}**. The naive counter holds ${naiveUsed.toLocaleString('en')}: pgbench's ${naiveCalls.toLocaleString('en')} updates of 1 and PostgREST's ${restNaiveSum.toLocaleString('en')}, ${naiveUsed === naiveCalls + restNaiveSum ? 'exact' : '**not exact**'}.`,
     '',
     `## billing_attach_limit's triggers`,
     '',
@@ -351,7 +367,7 @@ try {
     '',
     '## billing_limit and billing_usage_state, a bare call',
     '',
-    `\`select count(*) from bench_calls where f(subject, …) is not null\` over ${CALLS.toLocaleString('en')} rows naming the subject, minus the same scan without the call (alternately, 7 runs after ${WARMUP}), per row.`,
+    `\`select count(*) from bench_calls where f(subject, …) is not null\` over ${CALLS.toLocaleString('en')} rows naming the subject, minus the same scan without the call (alternately, 7 runs after ${WARMUP}), per row. The rows marked part and shape are not targets: what billing_limit is made of, for whoever makes it cheaper.`,
     '',
     '| Call | per call (median) | per call, spread | per call, backend CPU |',
     '| --- | --- | --- | --- |',
@@ -365,6 +381,9 @@ try {
     `- billing_limit and billing_usage_state ≤ 20 µs a bare call: at most ${us(worstCall)} by the clock (${met(worstCall <= 0.02)}), ${us(worstCallCpu)} of CPU (${met(worstCallCpu <= 0.02)}).`,
     '',
     READING,
+    // About this run's numbers, so computed.
+    `- A call holds its locks until its commit is flushed, so one subject's calls cannot outrun the disk's flushes (pg_test_fsync: ${flushPerSecond.toFixed(0)}/s in this run; the disk is shared and its rate varies from run to run).${med(rates.pgNaive) > flushPerSecond ? ' The naive update, serialized the same way on its row lock, passed that rate: the WAL\'s flushes cost less than pg_test_fsync\'s, so it is a rough bound only.' : ''}${med(rates.pgTrack) < flushPerSecond / 2 ? ' billing_track stayed well under it: its own work, not the disk, set its rate here.' : ''}`,
+    '',
   ];
   await writeFile(path.join(ROOT, 'docs/usage-bench.md'), lines.join('\n'));
   console.log(lines.join('\n'));
