@@ -8,7 +8,7 @@ const EXAMPLE_WEBHOOK_SECRET = exampleEnv('STRIPE_WEBHOOK_SECRET');
 const complete = {
   STRIPE_SECRET_KEY: 'sk_test_abc',
   STRIPE_PRICE_ID: 'price_abc',
-  STRIPE_WEBHOOK_SECRET: 'whsec_0123456789abcdefghijklmnopqrstuvwxyz',
+  STRIPE_WEBHOOK_SECRET: 'whsec_fake+endpoint+secret+for+config+tests=',
   URL: 'https://analytics.example.com',
   SUPABASE_URL: 'https://abcd.supabase.co',
   SUPABASE_SERVICE_ROLE_KEY: 'service-role-key',
@@ -73,13 +73,13 @@ describe('config', () => {
 
   it('asks each endpoint only for what it uses', () => {
     const { SUPABASE_JWT_SECRET: _jwt, URL: _url, ...webhookOnly } = complete;
-    expect(loadWebhookConfig(webhookOnly).webhookSecrets).toEqual(['whsec_0123456789abcdefghijklmnopqrstuvwxyz']);
+    expect(loadWebhookConfig(webhookOnly).webhookSecrets).toEqual(['whsec_fake+endpoint+secret+for+config+tests=']);
     const { STRIPE_WEBHOOK_SECRET: _secret, STRIPE_PRICE_ID: _p, ...portalOnly } = complete;
     expect(loadPortalConfig(portalOnly).appUrl.href).toBe('https://analytics.example.com/');
   });
 
   describe('STRIPE_WEBHOOK_SECRET fails closed: one bad entry refuses the whole list', () => {
-    const real = 'whsec_0123456789abcdefghijklmnopqrstuv';
+    const real = 'whsec_fake+real+looking+secret+0123456789=';
     const deployed = { ...complete, STRIPE_WEBHOOK_SECRET: real };
     const local = { ...deployed, SUPABASE_URL: 'http://127.0.0.1:54321' };
 
@@ -120,7 +120,7 @@ describe('config', () => {
     );
 
     it('several real secrets, a rolled one and its successor, still load', () => {
-      const next = 'whsec_abcdefghijklmnopqrstuv0123456789';
+      const next = 'whsec_fake+next+secret+abcdefghij+0123456789=';
       expect(loadWebhookConfig({ ...deployed, STRIPE_WEBHOOK_SECRET: ` ${real} , ${next} ` }).webhookSecrets).toEqual([real, next]);
     });
   });
