@@ -13,11 +13,8 @@
 --   open trial checkouts for several teams at once; an unexpired offer for another
 --   subject now means no trial (billing_offer_trial), for as long as such a session can
 --   still be completed (Stripe's default of 24 hours).
--- * billing_request_context: everything an endpoint needs before it calls Stripe, in
---   one round trip: the caller's request count (a 429 stops here), their role in the
---   team and its member count, the subject's account, the grace days, whether the
---   caller ever had a trial, and for sync whose customer an already applied session
---   was for.
+-- * billing_request_context, what the endpoints read before they call Stripe, is
+--   20261204700000's (it reads this change's buyer_id and the limits of 20261204600000).
 
 alter table public.billing_subscriptions add column buyer_id uuid;
 
@@ -292,60 +289,3 @@ begin
   return public.billing_event_finish(p_event_id, v_outcome, null);
 end;
 $$;
-
--- A verified event that was not applied: 'skipped' (not ours to act on, with why) or
-
-
--- p_team null: the caller's own billing. p_action null: nothing is counted (the status
--- read). p_event_id: the subject whose customer that event was applied for, if it was.
-create function public.billing_request_context(
-  p_caller uuid,
-  p_team uuid,
-  p_action text,
-  p_limit integer,
-  p_window_seconds integer,
-  p_event_id text
-) returns jsonb
-language plpgsql
-volatile
-security invoker
-set search_path = ''
-as $$
-declare
-  v_retry integer;
-  v_role text;
-  v_members integer;
-begin
-  if p_action is not null then
-    v_retry := public.billing_count_request(p_caller, p_action, p_limit, p_window_seconds);
-    if v_retry > 0 then
-      return jsonb_build_object('retry_after', v_retry);
-    end if;
-  end if;
-  if p_team is not null then
-    select m.role into v_role from public.billing_team_members m where m.team_id = p_team and m.user_id = p_caller;
-    if v_role is null then
-      -- Not a member (or no such team): nothing more is said about it.
-      return jsonb_build_object('retry_after', 0);
-    end if;
-    select count(*) into v_members from public.billing_team_members m where m.team_id = p_team;
-  end if;
-  return jsonb_build_object(
-    'retry_after', 0,
-    'role', v_role,
-    'members', v_members,
-    'account', (select to_jsonb(a) from public.billing_accounts a where a.user_id = coalesce(p_team, p_caller)),
-    'grace_days', public.billing_grace_days(),
-    'caller_had_trial', exists (
-      select 1 from public.billing_subscriptions t
-      where t.for_this_product and t.trial_start is not null and (t.user_id = p_caller or t.buyer_id = p_caller)),
-    'event_subject', (
-      select c.user_id from public.stripe_events e
-      join public.billing_customers c on c.stripe_customer_id = e.stripe_customer_id
-      where p_event_id is not null and e.id = p_event_id and e.outcome not in ('failed', 'skipped', 'pending'))
-  );
-end;
-$$;
-
-revoke execute on function public.billing_request_context(uuid, uuid, text, integer, integer, text) from public, anon, authenticated;
-grant execute on function public.billing_request_context(uuid, uuid, text, integer, integer, text) to service_role;

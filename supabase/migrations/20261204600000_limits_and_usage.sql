@@ -432,7 +432,7 @@ $$;
 -- margin_percent (10%) starts grace_days (7) of grace when its last window ends; after
 -- them the meter is locked until a window ends within the included amount (a window
 -- without use does) or the plan includes enough for the windows that ended.
-create function public.billing_usage_state(p_subject uuid, p_meter text) returns text
+create function public.billing_usage_status(p_subject uuid, p_meter text, out state text, out included bigint, out grace_ends_at timestamptz)
 language plpgsql stable
 security definer
 set search_path = ''
@@ -451,8 +451,10 @@ declare
   v_since timestamptz;
 begin
   select * into l from public.billing_limit_of(p_subject, 'meter', p_meter, v_now, not v_may_ask);
+  included := l.value;
   if l.value is null then
-    return 'ok';
+    state := 'ok';
+    return;
   end if;
   if v_may_ask then
     -- The ended windows over the included amount, back from the current one without a
@@ -477,17 +479,29 @@ begin
       end if;
     end loop;
     if v_since is not null then
-      return case when v_now < v_since + make_interval(secs => coalesce(l.grace_days, 7) * 86400) then 'grace' else 'locked' end;
+      grace_ends_at := v_since + make_interval(secs => coalesce(l.grace_days, 7) * 86400);
+      state := case when v_now < grace_ends_at then 'grace' else 'locked' end;
+      return;
     end if;
   end if;
-  if v_used > l.value then
-    return 'over';
-  elsif v_used > 0 and v_used * 10 >= l.value * 9 then
-    return 'warning';
-  end if;
-  return 'ok';
+  state := case
+    when v_used > l.value then 'over'
+    when v_used > 0 and v_used * 10 >= l.value * 9 then 'warning'
+    else 'ok'
+  end;
 end;
 $$;
+
+create function public.billing_usage_state(p_subject uuid, p_meter text) returns text
+language sql stable
+security definer
+set search_path = ''
+as $$
+  select (public.billing_usage_status(p_subject, p_meter)).state
+$$;
+
+revoke execute on function public.billing_usage_status(uuid, text) from public, anon, authenticated;
+grant execute on function public.billing_usage_status(uuid, text) to service_role;
 
 -- Attached limits --------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 -- The status endpoint reads decisions, it does not make them (docs/usage.md).
 --
--- * billing_request_context also returns `decision`: the subject's access, its reason,
+-- * billing_request_context returns, beside the account, `decision`: the subject's access, its reason,
 --   the grace period's end and the features it has now, by billing_decide_access with
 --   billing_grace_days() and now(), as billing_has_access and billing_features decide.
 --   The API has no second copy of the rule to keep equal.
@@ -8,82 +8,15 @@
 --   count, null for a key no table is attached for) and `usage` ({meter: {used,
 --   included, window, state, graceEndsAt}}) for the keys the catalog declares; null
 --   when it declares none, so the status body stays as it was for such a catalog.
--- * billing_usage_status: billing_usage_state's rule, the included amount it is against,
---   and when grace ends (or ended); billing_usage_state reads its state, so the rule
---   stays in one place.
+-- * billing_request_context is defined here, once (20261204200000 introduced the
+--   round trip; this is its only definition).
 
-create function public.billing_usage_status(p_subject uuid, p_meter text, out state text, out included bigint, out grace_ends_at timestamptz)
-language plpgsql stable
-security definer
-set search_path = ''
-as $$
-declare
-  v_now timestamptz := public.billing_now();
-  v_used bigint := public.billing_usage(p_subject, p_meter);
-  v_may_ask boolean := public.billing_may_ask(p_subject);
-  l record;
-  w record;
-  r record;
-  v_next timestamptz;
-  v_ends timestamptz[] := '{}';
-  v_above boolean[] := '{}';
-  v_run integer := 0;
-  v_since timestamptz;
-begin
-  select * into l from public.billing_limit_of(p_subject, 'meter', p_meter, v_now, not v_may_ask);
-  included := l.value;
-  if l.value is null then
-    state := 'ok';
-    return;
-  end if;
-  if v_may_ask then
-    -- The ended windows over the included amount, back from the current one without a
-    -- gap, then the earliest run among them that started grace.
-    select * into w from public.billing_usage_window(p_subject, v_now);
-    v_next := w.window_start;
-    for r in
-      select u.window_start, u.window_end, u.used from public.billing_usage_windows u
-      where u.subject_id = p_subject and u.meter = p_meter and u.window_start < w.window_start
-      order by u.window_start desc
-    loop
-      exit when r.window_end <> v_next or r.used <= l.value;
-      v_ends := array_prepend(r.window_end, v_ends);
-      v_above := array_prepend(r.used * 100 > l.value * (100 + coalesce(l.margin_percent, 10)), v_above);
-      v_next := r.window_start;
-    end loop;
-    for i in 1 .. cardinality(v_ends) loop
-      v_run := case when v_above[i] then v_run + 1 else 0 end;
-      if v_run >= coalesce(l.windows_over, 2) then
-        v_since := v_ends[i];
-        exit;
-      end if;
-    end loop;
-    if v_since is not null then
-      grace_ends_at := v_since + make_interval(secs => coalesce(l.grace_days, 7) * 86400);
-      state := case when v_now < grace_ends_at then 'grace' else 'locked' end;
-      return;
-    end if;
-  end if;
-  state := case
-    when v_used > l.value then 'over'
-    when v_used > 0 and v_used * 10 >= l.value * 9 then 'warning'
-    else 'ok'
-  end;
-end;
-$$;
-
-create or replace function public.billing_usage_state(p_subject uuid, p_meter text) returns text
-language sql stable
-security definer
-set search_path = ''
-as $$
-  select (public.billing_usage_status(p_subject, p_meter)).state
-$$;
-
-revoke execute on function public.billing_usage_status(uuid, text) from public, anon, authenticated;
-grant execute on function public.billing_usage_status(uuid, text) to service_role;
-
-create or replace function public.billing_request_context(
+-- Everything an endpoint needs before it calls Stripe, in one round trip: the caller's
+-- request count (a 429 stops here), their role in the team and its member count, the
+-- subject's account and the decisions on it, whether the caller ever had a trial, and
+-- for sync whose customer an already applied session was for. p_team null: the
+-- caller's own billing; p_action null: nothing is counted (the status read).
+create function public.billing_request_context(
   p_caller uuid,
   p_team uuid,
   p_action text,
@@ -160,3 +93,6 @@ begin
   );
 end;
 $$;
+
+revoke execute on function public.billing_request_context(uuid, uuid, text, integer, integer, text) from public, anon, authenticated;
+grant execute on function public.billing_request_context(uuid, uuid, text, integer, integer, text) to service_role;
