@@ -193,6 +193,10 @@ create table public.billing_subject_state (
   current_period_end timestamptz,
   payment_failed_at timestamptz,
   features text[] not null,
+  -- The plan and the price's interval, which limits and usage are read against
+  -- (20261204600000).
+  plan text,
+  price_interval text,
   updated_at timestamptz not null default now()
 );
 -- Read only through the functions below (security definer).
@@ -223,7 +227,8 @@ begin
   -- One statement, one read of the view for just these subjects (the view is a union:
   -- a correlated `not exists` over it would read it whole).
   with fresh as (
-    select a.user_id, a.status, a.cancel_at_period_end, a.current_period_start, a.current_period_end, a.payment_failed_at, a.features
+    select a.user_id, a.status, a.cancel_at_period_end, a.current_period_start, a.current_period_end, a.payment_failed_at, a.features,
+         a.plan, a.price_interval
     from public.billing_accounts a
     where a.user_id = any (p_subjects)
   ), gone as (
@@ -231,15 +236,18 @@ begin
     where st.subject_id = any (p_subjects) and st.subject_id not in (select f.user_id from fresh f)
   )
   insert into public.billing_subject_state as st
-    (subject_id, status, cancel_at_period_end, current_period_start, current_period_end, payment_failed_at, features)
+    (subject_id, status, cancel_at_period_end, current_period_start, current_period_end, payment_failed_at, features, plan, price_interval)
   select * from fresh
   on conflict (subject_id) do update
     set status = excluded.status, cancel_at_period_end = excluded.cancel_at_period_end,
         current_period_start = excluded.current_period_start, current_period_end = excluded.current_period_end,
-        payment_failed_at = excluded.payment_failed_at, features = excluded.features, updated_at = now()
-    where (st.status, st.cancel_at_period_end, st.current_period_start, st.current_period_end, st.payment_failed_at, st.features)
+        payment_failed_at = excluded.payment_failed_at, features = excluded.features,
+        plan = excluded.plan, price_interval = excluded.price_interval, updated_at = now()
+    where (st.status, st.cancel_at_period_end, st.current_period_start, st.current_period_end, st.payment_failed_at, st.features,
+           st.plan, st.price_interval)
       is distinct from
-          (excluded.status, excluded.cancel_at_period_end, excluded.current_period_start, excluded.current_period_end, excluded.payment_failed_at, excluded.features);
+          (excluded.status, excluded.cancel_at_period_end, excluded.current_period_start, excluded.current_period_end,
+           excluded.payment_failed_at, excluded.features, excluded.plan, excluded.price_interval);
 end;
 $$;
 
@@ -332,8 +340,9 @@ begin
   lock table public.billing_subject_state in exclusive mode;
   delete from public.billing_subject_state;
   insert into public.billing_subject_state
-    (subject_id, status, cancel_at_period_end, current_period_start, current_period_end, payment_failed_at, features)
-  select a.user_id, a.status, a.cancel_at_period_end, a.current_period_start, a.current_period_end, a.payment_failed_at, a.features
+    (subject_id, status, cancel_at_period_end, current_period_start, current_period_end, payment_failed_at, features, plan, price_interval)
+  select a.user_id, a.status, a.cancel_at_period_end, a.current_period_start, a.current_period_end, a.payment_failed_at, a.features,
+         a.plan, a.price_interval
   from public.billing_accounts a;
   return null;
 end;
@@ -360,8 +369,9 @@ $$;
 
 -- Databases that already have accounts start with their state.
 insert into public.billing_subject_state
-  (subject_id, status, cancel_at_period_end, current_period_start, current_period_end, payment_failed_at, features)
-select a.user_id, a.status, a.cancel_at_period_end, a.current_period_start, a.current_period_end, a.payment_failed_at, a.features
+  (subject_id, status, cancel_at_period_end, current_period_start, current_period_end, payment_failed_at, features, plan, price_interval)
+select a.user_id, a.status, a.cancel_at_period_end, a.current_period_start, a.current_period_end, a.payment_failed_at, a.features,
+         a.plan, a.price_interval
 from public.billing_accounts a;
 
 -- Access through membership -------------------------------------------------------------

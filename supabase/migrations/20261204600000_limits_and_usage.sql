@@ -9,8 +9,8 @@
 --   key is unlimited on it; the free entry that omits one (or is missing) gives 0: a
 --   subject without access is never unlimited by accident. A null value is an explicit
 --   "unlimited".
--- * billing_subject_state gains plan and price_interval (the view's), so one primary
---   key read tells a subject's plan, status and period.
+-- * billing_subject_state (20261204100000) carries the plan and the price's interval,
+--   so one primary key read tells a subject's plan, status and period.
 -- * Attached limits: billing_attach_limit puts per-statement triggers on a product
 --   table that keep billing_limit_counts (subject, key) and refuse a statement that
 --   takes a subject past its limit. The count row is updated under its row lock, so
@@ -111,68 +111,6 @@ begin
   cross join lateral jsonb_each(case when jsonb_typeof(e.entries) = 'object' then e.entries else '{}' end) k;
 end;
 $$;
-
--- The plan in the per-subject state ------------------------------------------------------
-
-alter table public.billing_subject_state add column plan text, add column price_interval text;
-
--- 20261204100000's, with the plan and the price's interval.
-create or replace function public.billing_refresh_subjects(p_subjects uuid[]) returns void
-language plpgsql
-security definer
-set search_path = ''
-as $$
-begin
-  if coalesce(cardinality(p_subjects), 0) = 0 then
-    return;
-  end if;
-  perform pg_advisory_xact_lock(hashtextextended('billing_subject:' || s::text, 0))
-  from (select distinct s from unnest(p_subjects) s where s is not null order by s) x;
-
-  delete from public.billing_subject_state st
-  where st.subject_id = any (p_subjects)
-    and not exists (select 1 from public.billing_accounts a where a.user_id = st.subject_id);
-
-  insert into public.billing_subject_state as st
-    (subject_id, status, cancel_at_period_end, current_period_start, current_period_end, payment_failed_at, features, plan, price_interval)
-  select a.user_id, a.status, a.cancel_at_period_end, a.current_period_start, a.current_period_end, a.payment_failed_at, a.features,
-         a.plan, a.price_interval
-  from public.billing_accounts a
-  where a.user_id = any (p_subjects)
-  on conflict (subject_id) do update
-    set status = excluded.status, cancel_at_period_end = excluded.cancel_at_period_end,
-        current_period_start = excluded.current_period_start, current_period_end = excluded.current_period_end,
-        payment_failed_at = excluded.payment_failed_at, features = excluded.features,
-        plan = excluded.plan, price_interval = excluded.price_interval, updated_at = now()
-    where (st.status, st.cancel_at_period_end, st.current_period_start, st.current_period_end, st.payment_failed_at, st.features,
-           st.plan, st.price_interval)
-      is distinct from
-          (excluded.status, excluded.cancel_at_period_end, excluded.current_period_start, excluded.current_period_end,
-           excluded.payment_failed_at, excluded.features, excluded.plan, excluded.price_interval);
-end;
-$$;
-
-create or replace function public.billing_subject_state_rebuild() returns trigger
-language plpgsql
-security definer
-set search_path = ''
-as $$
-begin
-  lock table public.billing_subject_state in exclusive mode;
-  delete from public.billing_subject_state;
-  insert into public.billing_subject_state
-    (subject_id, status, cancel_at_period_end, current_period_start, current_period_end, payment_failed_at, features, plan, price_interval)
-  select a.user_id, a.status, a.cancel_at_period_end, a.current_period_start, a.current_period_end, a.payment_failed_at, a.features,
-         a.plan, a.price_interval
-  from public.billing_accounts a;
-  return null;
-end;
-$$;
-
-update public.billing_subject_state st
-  set plan = a.plan, price_interval = a.price_interval
-  from public.billing_accounts a
-  where a.user_id = st.subject_id;
 
 -- A subject's limits ---------------------------------------------------------------------
 
