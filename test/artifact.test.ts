@@ -4,7 +4,7 @@
 // fresh Node process, against the local stack. Sizes go to test-results/artifacts.json
 // (CI prints them).
 
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
@@ -28,7 +28,7 @@ import {
   type Unpacked,
 } from '../scripts/lib/netlify-artifact.ts';
 import { CONFIG_VARIABLES } from '../src/config.ts';
-import { CORS_EXPECTED, env, freshEvent, newUser, query } from './support/stack.ts';
+import { CORS_EXPECTED, env, freshEvent, newUser, openStripeEventLog, query } from './support/stack.ts';
 
 /** Every function of the site, as Netlify finds them. */
 const FUNCTIONS = readdirSync('netlify/functions').filter((f) => f.endsWith('.mts')).map((f) => f.replace(/\.mts$/, '')).sort();
@@ -44,12 +44,20 @@ let root: string;
 let runner: string;
 const unpacked = new Map<string, Unpacked>();
 
+/** The artifacts' own API key, and with it their own Stripe event log: the scheduled
+ *  catch-up run below reads that log, not the shared one, which holds the events other
+ *  files' quantity updates make (read here, with this site's catalog, they would change
+ *  those files' subscriptions while their tests look at them). */
+const STRIPE_KEY = `sk_test_artifact${randomBytes(6).toString('hex')}`;
+
 /** The functions' variables only, as Netlify gives them (none of the test runner's). */
 function functionEnv(): Record<string, string> {
-  return Object.fromEntries(CONFIG_VARIABLES.filter((name) => process.env[name] !== undefined).map((name) => [name, env(name)]));
+  const variables = Object.fromEntries(CONFIG_VARIABLES.filter((name) => process.env[name] !== undefined).map((name) => [name, env(name)]));
+  return { ...variables, STRIPE_SECRET_KEY: STRIPE_KEY };
 }
 
 beforeAll(async () => {
+  await openStripeEventLog(STRIPE_KEY);
   built = await netlifyBuild();
   root = await unpackRoot();
   runner = await writeRunner(root);

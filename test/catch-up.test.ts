@@ -3,17 +3,22 @@
 // events this test posts there, filtered and paged as Stripe does (newest first,
 // types[], created[gte], starting_after), and 429s on request.
 //
-// One file, run in order: the bridge's event log and the job's row are shared state.
+// One file, run in order: the job's row is shared state. The event log is this file's
+// own (its own API key): the shared one also holds the events other files' quantity
+// updates make, which a run here would otherwise read and apply with its own catalog.
 
+import { randomBytes } from 'node:crypto';
 import type Stripe from 'stripe';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import catchUpFunction from '../netlify/functions/stripe-catch-up.mts';
 import { catchUpEvents, CATCH_UP_JOB, type CatchUpDeps } from '../src/billing/catch-up.ts';
 import { loadJobConfig } from '../src/config.ts';
 import { createStore } from '../src/store.ts';
 import { createStripe } from '../src/stripe-client.ts';
 import { deliverConcurrently, expectStored, generateHistory, random, renderHistory, type History } from './support/histories.ts';
-import { clearStripeEvents, newUser, postStripeEvents, query, rateLimitStripeEvents } from './support/stack.ts';
+import { clearStripeEvents, newUser, openStripeEventLog, postStripeEvents, query, rateLimitStripeEvents } from './support/stack.ts';
+
+const KEY = `sk_test_catchup${randomBytes(6).toString('hex')}`;
 
 async function deps(): Promise<CatchUpDeps> {
   const config = loadJobConfig(process.env);
@@ -34,8 +39,14 @@ function recentHistory(seed: number): History {
 
 const ids = (events: readonly { event: Stripe.Event }[]) => events.map((s) => s.event.id);
 
+beforeAll(async () => {
+  await openStripeEventLog(KEY);
+  // The job config and the function read the key from the environment, as deployed.
+  process.env['STRIPE_SECRET_KEY'] = KEY;
+});
+
 beforeEach(async () => {
-  await clearStripeEvents();
+  await clearStripeEvents(KEY);
   await query('delete from billing_jobs where name = $1', [CATCH_UP_JOB]);
 });
 
@@ -56,7 +67,7 @@ describe('the scheduled catch-up', () => {
       expect(statuses.every((s) => s === 200)).toBe(true);
       missed.push(...history.sent.slice(cut));
     }
-    await postStripeEvents(histories.flatMap((h) => h.sent.map((s) => s.event)));
+    await postStripeEvents(histories.flatMap((h) => h.sent.map((s) => s.event)), KEY);
     expect(await query('select 1 from stripe_events where id = any($1)', [ids(missed)])).toHaveLength(0);
 
     const first = await catchUpEvents(await deps(), { holder: 'test-1', pageSize: 7 });
@@ -76,7 +87,7 @@ describe('the scheduled catch-up', () => {
 
   it('stops within its budget and resumes from its cursor on the next run', async () => {
     const history = recentHistory(104);
-    await postStripeEvents(history.sent.map((s) => s.event));
+    await postStripeEvents(history.sent.map((s) => s.event), KEY);
     const runs = [];
     for (let run = 0; run < 50; run += 1) {
       // A budget of 0: every run stops after its first page, as a run at the 30 s limit would.
@@ -92,7 +103,7 @@ describe('the scheduled catch-up', () => {
 
   it('never runs twice at once', async () => {
     const history = recentHistory(105);
-    await postStripeEvents(history.sent.map((s) => s.event));
+    await postStripeEvents(history.sent.map((s) => s.event), KEY);
     const [first, second] = [await deps(), await deps()];
     // Both ask for the lease at once; the database gives it to one of them.
     const [a, b] = await Promise.all([
@@ -105,7 +116,7 @@ describe('the scheduled catch-up', () => {
 
   it('backs off on 429 and goes on', async () => {
     const history = recentHistory(106);
-    await postStripeEvents(history.sent.map((s) => s.event));
+    await postStripeEvents(history.sent.map((s) => s.event), KEY);
     await rateLimitStripeEvents(3);
     const sleeps: number[] = [];
     const summary = await catchUpEvents(await deps(), { holder: 'test-429', sleep: (ms) => {
@@ -120,7 +131,7 @@ describe('the scheduled catch-up', () => {
 
   it('as Netlify runs it: one summary line per run', async () => {
     const history = recentHistory(107);
-    await postStripeEvents(history.sent.map((s) => s.event));
+    await postStripeEvents(history.sent.map((s) => s.event), KEY);
     const info = vi.spyOn(console, 'log').mockImplementation(() => {});
     const response = await catchUpFunction(new Request('http://localhost/.netlify/functions/stripe-catch-up', { method: 'POST', body: '{"next_run":"2026-12-01T00:15:00.000Z"}' }));
     expect(response.status).toBe(200);

@@ -166,9 +166,11 @@ async function bridge(path: string, init: RequestInit): Promise<void> {
   if (!response.ok) throw new Error(`bridge ${path}: ${response.status}`);
 }
 
-/** Adds events to Stripe's event log (GET /v1/events, /v1/events/{id}). */
-export const postStripeEvents = (events: readonly Stripe.Event[]) => bridge('/__bridge/events', { method: 'POST', body: JSON.stringify(events) });
-export const clearStripeEvents = () => bridge('/__bridge/events', { method: 'DELETE' });
+const eventLogPath = (key: string | undefined) => `/__bridge/events${key === undefined ? '' : `?key=${encodeURIComponent(key)}`}`;
+/** Adds events to Stripe's event log (GET /v1/events, /v1/events/{id}): the shared one, or
+ *  the log of `key` (opened with openStripeEventLog). */
+export const postStripeEvents = (events: readonly Stripe.Event[], key?: string) => bridge(eventLogPath(key), { method: 'POST', body: JSON.stringify(events) });
+export const clearStripeEvents = (key?: string) => bridge(eventLogPath(key), { method: 'DELETE' });
 /** The next `times` event reads answer 429. */
 export const rateLimitStripeEvents = (times: number) => bridge('/__bridge/rate-limit', { method: 'POST', body: JSON.stringify({ times }) });
 /** GET `path` answers `body` (e.g. /v1/checkout/sessions/cs_…). */
