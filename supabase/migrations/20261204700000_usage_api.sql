@@ -2,7 +2,7 @@
 --
 -- * billing_request_context returns, beside the account, `decision`: the subject's access, its reason,
 --   the grace period's end and the features it has now, by billing_decide_access with
---   billing_grace_days() and now(), as billing_has_access and billing_features decide.
+--   billing_grace_days() and billing_now() (now(), unless a test set the clock), as billing_has_access and billing_features decide.
 --   The API has no second copy of the rule to keep equal.
 -- * It also returns the subject's `limits` ({key: {limit, used}}: used is the attached
 --   count, null for a key no table is attached for) and `usage` ({meter: {used,
@@ -55,7 +55,7 @@ begin
   select * into a from public.billing_accounts x where x.user_id = v_subject;
   -- No account reads as no subscription: every fact is null.
   select * into d from public.billing_decide_access(a.status, coalesce(a.cancel_at_period_end, false),
-    a.current_period_start, a.current_period_end, a.payment_failed_at, public.billing_grace_days(), now());
+    a.current_period_start, a.current_period_end, a.payment_failed_at, public.billing_grace_days(), v_now);
   return jsonb_build_object(
     'retry_after', 0,
     'role', v_role,
