@@ -43,6 +43,7 @@
 
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { createBridgeMeters, type Hang } from './bridge-meters.ts';
 import { createBridgeSubscriptions, type Answer } from './bridge-subscriptions.ts';
 import { createHostedPages, type HostedPages, type LocalApp } from './hosted-pages.ts';
 
@@ -155,7 +156,7 @@ class Memory {
         lookup_key: lookupKey,
         product: params.get('product') ?? answer['product'],
         currency: params.get('currency') ?? answer['currency'],
-        unit_amount: Number(params.get('unit_amount') ?? answer['unit_amount']),
+        ...unitAmountOf(params, answer),
         // Stripe's defaults for what was not sent (the mock's fixture says otherwise).
         recurring: {
           ...(answer['recurring'] as Obj | null),
@@ -232,6 +233,7 @@ export async function startStripeMockBridge(target: string, port = 0, options: B
   const memory = new Memory();
   const objects = new Map<string, unknown>();
   const subscriptions = createBridgeSubscriptions(objects);
+  const meters = createBridgeMeters();
   // Known once listening (the port may be 0): the pages' URLs are on this server.
   const hosted: { pages?: HostedPages } = {};
 
@@ -255,7 +257,7 @@ export async function startStripeMockBridge(target: string, port = 0, options: B
         json(res, 200, { count: log.length });
         return;
       }
-      const admin = subscriptions.admin(req.method ?? 'GET', url.pathname, body);
+      const admin = subscriptions.admin(req.method ?? 'GET', url.pathname, body) ?? meters.admin(req.method ?? 'GET', url.pathname, url.searchParams, body);
       if (admin) {
         json(res, admin.status, admin.body);
         return;
@@ -304,6 +306,25 @@ export async function startStripeMockBridge(target: string, port = 0, options: B
         const event = log.find((e) => e.id === id);
         if (event) json(res, 200, event);
         else json(res, 404, { error: { type: 'invalid_request_error', code: 'resource_missing', param: 'id', message: `No such event: '${id}'` } });
+        return;
+      }
+      if (meters.handles(req.method ?? 'GET', url.pathname)) {
+        const answer = (a: Answer | Hang) => {
+          // A timeout: the request is held past the client's patience, then dropped unanswered.
+          if ('hangMs' in a) setTimeout(() => res.destroy(), a.hangMs).unref();
+          else json(res, a.status, a.body, a.headers);
+        };
+        meters
+          .answer({
+            method: req.method ?? 'GET',
+            path: url.pathname,
+            query: url.searchParams,
+            body,
+            apiKey: apiKeyOf(req),
+            idempotencyKey: header(req, 'idempotency-key'),
+            forward: () => forward(targetUrl, req, body),
+          })
+          .then(answer, (error: unknown) => answer({ status: 502, body: { error: { type: 'api_error', message: `bridge: ${error instanceof Error ? error.message : String(error)}` } } }));
         return;
       }
       const posted = req.method === 'GET' ? postedObject(objects, url) : undefined;
@@ -377,7 +398,7 @@ export async function startStripeMockBridge(target: string, port = 0, options: B
   });
   const address = server.address() as AddressInfo;
   const url = `http://127.0.0.1:${address.port}`;
-  const pages = createHostedPages({ baseUrl: url, prices: memory.prices, products: memory.products, objects });
+  const pages = createHostedPages({ baseUrl: url, prices: memory.prices, products: memory.products, objects, meters });
   hosted.pages = pages;
   for (const app of options.apps ?? []) pages.register(app);
   return {
@@ -390,6 +411,15 @@ export async function startStripeMockBridge(target: string, port = 0, options: B
       await pages.close();
     },
   };
+}
+
+/** unit_amount and unit_amount_decimal as sent (a metered price may give only a decimal,
+ *  e.g. 0.01 cent per unit); the mock's fixture answers other amounts. */
+function unitAmountOf(params: URLSearchParams, answer: Obj): { unit_amount: number | null; unit_amount_decimal: string } {
+  const decimal = params.get('unit_amount_decimal');
+  const amount = params.get('unit_amount') ?? (decimal === null ? String(answer['unit_amount']) : null);
+  if (amount !== null) return { unit_amount: Number(amount), unit_amount_decimal: amount };
+  return { unit_amount: Number.isInteger(Number(decimal)) ? Number(decimal) : null, unit_amount_decimal: String(decimal) };
 }
 
 /** The object posted for this GET: its exact path, else a path with a query that this
