@@ -197,6 +197,10 @@ function aggregate(formula: Meter['formula'], events: RecordedMeterEvent[]): num
 export function createBridgeMeters(): BridgeMeters {
   const meters = new Map<string, Meter>();
   const events: RecordedMeterEvent[] = [];
+  // Indexes, so a run of 10,000s of events stays linear: the latest event per identifier,
+  // and the events per meter and customer.
+  const byIdentifier = new Map<string, RecordedMeterEvent>();
+  const byCustomer = new Map<string, RecordedMeterEvent[]>();
   const saved = new Map<string, { body: string; answer: Answer; at: number }>();
   const injected: Record<string, number> = {};
   let faults: FaultPlan | null = null;
@@ -205,7 +209,7 @@ export function createBridgeMeters(): BridgeMeters {
 
   const activeMeterFor = (eventName: string) => [...meters.values()].find((m) => m.event_name === eventName && m.status === 'active');
   const counted = (meterId: string, customer: string, start: number, end: number) =>
-    events.filter((e) => e.meter === meterId && e.customer === customer && !e.cancelled && e.error === null && e.timestamp >= start && e.timestamp < end);
+    (byCustomer.get(`${meterId} ${customer}`) ?? []).filter((e) => !e.cancelled && e.error === null && e.timestamp >= start && e.timestamp < end);
 
   const createMeter = (params: URLSearchParams, answer: Obj): Answer => {
     const eventName = params.get('event_name') ?? '';
@@ -241,7 +245,7 @@ export function createBridgeMeters(): BridgeMeters {
       return invalid('The timestamp must be no more than 5 minutes in the future.', { param: 'timestamp' });
     }
     const identifier = params.get('identifier') || `mev_${randomUUID().replaceAll('-', '')}`;
-    if (events.some((e) => e.identifier === identifier && e.created > at - DEDUPE_SECONDS)) {
+    if ((byIdentifier.get(identifier)?.created ?? -Infinity) > at - DEDUPE_SECONDS) {
       return { ...invalid(`An event already exists with identifier ${identifier}.`), headers: { 'stripe-should-retry': 'false' } };
     }
     const meter = [...meters.values()].find((m) => m.event_name === eventName && m.status === 'active') ?? [...meters.values()].find((m) => m.event_name === eventName);
@@ -257,7 +261,13 @@ export function createBridgeMeters(): BridgeMeters {
           : rawValue === null || rawValue.trim() === '' || !Number.isFinite(value)
             ? 'meter_event_invalid_value'
             : null;
-    events.push({ identifier, event_name: eventName, customer, value: Number.isFinite(value) ? value : 0, timestamp, created: at, meter: meter?.id ?? null, cancelled: false, error });
+    const event: RecordedMeterEvent = { identifier, event_name: eventName, customer, value: Number.isFinite(value) ? value : 0, timestamp, created: at, meter: meter?.id ?? null, cancelled: false, error };
+    events.push(event);
+    byIdentifier.set(identifier, event);
+    const key = `${event.meter} ${customer}`;
+    const list = byCustomer.get(key);
+    if (list) list.push(event);
+    else byCustomer.set(key, [event]);
     const payload = Object.fromEntries([...params].filter(([key]) => key.startsWith('payload[')).map(([key, v]) => [key.slice('payload['.length, -1), v]));
     return { status: 200, body: { object: 'billing.meter_event', created: at, event_name: eventName, identifier, livemode: false, payload, timestamp } };
   };
@@ -267,8 +277,8 @@ export function createBridgeMeters(): BridgeMeters {
     const identifier = params.get('cancel[identifier]') ?? '';
     if ((params.get('type') ?? 'cancel') !== 'cancel') return invalid('Only cancel adjustments are supported.', { param: 'type' });
     const at = now();
-    const event = events.findLast((e) => e.identifier === identifier && e.event_name === eventName);
-    if (!event || event.created <= at - CANCEL_SECONDS) {
+    const event = byIdentifier.get(identifier);
+    if (!event || event.event_name !== eventName || event.created <= at - CANCEL_SECONDS) {
       // Stripe cancels only events it received in the last 24 hours.
       return invalid(`No meter event with identifier ${identifier} for event_name ${eventName} was received in the last 24 hours.`, { param: 'cancel[identifier]' });
     }
@@ -394,7 +404,11 @@ export function createBridgeMeters(): BridgeMeters {
         return { status: 200, body: { faults: faults && { next: faults.next, rate: faults.rate, kinds: faults.kinds, timeoutMs: faults.timeoutMs }, injected } };
       }
       if (path === '/__bridge/meter-events') {
-        if (method === 'DELETE') events.length = 0;
+        if (method === 'DELETE') {
+          events.length = 0;
+          byIdentifier.clear();
+          byCustomer.clear();
+        }
         const customer = query.get('customer');
         const eventName = query.get('event_name');
         return { status: 200, body: events.filter((e) => (customer === null || e.customer === customer) && (eventName === null || e.event_name === eventName)) };

@@ -26,8 +26,9 @@
 // 5. Memory of prices and webhook endpoints. Prices are found by lookup key (checkout
 //    and /plans) and billing:setup finds what it made before, which a stateless mock
 //    cannot answer. The bridge remembers the prices and webhook endpoints created
-//    through it (the mock's answer, with the values we sent: lookup key, amount,
-//    currency, interval, product; url, events, API version) and answers their list
+//    through it (the mock's answer, with the values we sent: lookup key, amount and
+//    decimal amount, currency, interval, usage type and meter, transform_quantity,
+//    product; url, events, API version) and answers their list
 //    calls from that memory, in the mock's own shape. Products' names are remembered
 //    for the hosted pages (6).
 // 6. Stripe's hosted pages, locally (hosted-pages.ts): for an app registered with the
@@ -40,6 +41,15 @@
 //    and logged with the events Stripe would send (the subscription updated, the
 //    proration), idempotency keys are honoured, and a test can make the next updates of
 //    a subscription fail (429, 500) or take longer, and read how many were in flight.
+// 8. Billing Meters (bridge-meters.ts): meters created through the bridge are kept and
+//    listed; meter events are recorded, an identifier refused for 24 hours and a
+//    timestamp outside the past 35 days or more than 5 minutes ahead refused, as Stripe
+//    does; cancel adjustments take an event out; event_summaries are summed from what was
+//    recorded. POST /__bridge/meter-faults makes meter requests answer 429 or 500 or time
+//    out (with the event recorded or lost), POST /__bridge/clock moves the bridge's time,
+//    GET /__bridge/meter-events lists what was recorded. A renewal the portal plays
+//    (6) bills the closing period's usage of the metered prices bought at Checkout, on
+//    its invoice.created and invoice.paid; the portal shows the usage so far.
 
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
