@@ -287,6 +287,63 @@ function invoiceEventOf(type: InvoiceEventType | 'invoice.created' | 'invoice.fi
   }, { template });
 }
 
+/** A metered item's usage on a renewal's invoice: Stripe bills it in arrears, for the
+ *  period that closed, beside the licensed items of the period that starts. */
+export interface UsageLine {
+  priceId: string;
+  productId: string | null;
+  /** Billed units (after transform_quantity). */
+  quantity: number;
+  unitAmountDecimal: string;
+  amount: number;
+  description: string;
+  periodStart: number;
+  periodEnd: number;
+}
+
+/** The metered item of a subscription, an id that stays the same across its events. */
+export function meteredItemId(subscriptionId: string): string {
+  return `${itemId(subscriptionId)}M`;
+}
+
+/**
+ * The invoice event with these usage lines added after its own, its totals raised by
+ * their amounts. `draft`: the same invoice as invoice.created shows it, a new event of
+ * that type (Stripe creates the renewal's invoice as a draft and finalizes it about an
+ * hour later, so usage reported before then is still billed on it).
+ */
+export function invoiceWithUsage(input: Stripe.Event, lines: readonly UsageLine[], options: { draft?: boolean } = {}): Stripe.Event {
+  const e = structuredClone(input);
+  const inv = e.data.object as unknown as Obj & { lines: { data: Obj[]; total_count: number } };
+  const [template] = inv.lines.data;
+  const added = lines.reduce((sum, line) => sum + line.amount, 0);
+  for (const want of lines) {
+    const line = structuredClone(template ?? {});
+    const details = (line['parent'] as { subscription_item_details?: Obj } | undefined)?.subscription_item_details ?? {};
+    Object.assign(line, { id: stripeId('il'), amount: want.amount, description: want.description, period: { start: want.periodStart, end: want.periodEnd }, quantity: want.quantity });
+    details['subscription_item'] = typeof details['subscription'] === 'string' ? meteredItemId(details['subscription']) : null;
+    details['invoice_item'] = null;
+    details['proration'] = false;
+    line['pricing'] = { type: 'price_details', price_details: { price: want.priceId, product: want.productId }, unit_amount_decimal: want.unitAmountDecimal };
+    inv.lines.data.push(line);
+  }
+  inv.lines.total_count = inv.lines.data.length;
+  for (const key of ['amount_due', 'subtotal', 'subtotal_excluding_tax', 'total', 'total_excluding_tax']) inv[key] = Number(inv[key] ?? 0) + added;
+  if (inv['status'] === 'paid') inv['amount_paid'] = Number(inv['amount_paid'] ?? 0) + added;
+  else inv['amount_remaining'] = Number(inv['amount_remaining'] ?? 0) + added;
+  if (!options.draft) return e;
+  e.id = stripeId('evt');
+  e.type = 'invoice.created';
+  Object.assign(inv, {
+    status: 'draft',
+    amount_paid: 0,
+    amount_remaining: inv['amount_due'],
+    attempted: false,
+    status_transitions: { finalized_at: null, marked_uncollectible_at: null, paid_at: null, voided_at: null },
+  });
+  return e;
+}
+
 /** The session that started the subscription: links the user to the customer. */
 export function checkoutSessionCompletedEvent(
   parties: Parties,

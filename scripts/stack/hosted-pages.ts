@@ -16,7 +16,8 @@ import pg from 'pg';
 import Stripe from 'stripe';
 import { allPrices, parseCatalog } from '../../src/billing/catalog.ts';
 import { LOCAL_STRIPE_SECRET_KEY } from '../lib/local-defaults.ts';
-import { itemId } from '../lib/stripe-events.ts';
+import { invoiceWithUsage, itemId, type UsageLine } from '../lib/stripe-events.ts';
+import type { BridgeMeters, MeteredUsage } from './bridge-meters.ts';
 import { FlowError, planFlow, readStoredBilling, type Flow, type FlowOptions, type FlowPrice, type Interval, type StoredBilling } from '../lib/stripe-flows.ts';
 
 type Obj = Record<string, unknown>;
@@ -96,6 +97,8 @@ export interface HostedPagesDeps {
   products: ReadonlyMap<string, Obj>;
   /** GET paths the bridge answers from memory: a completed session goes here for POST /api/stripe/sync. */
   objects: Map<string, unknown>;
+  /** The bridge's meters: the usage a renewal's invoice and the portal show. */
+  meters: Pick<BridgeMeters, 'usage'>;
 }
 
 export interface HostedPages {
@@ -121,6 +124,8 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
   const scheduled = new Map<string, { scheduleId: string; priceId: string }>();
   /** Per customer, who bought at Checkout: the portal continues their story. */
   const buyers = new Map<string, Buyer>();
+  /** Per customer, the metered prices its Checkout Session subscribed it to (line items after the plan's). */
+  const meteredPrices = new Map<string, string[]>();
   /** Portal configurations by id; the last one written is the default (billing:setup's). */
   const configurations = new Map<string, QuantityRule>();
   let defaultConfiguration: string | null = null;
@@ -167,8 +172,15 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
   };
   const stateOf = (app: LocalApp, buyer: Buyer) => readStoredBilling(pool(app), buyer.teamId ?? buyer.userId);
 
-  /** Plans a flow from the stored state and delivers its events in order, as Stripe would. */
-  const play = async (app: LocalApp, flow: Flow, buyer: Buyer, options: Partial<FlowOptions> & { priceId: string }): Promise<Stripe.Event[]> => {
+  /** Plans a flow from the stored state and delivers its events in order, as Stripe would.
+   *  `billUsage`: the usage lines of the invoice it pays, read as each invoice event is sent. */
+  const play = async (
+    app: LocalApp,
+    flow: Flow,
+    buyer: Buyer,
+    options: Partial<FlowOptions> & { priceId: string },
+    billUsage?: () => UsageLine[],
+  ): Promise<Stripe.Event[]> => {
     const stored = await stateOf(app, buyer);
     const current = priceOf(stored.subscription?.priceId ?? options.priceId);
     const planned = planFlow(flow, stored, {
@@ -178,7 +190,8 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
       userId: buyer.userId,
       ...(buyer.teamId && { teamId: buyer.teamId }),
     });
-    for (const event of planned.events) {
+    const delivered: Stripe.Event[] = [];
+    const deliver = async (event: Stripe.Event) => {
       const payload = JSON.stringify(event, null, 2);
       const response = await fetch(app.webhookUrl, {
         method: 'POST',
@@ -186,9 +199,41 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
         body: payload,
       });
       if (!response.ok) throw new Error(`the webhook answered ${event.type} ${event.id} with ${response.status}: ${await response.text()}`);
+      delivered.push(event);
+    };
+    for (const event of planned.events) {
+      if (billUsage && event.type === 'invoice.paid') {
+        // The renewal's invoice is created as a draft (its usage as reported so far), and paid
+        // with the usage Stripe holds once the app had its invoice.created (a last flush).
+        const draft = invoiceWithUsage(event, billUsage(), { draft: true });
+        draft.created = event.created - 1;
+        await deliver(draft);
+        await deliver(invoiceWithUsage(event, billUsage()));
+      } else {
+        await deliver(event);
+      }
     }
-    return planned.events;
+    return delivered;
   };
+
+  /** The customer's metered usage over [start, end), per metered price it subscribed to. */
+  const usageOf = (customer: string, start: number, end: number): MeteredUsage[] =>
+    (meteredPrices.get(customer) ?? []).flatMap((priceId) => {
+      const price = deps.prices.get(priceId);
+      const usage = price ? deps.meters.usage(price, customer, start, end) : null;
+      return usage ? [usage] : [];
+    });
+  const usageLines = (customer: string, start: number, end: number): UsageLine[] =>
+    usageOf(customer, start, end).map((usage) => ({
+      priceId: usage.priceId,
+      productId: typeof deps.prices.get(usage.priceId)?.['product'] === 'string' ? String(deps.prices.get(usage.priceId)?.['product']) : null,
+      quantity: usage.quantity,
+      unitAmountDecimal: String(usage.unitAmount),
+      amount: usage.amount,
+      description: `${usage.meterName}: ${usageText(usage)}`,
+      periodStart: start,
+      periodEnd: end,
+    }));
 
   // Checkout -----------------------------------------------------------------------------
 
@@ -322,7 +367,7 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
     const sold = lookupKeysOf(portal.app);
     const others = [...deps.prices.keys()]
       .map((id) => priceOf(id))
-      .filter((p): p is NonNullable<typeof p> => p !== null && p.lookupKey !== null && sold.has(p.lookupKey) && p.id !== price?.id && deps.prices.get(p.id)?.['active'] !== false)
+      .filter((p): p is NonNullable<typeof p> => p !== null && p.lookupKey !== null && sold.has(p.lookupKey) && p.id !== price?.id && deps.prices.get(p.id)?.['active'] !== false && !isMetered(deps.prices.get(p.id)))
       .sort((a, b) => a.name.localeCompare(b.name) || a.interval.localeCompare(b.interval));
     const switches = live && sub && ['active', 'trialing'].includes(sub.status) && price
       ? `<h2>Change plan</h2><ul class="plans">${others
@@ -344,6 +389,13 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
            <p id="quantity-hint" class="hint">${esc(money(price.amount, price.currency))} per seat per ${price.interval}${seats.prorationBehavior === 'none' ? '' : ', prorated for the rest of this period'}.</p>`
         : '';
     const periodEnd = sub?.periodEnd ? day(sub.periodEnd) : 'unknown';
+    const usage = live && sub?.periodStart && sub.periodEnd ? usageOf(portal.customer, sub.periodStart, sub.periodEnd) : [];
+    const usageSection =
+      usage.length > 0
+        ? `<h2>Usage this period</h2><ul id="metered-usage">${usage
+            .map((u) => `<li><strong>${esc(u.meterName)}</strong>: ${esc(usageText(u))} since ${esc(day(sub?.periodStart ?? 0))}, ${esc(money(u.amount, u.currency))} so far (billed on ${esc(periodEnd)})</li>`)
+            .join('')}</ul>`
+        : '';
     return layout('Billing (local portal)', `
       <p><a href="${esc(portal.returnUrl)}">← Return to Analytics Pro</a></p>
       <h1>Billing</h1>
@@ -357,6 +409,7 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
              ${pending ? `<p id="scheduled">Switches to ${esc(pending.name)}, ${esc(money(pending.amount, pending.currency))} per ${pending.interval}, on ${periodEnd}.</p>` : ''}`
           : '<p>No subscription.</p>'
       }</div>
+      ${usageSection}
       ${switches}
       ${seatsForm}
       ${live ? `<h2>Subscription</h2>${sub?.cancelAtPeriodEnd ? button('uncancel', 'Renew subscription') : button('cancel', 'Cancel subscription')}` : ''}
@@ -434,7 +487,15 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
           return 'The renewal payment was declined.';
         }
         scheduled.delete(portal.customer);
-        await play(portal.app, 'renew', userId, { ...base, ...(pending && pendingPrice && { newPrice: pendingPrice, scheduleId: pending.scheduleId }) });
+        // Metered usage is billed in arrears: the period that closes, on the renewal's invoice.
+        const closing = sub.periodStart !== null && sub.periodEnd !== null && meteredPrices.has(portal.customer) ? { start: sub.periodStart, end: sub.periodEnd } : null;
+        await play(
+          portal.app,
+          'renew',
+          userId,
+          { ...base, ...(pending && pendingPrice && { newPrice: pendingPrice, scheduleId: pending.scheduleId }) },
+          closing ? () => usageLines(portal.customer, closing.start, closing.end) : undefined,
+        );
         const next = pendingPrice;
         return next ? `Renewed on ${next.name}, ${next.interval}ly.` : 'Renewed: the next period is paid.';
       }
@@ -496,6 +557,10 @@ export function createHostedPages(deps: HostedPagesDeps): HostedPages {
         const customer = params.get('customer') ?? '';
         const buyer = { userId: params.get('client_reference_id') ?? params.get('metadata[userId]') ?? '', teamId: params.get('metadata[teamId]') };
         if (customer) buyers.set(customer, buyer);
+        const metered = [...params]
+          .filter(([key, priceId]) => /^line_items\[\d+\]\[price\]$/.test(key) && isMetered(deps.prices.get(priceId)))
+          .map(([, priceId]) => priceId);
+        if (customer && metered.length > 0) meteredPrices.set(customer, metered);
         checkouts.set(id, {
           id,
           app,
@@ -578,6 +643,19 @@ function quantityRuleOf(params: URLSearchParams): QuantityRule | null {
     prorationBehavior: params.get(`${prefix}[proration_behavior]`),
     products,
   };
+}
+
+function isMetered(price: Obj | undefined): boolean {
+  return (price?.['recurring'] as Obj | null | undefined)?.['usage_type'] === 'metered';
+}
+
+/** "12,345 units at €1.00 per 10,000 (2 × €1.00)", as the portal and the invoice line say it. */
+function usageText(u: MeteredUsage): string {
+  const unit = money(u.unitAmount, u.currency);
+  const count = new Intl.NumberFormat('en').format(u.usage);
+  return u.divideBy
+    ? `${count} units at ${unit} per ${new Intl.NumberFormat('en').format(u.divideBy)} (${u.quantity} × ${unit})`
+    : `${count} units at ${unit} each`;
 }
 
 function lookupKeysOf(app: LocalApp): Set<string> {

@@ -26,8 +26,9 @@
 // 5. Memory of prices and webhook endpoints. Prices are found by lookup key (checkout
 //    and /plans) and billing:setup finds what it made before, which a stateless mock
 //    cannot answer. The bridge remembers the prices and webhook endpoints created
-//    through it (the mock's answer, with the values we sent: lookup key, amount,
-//    currency, interval, product; url, events, API version) and answers their list
+//    through it (the mock's answer, with the values we sent: lookup key, amount and
+//    decimal amount, currency, interval, usage type and meter, transform_quantity,
+//    product; url, events, API version) and answers their list
 //    calls from that memory, in the mock's own shape. Products' names are remembered
 //    for the hosted pages (6).
 // 6. Stripe's hosted pages, locally (hosted-pages.ts): for an app registered with the
@@ -40,9 +41,19 @@
 //    and logged with the events Stripe would send (the subscription updated, the
 //    proration), idempotency keys are honoured, and a test can make the next updates of
 //    a subscription fail (429, 500) or take longer, and read how many were in flight.
+// 8. Billing Meters (bridge-meters.ts): meters created through the bridge are kept and
+//    listed; meter events are recorded, an identifier refused for 24 hours and a
+//    timestamp outside the past 35 days or more than 5 minutes ahead refused, as Stripe
+//    does; cancel adjustments take an event out; event_summaries are summed from what was
+//    recorded. POST /__bridge/meter-faults makes meter requests answer 429 or 500 or time
+//    out (with the event recorded or lost), POST /__bridge/clock moves the bridge's time,
+//    GET /__bridge/meter-events lists what was recorded. A renewal the portal plays
+//    (6) bills the closing period's usage of the metered prices bought at Checkout, on
+//    its invoice.created and invoice.paid; the portal shows the usage so far.
 
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { createBridgeMeters, type Hang } from './bridge-meters.ts';
 import { createBridgeSubscriptions, type Answer } from './bridge-subscriptions.ts';
 import { createHostedPages, type HostedPages, type LocalApp } from './hosted-pages.ts';
 
@@ -155,7 +166,7 @@ class Memory {
         lookup_key: lookupKey,
         product: params.get('product') ?? answer['product'],
         currency: params.get('currency') ?? answer['currency'],
-        unit_amount: Number(params.get('unit_amount') ?? answer['unit_amount']),
+        ...unitAmountOf(params, answer),
         // Stripe's defaults for what was not sent (the mock's fixture says otherwise).
         recurring: {
           ...(answer['recurring'] as Obj | null),
@@ -232,6 +243,7 @@ export async function startStripeMockBridge(target: string, port = 0, options: B
   const memory = new Memory();
   const objects = new Map<string, unknown>();
   const subscriptions = createBridgeSubscriptions(objects);
+  const meters = createBridgeMeters();
   // Known once listening (the port may be 0): the pages' URLs are on this server.
   const hosted: { pages?: HostedPages } = {};
 
@@ -255,7 +267,7 @@ export async function startStripeMockBridge(target: string, port = 0, options: B
         json(res, 200, { count: log.length });
         return;
       }
-      const admin = subscriptions.admin(req.method ?? 'GET', url.pathname, body);
+      const admin = subscriptions.admin(req.method ?? 'GET', url.pathname, body) ?? meters.admin(req.method ?? 'GET', url.pathname, url.searchParams, body);
       if (admin) {
         json(res, admin.status, admin.body);
         return;
@@ -304,6 +316,25 @@ export async function startStripeMockBridge(target: string, port = 0, options: B
         const event = log.find((e) => e.id === id);
         if (event) json(res, 200, event);
         else json(res, 404, { error: { type: 'invalid_request_error', code: 'resource_missing', param: 'id', message: `No such event: '${id}'` } });
+        return;
+      }
+      if (meters.handles(req.method ?? 'GET', url.pathname)) {
+        const answer = (a: Answer | Hang) => {
+          // A timeout: the request is held past the client's patience, then dropped unanswered.
+          if ('hangMs' in a) setTimeout(() => res.destroy(), a.hangMs).unref();
+          else json(res, a.status, a.body, a.headers);
+        };
+        meters
+          .answer({
+            method: req.method ?? 'GET',
+            path: url.pathname,
+            query: url.searchParams,
+            body,
+            apiKey: apiKeyOf(req),
+            idempotencyKey: header(req, 'idempotency-key'),
+            forward: () => forward(targetUrl, req, body),
+          })
+          .then(answer, (error: unknown) => answer({ status: 502, body: { error: { type: 'api_error', message: `bridge: ${error instanceof Error ? error.message : String(error)}` } } }));
         return;
       }
       const posted = req.method === 'GET' ? postedObject(objects, url) : undefined;
@@ -377,7 +408,7 @@ export async function startStripeMockBridge(target: string, port = 0, options: B
   });
   const address = server.address() as AddressInfo;
   const url = `http://127.0.0.1:${address.port}`;
-  const pages = createHostedPages({ baseUrl: url, prices: memory.prices, products: memory.products, objects });
+  const pages = createHostedPages({ baseUrl: url, prices: memory.prices, products: memory.products, objects, meters });
   hosted.pages = pages;
   for (const app of options.apps ?? []) pages.register(app);
   return {
@@ -390,6 +421,15 @@ export async function startStripeMockBridge(target: string, port = 0, options: B
       await pages.close();
     },
   };
+}
+
+/** unit_amount and unit_amount_decimal as sent (a metered price may give only a decimal,
+ *  e.g. 0.01 cent per unit); the mock's fixture answers other amounts. */
+function unitAmountOf(params: URLSearchParams, answer: Obj): { unit_amount: number | null; unit_amount_decimal: string } {
+  const decimal = params.get('unit_amount_decimal');
+  const amount = params.get('unit_amount') ?? (decimal === null ? String(answer['unit_amount']) : null);
+  if (amount !== null) return { unit_amount: Number(amount), unit_amount_decimal: amount };
+  return { unit_amount: Number.isInteger(Number(decimal)) ? Number(decimal) : null, unit_amount_decimal: String(decimal) };
 }
 
 /** The object posted for this GET: its exact path, else a path with a query that this
