@@ -349,6 +349,20 @@ describe('billing_track and billing_usage', () => {
     expect(await track(subject, 'pageviews', 0, 'g')).toMatchObject({ allowed: true, used: 1101 });
   });
 
+  it('concurrent calls cannot pass a blocking limit; a repeat of a refused key arriving with it is refused too, and nothing of them is kept', async () => {
+    const { subject } = await subscribed({ start: daysFromNow(-3), end: daysFromNow(27) });
+    // Starter's pageviews: 1000 included, block. 30 keys of 50 at once: exactly 20 fit.
+    const results = await Promise.all(Array.from({ length: 30 }, (_, i) => track(subject, 'pageviews', 50, `c${i}`)));
+    expect(results.filter((r) => r.allowed)).toHaveLength(20);
+    expect(results.filter((r) => !r.allowed).every((r) => r.used === 1000 && !r.duplicate)).toBe(true);
+    expect(new Set(results.filter((r) => r.allowed).map((r) => r.used)).size).toBe(20);
+    expect(await usage(subject, 'pageviews')).toBe(1000);
+    expect(await q('select count(*)::int as n, sum(amount)::int as amount from billing_usage_hourly where subject_id = $1', [subject])).toEqual([{ n: 1, amount: 1000 }]);
+    const refused = await Promise.all(Array.from({ length: 5 }, () => track(subject, 'pageviews', 1, 'late')));
+    expect(refused).toEqual(Array.from({ length: 5 }, () => ({ allowed: false, used: 1000, limit: 1000, duplicate: false })));
+    expect(await q('select count(*)::int as n from billing_usage_keys where subject_id = $1', [subject])).toEqual([{ n: 20 }]);
+  }, 60_000);
+
   it('refuses p_at more than 35 days old or 5 minutes ahead, unknown meters and bad amounts', async () => {
     const { subject } = await subscribed({ start: daysFromNow(-3), end: daysFromNow(27) });
     const at = (ms: number) => new Date(new Date(NOW).getTime() + ms).toISOString();

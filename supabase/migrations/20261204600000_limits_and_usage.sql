@@ -325,11 +325,11 @@ grant select on public.billing_usage_windows, public.billing_usage_hours, public
 -- block, an amount that would pass the included amount is refused whole and leaves no
 -- trace (a retry with the same key may then succeed, after an upgrade say).
 -- What one subject's calls wait for each other for is one statement: the update of the
--- window's row, whose lock is held until commit. Everything else is done before it
--- without a lock, or after it under that lock: the key's row (unique per subject, meter
--- and key) is inserted last, so of two calls with one key the second waits for the
--- first at the window row, then finds the key and takes back its own increment. The
--- hourly totals are not touched here (the key row carries them; billing_usage_hourly).
+-- window's row (with the key's result), whose lock is held until commit. Everything
+-- else is done before it: the limit and the window, then the key's insert, which only
+-- a call with the same key waits for (a repeat finds the key there and answers without
+-- a lock). The hourly totals are not touched here: the key's row carries them
+-- (billing_usage_hourly, billing_usage_fold).
 create function public.billing_track(
   p_subject uuid, p_meter text, p_amount bigint, p_key text, p_at timestamptz default public.billing_now()
 ) returns jsonb
@@ -346,7 +346,6 @@ declare
   w record;
   k public.billing_usage_keys;
   v_blocks boolean;
-  v_used bigint;
   v_result jsonb;
 begin
   if p_subject is null or p_key is null or p_amount is null or p_amount < 0 then
@@ -361,62 +360,79 @@ begin
     raise exception 'Unknown meter: %', p_meter using errcode = 'invalid_parameter_value';
   end if;
   w := public.billing_window_of(s, p_at);
-  -- A retry after the first call committed, the common duplicate: no lock needed. A key
-  -- older than 48 hours counts anew (below).
-  select * into k from public.billing_usage_keys x where x.subject_id = p_subject and x.meter = p_meter and x.key = p_key;
-  if found and k.created_at >= v_expired then
-    return k.result || '{"duplicate": true}';
-  end if;
   v_blocks := l.value is not null and l.overage = 'block' and p_amount > 0;
 
-  if not (v_blocks and p_amount > l.value) then
-    insert into public.billing_usage_windows as u (subject_id, meter, window_start, window_end, used)
-    values (p_subject, p_meter, w.window_start, w.window_end, p_amount)
-    on conflict (subject_id, meter, window_start) do update set used = u.used + excluded.used, updated_at = now()
-      where not v_blocks or u.used + excluded.used <= l.value
-    returning u.used into v_used;
-  end if;
-  if v_used is null then
-    -- Refused (the window's row, if any, is locked: on conflict locks it even when its
-    -- condition fails), unless a call with this key counted while this one waited.
+  -- The key first, before the window's row, so that the calls of one subject wait for
+  -- each other only at that row: the key's insert waits only for a call with the same
+  -- key (and then finds it).
+  loop
+    insert into public.billing_usage_keys (subject_id, meter, key, result, amount, hour, created_at)
+    values (p_subject, p_meter, p_key, '{}', p_amount, v_hour, v_now)
+    on conflict do nothing;
+    exit when found;
+    -- A repeat: the first call's result, unless the key is older than 48 hours.
     select * into k from public.billing_usage_keys x where x.subject_id = p_subject and x.meter = p_meter and x.key = p_key;
     if found and k.created_at >= v_expired then
       return k.result || '{"duplicate": true}';
+    elsif found then
+      select * into k from public.billing_usage_keys x
+      where x.subject_id = p_subject and x.meter = p_meter and x.key = p_key and x.created_at < v_expired
+      for update;
+      if found then
+        -- Expired and not folded yet: its amount goes to its hour, and this call takes the key.
+        insert into public.billing_usage_hours as h (subject_id, meter, hour, amount)
+        values (p_subject, p_meter, k.hour, k.amount)
+        on conflict (subject_id, meter, hour) do update set amount = h.amount + excluded.amount;
+        update public.billing_usage_keys x set result = '{}', amount = p_amount, hour = v_hour, created_at = v_now
+        where x.subject_id = p_subject and x.meter = p_meter and x.key = p_key;
+        exit;
+      end if;
     end if;
-    return jsonb_build_object('allowed', false, 'limit', l.value, 'duplicate', false, 'used', coalesce((
-      select u.used from public.billing_usage_windows u
-      where u.subject_id = p_subject and u.meter = p_meter and u.window_start = w.window_start), 0));
-  end if;
-
-  v_result := jsonb_build_object('allowed', true, 'used', v_used, 'limit', l.value, 'duplicate', false);
-  loop
-    insert into public.billing_usage_keys (subject_id, meter, key, result, amount, hour, created_at)
-    values (p_subject, p_meter, p_key, v_result, p_amount, v_hour, v_now)
-    on conflict do nothing;
-    if found then
-      return v_result;
-    end if;
-    -- The key is there: a call with it committed while this one waited for the window's
-    -- row (the unique index made this insert wait for it), or it expired.
-    select * into k from public.billing_usage_keys x
-    where x.subject_id = p_subject and x.meter = p_meter and x.key = p_key
-    for update;
-    if found and k.created_at >= v_expired then
-      update public.billing_usage_windows u set used = u.used - p_amount
-      where u.subject_id = p_subject and u.meter = p_meter and u.window_start = w.window_start;
-      return k.result || '{"duplicate": true}';
-    end if;
-    if found then
-      -- Expired and not folded yet: its amount goes to its hour, and this call takes the key.
-      insert into public.billing_usage_hours as h (subject_id, meter, hour, amount)
-      values (p_subject, p_meter, k.hour, k.amount)
-      on conflict (subject_id, meter, hour) do update set amount = h.amount + excluded.amount;
-      update public.billing_usage_keys x set result = v_result, amount = p_amount, hour = v_hour, created_at = v_now
-      where x.subject_id = p_subject and x.meter = p_meter and x.key = p_key;
-      return v_result;
-    end if;
-    -- Folded meanwhile: insert it again.
+    -- Folded (or taken) meanwhile: again.
   end loop;
+
+  -- An amount alone past the limit is refused without a lock.
+  if not (v_blocks and p_amount > l.value) then
+    -- The window's row, and the key's result, in one statement: from here to the commit
+    -- this subject's other calls wait. A plain update when the row is there: a waiter
+    -- then follows the row to its new version when the holder commits, where an insert's
+    -- on conflict would start over (and every waiter with it).
+    with win as (
+      update public.billing_usage_windows u set used = u.used + p_amount, updated_at = now()
+      where u.subject_id = p_subject and u.meter = p_meter and u.window_start = w.window_start
+        and (not v_blocks or u.used + p_amount <= l.value)
+      returning u.used
+    )
+    update public.billing_usage_keys x
+    set result = jsonb_build_object('allowed', true, 'used', win.used, 'limit', l.value, 'duplicate', false)
+    from win
+    where x.subject_id = p_subject and x.meter = p_meter and x.key = p_key
+    returning x.result into v_result;
+    if v_result is not null then
+      return v_result;
+    end if;
+    -- No row yet, or the amount would pass the limit.
+    with win as (
+      insert into public.billing_usage_windows as u (subject_id, meter, window_start, window_end, used)
+      values (p_subject, p_meter, w.window_start, w.window_end, p_amount)
+      on conflict (subject_id, meter, window_start) do update set used = u.used + excluded.used, updated_at = now()
+        where not v_blocks or u.used + excluded.used <= l.value
+      returning u.used
+    )
+    update public.billing_usage_keys x
+    set result = jsonb_build_object('allowed', true, 'used', win.used, 'limit', l.value, 'duplicate', false)
+    from win
+    where x.subject_id = p_subject and x.meter = p_meter and x.key = p_key
+    returning x.result into v_result;
+    if v_result is not null then
+      return v_result;
+    end if;
+  end if;
+  -- Refused: nothing is recorded, not even the key.
+  delete from public.billing_usage_keys x where x.subject_id = p_subject and x.meter = p_meter and x.key = p_key;
+  return jsonb_build_object('allowed', false, 'limit', l.value, 'duplicate', false, 'used', coalesce((
+    select u.used from public.billing_usage_windows u
+    where u.subject_id = p_subject and u.meter = p_meter and u.window_start = w.window_start), 0));
 end;
 $$;
 
