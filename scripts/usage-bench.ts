@@ -37,7 +37,8 @@ const run = promisify(execFile);
 const READING = [
   '## Reading',
   '',
-  '- One subject and one meter is the worst case: every billing_track call updates the one window row and holds its lock until commit, so that subject\'s calls run one at a time from that update through their commit\'s flush, as the naive update\'s do. What billing_track does besides (the argument checks, the limit and the window, the key\'s pre-check) runs before the update, without a lock; after it, only the key\'s insert. Other subjects\' calls do not wait for these.',
+  '- One subject and one meter is the worst case: every billing_track call updates the one window row and holds its lock until commit, so that subject\'s calls run one at a time from that update through their commit\'s flush, as the naive update\'s do. What billing_track does besides runs before that update, without waiting for the others: the argument checks, the limit and the window, and the key\'s insert (which only a call with the same key waits for; a repeat answers there). The update and the key\'s result are one statement; then the commit. Other subjects\' calls do not wait for these.',
+  '- billing_limit is billing_has_feature\'s read of the state and access decision plus one index read of billing_plan_limits; billing_usage_state adds the window and one read of billing_usage_windows (this window\'s use, and whether the one before it ended above the included amount: only then are the ended windows walked). Each query run from PL/pgSQL costs a few µs here, which is what the difference is made of.',
   '- The clock figures include waiting for a CPU on the 2 shared cores, the load generators\' use of them included; the CPU columns are what the database backends spent. Where the two disagree, the CPU is the steadier measure of the code.',
   '',
 ].join('\n');
@@ -384,6 +385,7 @@ try {
     '',
     READING,
     // About this run's numbers, so computed.
+    `- On one client, a billing_track call cost ${us(serial.track.cpuMsPerCall)} of backend CPU against the naive update's ${us(serial.naive.cpuMsPerCall)} (${(serial.naive.cpuMsPerCall / serial.track.cpuMsPerCall).toFixed(2)}×): it reads the state, the limit and the key and writes the key's row besides the window's. Where the machine's CPU, not the disk's flushes, sets the rate of both, that ratio is about the ratio of their rates at 32 clients too.`,
     `- A call holds its locks until its commit is flushed, so one subject's calls cannot outrun the disk's flushes (pg_test_fsync: ${flushPerSecond.toFixed(0)}/s in this run; the disk is shared and its rate varies from run to run).${med(rates.pgNaive) > flushPerSecond ? ' The naive update, serialized the same way on its row lock, passed that rate: the WAL\'s flushes cost less than pg_test_fsync\'s, so it is a rough bound only.' : ''}${med(rates.pgTrack) < flushPerSecond / 2 ? ' billing_track stayed well under it: its own work, not the disk, set its rate here.' : ''}`,
     '',
   ];
