@@ -331,9 +331,16 @@ try {
     `| ${name} | ${med(rs).toFixed(0)} | ${spread(rs.map((r) => r.perSecond))} | ${(med(rs) / med(base)).toFixed(2)}× | ${(flushPerSecond ? med(rs) / flushPerSecond : NaN).toFixed(2)}× | ${us(median(rs.map((r) => r.cpuMsPerCall)))} | ${rs.reduce((s, r) => s + r.calls, 0).toLocaleString('en')} | ${rs.reduce((s, r) => s + r.failed, 0)} |`;
   const pgRatio = med(rates.pgTrack) / med(rates.pgNaive);
   const restRatio = med(rates.restTrack) / med(rates.restNaive);
-  const targeted = callResults.filter((r) => r.name.startsWith('billing_'));
-  const worstCall = Math.max(...targeted.map((r) => r.diff / CALLS));
-  const worstCallCpu = Math.max(...targeted.map((r) => r.cpuDiff / CALLS));
+  // The worst case of each targeted function (its two callers), by the clock and of CPU.
+  const worst = (fn: string) => {
+    const rs = callResults.filter((r) => r.name.startsWith(`${fn},`));
+    return { clock: Math.max(...rs.map((r) => r.diff / CALLS)), cpu: Math.max(...rs.map((r) => r.cpuDiff / CALLS)) };
+  };
+  const roundRatios = (track: Rate[], naive: Rate[]) => track.map((r, i) => `${(r.perSecond / (naive[i]?.perSecond ?? NaN)).toFixed(2)}×`).join(', ');
+  const bareTarget = (fn: string) => {
+    const w = worst(fn);
+    return `${fn} at most ${us(w.clock)} by the clock (${met(w.clock <= 0.02)}), ${us(w.cpu)} of CPU (${met(w.cpu <= 0.02)})`;
+  };
   const bulkRatio = bulk.with / bulk.base;
   const bulkCpuRatio = bulk.withCpu / bulk.baseCpu;
   const dupShare = (calls: number, keys: number) => `${(((calls - keys) / calls) * 100).toFixed(1)} %`;
@@ -378,14 +385,14 @@ try {
     '',
     '## Against the targets',
     '',
-    `- billing_track ≥ 0.7× the naive update at concurrency ${CLIENTS}: through pgbench ${pgRatio.toFixed(2)}× (${met(pgRatio >= 0.7)}), through PostgREST ${restRatio.toFixed(2)}× (${met(restRatio >= 0.7)}); totals exact (${met(exact)}).`,
+    `- billing_track ≥ 0.7× the naive update at concurrency ${CLIENTS}: through pgbench ${pgRatio.toFixed(2)}× (${met(pgRatio >= 0.7)}; round by round ${roundRatios(rates.pgTrack, rates.pgNaive)}), through PostgREST ${restRatio.toFixed(2)}× (${met(restRatio >= 0.7)}; ${roundRatios(rates.restTrack, rates.restNaive)}); totals exact (${met(exact)}).${pgRatio < 0.7 || restRatio < 0.7 ? ` Missed by ${(0.7 - Math.min(pgRatio, restRatio)).toFixed(2)}×: ${med(rates.pgNaive) < flushPerSecond ? 'the rates were bound by the shared CPU, not the disk\'s flushes (both under its flush rate), and ' : ''}a billing_track call costs ${(serial.track.cpuMsPerCall / serial.naive.cpuMsPerCall).toFixed(1)}× the naive update's backend CPU on one client (below).` : ''}`,
     `- The triggers add ≤ 0.5 ms to a single-row insert: ${fmt(single.diff)} (${met(single.diff <= 0.5)}).`,
     `- ≤ 2× a ${BULK.toLocaleString('en')}-row insert … select: ${bulkRatio.toFixed(2)}× by the clock (${met(bulkRatio <= 2)}), ${bulkCpuRatio.toFixed(2)}× of CPU (${met(bulkCpuRatio <= 2)}).`,
-    `- billing_limit and billing_usage_state ≤ 20 µs a bare call: at most ${us(worstCall)} by the clock (${met(worstCall <= 0.02)}), ${us(worstCallCpu)} of CPU (${met(worstCallCpu <= 0.02)}).`,
+    `- billing_limit and billing_usage_state ≤ 20 µs a bare call: ${bareTarget('billing_limit')}; ${bareTarget('billing_usage_state')}.${Math.max(worst('billing_limit').cpu, worst('billing_usage_state').cpu) > 0.02 ? ' Where missed, by what the call does beyond billing_has_feature (the reference rows): below.' : ''}`,
     '',
     READING,
     // About this run's numbers, so computed.
-    `- On one client, a billing_track call cost ${us(serial.track.cpuMsPerCall)} of backend CPU against the naive update's ${us(serial.naive.cpuMsPerCall)} (${(serial.naive.cpuMsPerCall / serial.track.cpuMsPerCall).toFixed(2)}×): it reads the state, the limit and the key and writes the key's row besides the window's. Where the machine's CPU, not the disk's flushes, sets the rate of both, that ratio is about the ratio of their rates at 32 clients too.`,
+    `- On one client, a billing_track call cost ${us(serial.track.cpuMsPerCall)} of backend CPU against the naive update's ${us(serial.naive.cpuMsPerCall)}: it reads the state and the limit, and writes the key's row besides the window's.${med(rates.pgNaive) < flushPerSecond ? ' In this run both stayed under the disk\'s flush rate: the 2 shared cores, which the 32 backends and the load generators share, bounded them, so what a call costs in CPU counts more than how long it holds the row.' : ''}`,
     `- A call holds its locks until its commit is flushed, so one subject's calls cannot outrun the disk's flushes (pg_test_fsync: ${flushPerSecond.toFixed(0)}/s in this run; the disk is shared and its rate varies from run to run).${med(rates.pgNaive) > flushPerSecond ? ' The naive update, serialized the same way on its row lock, passed that rate: the WAL\'s flushes cost less than pg_test_fsync\'s, so it is a rough bound only.' : ''}${med(rates.pgTrack) < flushPerSecond / 2 ? ' billing_track stayed well under it: its own work, not the disk, set its rate here.' : ''}`,
     '',
   ];
