@@ -96,6 +96,7 @@ export type Database = {
       billing_seat_claim: { Args: { p_team: string; p_holder: string; p_lease_seconds: number; p_plans: Json }; Returns: Json };
       billing_seat_release: { Args: { p_subscription: string; p_holder: string; p_error: string | null; p_retry_seconds: number }; Returns: undefined };
       billing_seats_due: { Args: { p_plans: Json; p_subscriptions: string[] | null; p_limit: number }; Returns: string[] };
+      billing_usage_fold: { Args: Record<never, never>; Returns: Json };
       billing_job_acquire: { Args: { p_name: string; p_holder: string; p_lease_seconds: number }; Returns: Json | null };
       billing_job_save: {
         Args: { p_name: string; p_holder: string; p_state: Json; p_summary: Json | null; p_release: boolean };

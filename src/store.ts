@@ -183,7 +183,13 @@ export interface BillingStore {
   seatRelease(subscriptionId: string, holder: string, failure: { error: string; retrySeconds: number } | null): Promise<void>;
   /** Teams whose per-seat quantity is not their wanted one, not leased, not backing off. */
   seatsDue(query: { plans: SeatPlanMins; subscriptions: readonly string[] | null; limit: number }): Promise<string[]>;
+  /** Usage upkeep (billing_usage_fold): idempotency keys older than 48 hours into the
+   *  hourly totals; hours past 35 days and windows nothing reads any more removed. */
+  foldUsage(): Promise<UsageFold>;
 }
+
+/** What one billing_usage_fold did. */
+export type UsageFold = { keysFolded: number; hoursRemoved: number; windowsRemoved: number };
 
 /** A team's Stripe customer where a user bought, or may have started a checkout. */
 export interface TeamCustomer {
@@ -494,6 +500,13 @@ export function createStore(config: StoreConfig, fetchImpl: typeof fetch = nodeF
         p_retry_seconds: failure?.retrySeconds ?? 0,
       });
       if (error) throw new StoreError('seatRelease', error.message);
+    },
+
+    async foldUsage() {
+      const { data, error } = await db.rpc('billing_usage_fold', {});
+      if (error) throw new StoreError('foldUsage', error.message);
+      const row = typeof data === 'object' && data !== null && !Array.isArray(data) ? data : {};
+      return { keysFolded: Number(row['keys_folded']), hoursRemoved: Number(row['hours_removed']), windowsRemoved: Number(row['windows_removed']) };
     },
 
     async seatsDue(query) {

@@ -3,6 +3,7 @@
 // subscription, so every test here resets that subscription's rows and links a fresh
 // user to its customer first. The tests of one file run one after another.
 
+import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Stripe from 'stripe';
@@ -340,9 +341,20 @@ describe('rate limits and pagination', () => {
     });
     let clock = Date.now();
     const now = () => new Date(clock);
+    // A usage key 49 hours old: each run that holds the lease folds such keys into the
+    // hourly totals (billing_usage_fold, test/usage.test.ts).
+    const subject = randomUUID();
+    await query(
+      `insert into billing_usage_keys (subject_id, meter, key, result, amount, hour, created_at)
+       values ($1, 'pageviews', 'old', '{}', 7, date_trunc('hour', now() - interval '49 hours'), now() - interval '49 hours')`,
+      [subject],
+    );
     // A budget of 0: each run stops after its first page, as one at Netlify's 30 s would.
     const first = await reconcileOnSchedule(stubbed, { holder: 'test-1', budgetMs: 0, now });
     expect(first).toMatchObject({ status: 'paused', seen: 1, failed: 0 });
+    expect(first.usageKeysFolded).toBeGreaterThanOrEqual(1);
+    expect(await query('select key from billing_usage_keys where subject_id = $1', [subject])).toEqual([]);
+    expect(await query('select amount::int from billing_usage_hourly where subject_id = $1', [subject])).toEqual([{ amount: 7 }]);
     const second = await reconcileOnSchedule(stubbed, { holder: 'test-2', budgetMs: 0, now });
     expect(second).toMatchObject({ status: 'done', seen: 1, failed: 0 });
     expect(stub.requests.map((r) => r.url.searchParams.get('starting_after'))).toEqual([null, fixture.id]);

@@ -317,7 +317,10 @@ describe('billing_track and billing_usage', () => {
     // The key is still known 47 hours on, and forgotten after 48.
     expect((await track(subject, 'pageviews', 5, 'k2', undefined, daysFromNow(47 / 24))).duplicate).toBe(true);
     expect(await track(subject, 'pageviews', 5, 'k2', undefined, daysFromNow(49 / 24))).toEqual({ allowed: true, used: 40, limit: 1000, duplicate: false });
-    expect(await q('select count(*)::int as n from billing_usage_hours where subject_id = $1', [subject])).toEqual([{ n: 2 }]);
+    // The hourly totals: the first calls' hour 35, and the hour 49 hours on 5.
+    const hours = await q<{ hour: Date; amount: number }>('select hour, amount::int from billing_usage_hourly where subject_id = $1 order by hour', [subject]);
+    expect(hours.map((h) => h.amount)).toEqual([35, 5]);
+    expect(((hours[1]?.hour.getTime() ?? 0) - (hours[0]?.hour.getTime() ?? 0)) / 3_600_000).toBeOneOf([49, 50]);
   }, 60_000);
 
   it('block refuses an amount that would pass the included amount whole, leaving no trace; allow records it', async () => {
@@ -346,6 +349,20 @@ describe('billing_track and billing_usage', () => {
     expect(await track(subject, 'pageviews', 0, 'g')).toMatchObject({ allowed: true, used: 1101 });
   });
 
+  it('concurrent calls cannot pass a blocking limit; a repeat of a refused key arriving with it is refused too, and nothing of them is kept', async () => {
+    const { subject } = await subscribed({ start: daysFromNow(-3), end: daysFromNow(27) });
+    // Starter's pageviews: 1000 included, block. 30 keys of 50 at once: exactly 20 fit.
+    const results = await Promise.all(Array.from({ length: 30 }, (_, i) => track(subject, 'pageviews', 50, `c${i}`)));
+    expect(results.filter((r) => r.allowed)).toHaveLength(20);
+    expect(results.filter((r) => !r.allowed).every((r) => r.used === 1000 && !r.duplicate)).toBe(true);
+    expect(new Set(results.filter((r) => r.allowed).map((r) => r.used)).size).toBe(20);
+    expect(await usage(subject, 'pageviews')).toBe(1000);
+    expect(await q('select count(*)::int as n, sum(amount)::int as amount from billing_usage_hourly where subject_id = $1', [subject])).toEqual([{ n: 1, amount: 1000 }]);
+    const refused = await Promise.all(Array.from({ length: 5 }, () => track(subject, 'pageviews', 1, 'late')));
+    expect(refused).toEqual(Array.from({ length: 5 }, () => ({ allowed: false, used: 1000, limit: 1000, duplicate: false })));
+    expect(await q('select count(*)::int as n from billing_usage_keys where subject_id = $1', [subject])).toEqual([{ n: 20 }]);
+  }, 60_000);
+
   it('refuses p_at more than 35 days old or 5 minutes ahead, unknown meters and bad amounts', async () => {
     const { subject } = await subscribed({ start: daysFromNow(-3), end: daysFromNow(27) });
     const at = (ms: number) => new Date(new Date(NOW).getTime() + ms).toISOString();
@@ -372,6 +389,67 @@ describe('billing_track and billing_usage', () => {
     expect(await read(outsider)).toEqual([{ used: '0', state: 'ok' }]);
     await expect(tx({ as: member }, `select billing_track($1, 'pageviews', 1, 'm')`, [team])).rejects.toEqual(pgError('42501'));
     await expect(tx({ as: member }, 'select * from billing_usage_windows')).rejects.toEqual(pgError('42501'));
+  });
+});
+
+describe('billing_usage_fold: the hourly totals and the upkeep, off billing_track', () => {
+  const fold = (now: string) => one<{ keys_folded: number; hours_removed: number; windows_removed: number }>({ at: now }, 'select billing_usage_fold() as v');
+  const hourly = (subject: string) =>
+    q<{ hour: Date; amount: number }>('select hour, amount::int from billing_usage_hourly where subject_id = $1 order by hour', [subject])
+      .then((rows) => rows.map((r) => [r.hour.toISOString(), r.amount]));
+
+  it('moves keys older than 48 hours into the hours (billing_usage_hourly unchanged), then a repeat of one counts anew; hours go after 35 days', async () => {
+    const subject = randomUUID();
+    await track(subject, 'events', 3, 'a', undefined, '2027-03-01T10:15:00Z');
+    await track(subject, 'events', 4, 'b', undefined, '2027-03-01T10:45:00Z');
+    await track(subject, 'events', 5, 'c', undefined, '2027-03-02T09:00:00Z');
+    const before = [['2027-03-01T10:00:00.000Z', 7], ['2027-03-02T09:00:00.000Z', 5]];
+    expect(await hourly(subject)).toEqual(before);
+
+    await fold('2027-03-03T10:00:00Z');
+    expect(await q('select key from billing_usage_keys where subject_id = $1 order by key', [subject])).toEqual([{ key: 'a' }, { key: 'b' }, { key: 'c' }]);
+    expect((await fold('2027-03-03T11:00:00Z')).keys_folded).toBeGreaterThanOrEqual(2);
+    expect(await q('select key from billing_usage_keys where subject_id = $1', [subject])).toEqual([{ key: 'c' }]);
+    expect(await q('select hour, amount::int from billing_usage_hours where subject_id = $1', [subject]))
+      .toEqual([{ hour: new Date('2027-03-01T10:00:00Z'), amount: 7 }]);
+    expect(await hourly(subject)).toEqual(before);
+    expect(await usage(subject, 'events', '2027-03-03T11:00:00Z')).toBe(12);
+
+    // Folded, so no longer a duplicate: it counts again, in this hour.
+    expect(await track(subject, 'events', 3, 'a', undefined, '2027-03-03T11:00:00Z')).toEqual({ allowed: true, used: 15, limit: 100, duplicate: false });
+    expect(await hourly(subject)).toEqual([...before, ['2027-03-03T11:00:00.000Z', 3]]);
+
+    // 35 days and an hour after the last hour, nothing is left of them.
+    await fold('2027-04-07T12:00:00Z');
+    expect(await hourly(subject)).toEqual([['2027-03-03T11:00:00.000Z', 3]]);
+    await fold('2027-04-07T12:00:01Z');
+    expect(await hourly(subject)).toEqual([]);
+    expect(await q('select key from billing_usage_keys where subject_id = $1', [subject])).toEqual([]);
+  });
+
+  it('an expired key not folded yet counts anew, and its first amount stays in its hour', async () => {
+    const subject = randomUUID();
+    await track(subject, 'events', 2, 'k', undefined, '2027-03-01T10:00:00Z');
+    expect((await track(subject, 'events', 2, 'k', undefined, '2027-03-03T09:59:59Z')).duplicate).toBe(true);
+    expect(await track(subject, 'events', 2, 'k', undefined, '2027-03-03T10:00:01Z')).toEqual({ allowed: true, used: 4, limit: 100, duplicate: false });
+    expect(await hourly(subject)).toEqual([['2027-03-01T10:00:00.000Z', 2], ['2027-03-03T10:00:00.000Z', 2]]);
+    expect((await track(subject, 'events', 2, 'k', undefined, '2027-03-03T10:00:02Z')).duplicate).toBe(true);
+  });
+
+  it('removes only windows no state can read: those before a final window the grace rule stops at', async () => {
+    // Free events: 100 included, a 20% margin, 2 windows in a row, 3 days of grace.
+    const subject = randomUUID();
+    for (const month of ['01', '03', '04', '05']) await track(subject, 'events', 130, `w${month}`, undefined, `2027-${month}-10T00:00:00Z`);
+    const status = () => tx<{ state: string; grace_ends_at: Date }>({ at: '2027-06-10T00:00:00Z' }, `select * from billing_usage_status($1, 'events')`, [subject]);
+    const windows = () => q<{ window_start: Date }>('select window_start from billing_usage_windows where subject_id = $1 order by 1', [subject])
+      .then((rows) => rows.map((r) => r.window_start.toISOString().slice(0, 7)));
+    const locked = [{ state: 'locked', included: '100', grace_ends_at: new Date('2027-05-04T00:00:00Z') }];
+    expect(await status()).toEqual(locked);
+    // By 10 June, January to April are final (p_at is at most 35 days old). February has
+    // no window, so the walk back from June stops at March: January goes.
+    await fold('2027-06-10T00:00:00Z');
+    expect(await windows()).toEqual(['2027-03', '2027-04', '2027-05']);
+    expect(await status()).toEqual(locked);
   });
 });
 

@@ -283,7 +283,9 @@ export async function reconcileSubscriptions(deps: ReconcileDeps, options: Recon
 // Function (netlify/functions/stripe-reconcile.mts) runs hourly; a run starts a pass
 // when the last one finished a day ago or more, or goes on with the pass in progress
 // from where the last run stopped (a scheduled run has 30 s). A lease in billing_jobs
-// keeps two runs apart.
+// keeps two runs apart. Every run that holds the lease also does the hourly usage
+// upkeep (billing_usage_fold: idempotency keys older than 48 hours into the hourly
+// totals), whether or not a pass is due.
 
 export const RECONCILE_JOB = 'stripe-reconcile';
 export const RECONCILE_EVERY_MS = 24 * 3600 * 1000;
@@ -300,6 +302,8 @@ export type ScheduledReconcileSummary = {
   failed: number;
   /** The first failure's message, for the log line. */
   error: string | null;
+  /** Idempotency keys folded into the hourly usage totals (billing_usage_fold). */
+  usageKeysFolded: number;
 };
 
 export async function reconcileOnSchedule(
@@ -308,9 +312,10 @@ export async function reconcileOnSchedule(
 ): Promise<ScheduledReconcileSummary> {
   const now = options.now ?? (() => new Date());
   const budgetMs = options.budgetMs ?? SCHEDULED_BUDGET_MS;
-  const summary: ScheduledReconcileSummary = { status: 'busy', seen: 0, applied: 0, stale: 0, skipped: 0, failed: 0, error: null };
+  const summary: ScheduledReconcileSummary = { status: 'busy', seen: 0, applied: 0, stale: 0, skipped: 0, failed: 0, error: null, usageKeysFolded: 0 };
   const saved = await deps.store.acquireJob(RECONCILE_JOB, options.holder, Math.ceil(budgetMs / 1000) + 60);
   if (saved === null) return summary;
+  summary.usageKeysFolded = (await deps.store.foldUsage()).keysFolded;
   const record = typeof saved === 'object' && saved !== null && !Array.isArray(saved) ? saved : {};
   const state = {
     passStartedAt: typeof record['passStartedAt'] === 'string' ? record['passStartedAt'] : null,

@@ -15,14 +15,16 @@
 --   table that keep billing_limit_counts (subject, key) and refuse a statement that
 --   takes a subject past its limit. The count row is updated under its row lock, so
 --   concurrent statements for one subject run one after the other and cannot overshoot.
--- * Meters: billing_track adds to the window and the hour containing p_at, once per key,
---   under a per-(subject, meter) lock; billing_usage reads the current window.
+-- * Meters: billing_track adds to the window containing p_at, once per key; the key's
+--   row carries the amount and the hour, which billing_usage_fold later moves into the
+--   hourly totals (billing_usage_hourly reads both); billing_usage reads the current
+--   window.
 
 -- The clock --------------------------------------------------------------------------
 
+-- Without settings, so the planner inlines it where it is read.
 create function public.billing_now() returns timestamptz
 language sql stable parallel safe
-set search_path = ''
 as $$
   select coalesce(nullif(current_setting('billing.now', true), '')::timestamptz, now())
 $$;
@@ -114,9 +116,6 @@ $$;
 
 -- A subject's limits ---------------------------------------------------------------------
 
--- The value of a limit or meter for the subject at p_at, without asking who calls:
--- the plan's (its trial's first, while trialing) when the subject has access, else the
--- free entry's. declared: whether any catalog row names the key.
 -- Whether the caller may ask about p_subject: the rule the access functions of
 -- 20261204100000 apply inline (service_role, or a role that sees every row, about
 -- anyone; a signed-in user about themselves and their teams). Anyone else gets the
@@ -143,43 +142,53 @@ $$;
 revoke execute on function public.billing_may_ask(uuid) from public, anon, authenticated;
 grant execute on function public.billing_may_ask(uuid) to service_role;
 
+-- The value of a limit or meter (p_kind) for a subject in state p_state (its
+-- billing_subject_state row; all null for a subject without one, or one the caller may
+-- not ask about) at p_at: with access (billing_decide_access), the plan's, its trial's
+-- first while trialing, and unlimited (a meter: overage allow) where the plan omits the
+-- key; without, the free entry's, 0 (a meter: overage block) where it omits the key.
+-- declared: whether any catalog row names the key.
+-- Its callers read the state once and pass it; security invoker without settings (its
+-- callers are security definer functions, or the service role's), so a call costs no
+-- switch of user or search_path; exact lookups of the unique (plan, trial, kind, key).
 create function public.billing_limit_of(
-  p_subject uuid, p_kind text, p_key text, p_at timestamptz, p_free boolean,
+  p_state public.billing_subject_state, p_kind text, p_key text, p_at timestamptz,
   out declared boolean, out value bigint, out overage text,
   out margin_percent integer, out windows_over integer, out grace_days integer
 )
 language plpgsql stable
-security definer
-set search_path = ''
 as $$
 declare
-  s public.billing_subject_state;
+  v_plan text;
 begin
-  declared := exists (select 1 from public.billing_plan_limits l where l.kind = p_kind and l.key = p_key);
-  if not declared then
-    return;
+  if p_state.plan is not null and (public.billing_decide_access(p_state.status, p_state.cancel_at_period_end,
+      p_state.current_period_start, p_state.current_period_end, p_state.payment_failed_at,
+      case when p_state.status = 'past_due' then public.billing_grace_days() end, p_at)).access then
+    v_plan := p_state.plan;
   end if;
-  if not p_free then
-    select * into s from public.billing_subject_state where subject_id = p_subject;
-  end if;
-  if s.plan is not null and (public.billing_decide_access(s.status, s.cancel_at_period_end, s.current_period_start,
-      s.current_period_end, s.payment_failed_at, case when s.status = 'past_due' then public.billing_grace_days() end, p_at)).access then
+  if v_plan is not null and p_state.status = 'trialing' then
     select l.value, l.overage, l.margin_percent, l.windows_over, l.grace_days
       into value, overage, margin_percent, windows_over, grace_days
     from public.billing_plan_limits l
-    where l.plan = s.plan and l.kind = p_kind and l.key = p_key and (not l.trial or s.status = 'trialing')
-    order by l.trial desc
-    limit 1;
-    if not found then
-      value := null; overage := case when p_kind = 'meter' then 'allow' end;
+    where l.plan = v_plan and l.trial and l.kind = p_kind and l.key = p_key;
+    if found then
+      declared := true;
+      return;
     end if;
-    return;
   end if;
+  -- The plan's row, or (v_plan null) the free entry's.
   select l.value, l.overage, l.margin_percent, l.windows_over, l.grace_days
     into value, overage, margin_percent, windows_over, grace_days
   from public.billing_plan_limits l
-  where l.plan is null and l.kind = p_kind and l.key = p_key;
-  if not found then
+  where l.plan is not distinct from v_plan and not l.trial and l.kind = p_kind and l.key = p_key;
+  if found then
+    declared := true;
+    return;
+  end if;
+  declared := exists (select 1 from public.billing_plan_limits l where l.kind = p_kind and l.key = p_key);
+  if v_plan is not null then
+    value := null; overage := case when p_kind = 'meter' then 'allow' end;
+  else
     value := 0; overage := case when p_kind = 'meter' then 'block' end;
   end if;
 end;
@@ -193,51 +202,70 @@ security definer
 set search_path = ''
 as $$
 declare
-  r record;
+  s public.billing_subject_state;
+  l record;
 begin
-  select * into r from public.billing_limit_of(p_subject, 'limit', p_key, public.billing_now(), not public.billing_may_ask(p_subject));
-  if not r.declared then
+  if public.billing_may_ask(p_subject) then
+    select * into s from public.billing_subject_state x where x.subject_id = p_subject;
+  end if;
+  l := public.billing_limit_of(s, 'limit', p_key, public.billing_now());
+  if not l.declared then
     raise exception 'Unknown limit: %', p_key using errcode = 'invalid_parameter_value';
   end if;
-  return r.value;
+  return l.value;
 end;
 $$;
 
 -- Usage windows ------------------------------------------------------------------------
 
--- The usage window containing p_at: the subscription's period; for an annual price (or
--- a time outside the recorded period) months anchored on the period's start; without a
--- subscription, calendar months. Months in UTC, stepped from the anchor (31 Jan, 28 Feb,
--- 31 Mar: never drifting).
+-- The usage window containing p_at for a subject in state p_state (as billing_limit_of):
+-- the subscription's period; for an annual price (or a time outside the recorded period)
+-- months anchored on the period's start; without a subscription, calendar months. Months
+-- in UTC, computed on UTC timestamps (whatever the session's time zone, so no setting is
+-- needed), stepped from the anchor (31 Jan, 28 Feb, 31 Mar: never drifting).
+create function public.billing_window_of(p_state public.billing_subject_state, p_at timestamptz, out window_start timestamptz, out window_end timestamptz)
+language plpgsql stable
+as $$
+declare
+  v_at timestamp := p_at at time zone 'UTC';
+  v_anchor timestamp := p_state.current_period_start at time zone 'UTC';
+  k integer;
+begin
+  if v_anchor is null then
+    window_start := date_trunc('month', v_at) at time zone 'UTC';
+    window_end := (date_trunc('month', v_at) + interval '1 month') at time zone 'UTC';
+    return;
+  end if;
+  if p_state.price_interval is distinct from 'year' and p_state.current_period_end is not null
+     and p_at >= p_state.current_period_start and p_at < p_state.current_period_end then
+    window_start := p_state.current_period_start;
+    window_end := p_state.current_period_end;
+    return;
+  end if;
+  k := (extract(year from v_at)::integer - extract(year from v_anchor)::integer) * 12
+       + extract(month from v_at)::integer - extract(month from v_anchor)::integer;
+  if v_anchor + make_interval(months => k) > v_at then
+    k := k - 1;
+  end if;
+  window_start := (v_anchor + make_interval(months => k)) at time zone 'UTC';
+  window_end := (v_anchor + make_interval(months => k + 1)) at time zone 'UTC';
+end;
+$$;
+
+-- The subject's usage window containing p_at.
 create function public.billing_usage_window(p_subject uuid, p_at timestamptz, out window_start timestamptz, out window_end timestamptz)
 language plpgsql stable
 security definer
 set search_path = ''
-set timezone = 'UTC'
 as $$
 declare
   s public.billing_subject_state;
-  k integer;
+  w record;
 begin
-  select * into s from public.billing_subject_state where subject_id = p_subject;
-  if s.current_period_start is null then
-    window_start := date_trunc('month', p_at);
-    window_end := window_start + interval '1 month';
-    return;
-  end if;
-  if s.price_interval is distinct from 'year' and s.current_period_end is not null
-     and p_at >= s.current_period_start and p_at < s.current_period_end then
-    window_start := s.current_period_start;
-    window_end := s.current_period_end;
-    return;
-  end if;
-  k := (extract(year from p_at)::integer - extract(year from s.current_period_start)::integer) * 12
-       + extract(month from p_at)::integer - extract(month from s.current_period_start)::integer;
-  if s.current_period_start + make_interval(months => k) > p_at then
-    k := k - 1;
-  end if;
-  window_start := s.current_period_start + make_interval(months => k);
-  window_end := s.current_period_start + make_interval(months => k + 1);
+  select * into s from public.billing_subject_state x where x.subject_id = p_subject;
+  w := public.billing_window_of(s, p_at);
+  window_start := w.window_start;
+  window_end := w.window_end;
 end;
 $$;
 
@@ -251,7 +279,23 @@ create table public.billing_usage_windows (
   primary key (subject_id, meter, window_start)
 );
 
--- Hourly totals, kept 35 days (for reports and for Stripe's meters).
+-- Idempotency keys, kept at least 48 hours, with the result their first call answered,
+-- and the amount and the hour (of p_at) they counted: until billing_usage_fold moves them
+-- into billing_usage_hours, the hourly totals are read from them too
+-- (billing_usage_hourly).
+create table public.billing_usage_keys (
+  subject_id uuid not null,
+  meter text not null,
+  key text not null,
+  result jsonb not null,
+  amount bigint not null,
+  hour timestamptz not null,
+  created_at timestamptz not null,
+  primary key (subject_id, meter, key)
+);
+create index billing_usage_keys_created_idx on public.billing_usage_keys (created_at);
+
+-- Hourly totals of the keys billing_usage_fold has folded, kept 35 days (and an hour).
 create table public.billing_usage_hours (
   subject_id uuid not null,
   meter text not null,
@@ -260,26 +304,32 @@ create table public.billing_usage_hours (
   primary key (subject_id, meter, hour)
 );
 
--- Idempotency keys, kept at least 48 hours, with the result their first call answered.
-create table public.billing_usage_keys (
-  subject_id uuid not null,
-  meter text not null,
-  key text not null,
-  result jsonb not null,
-  created_at timestamptz not null,
-  primary key (subject_id, meter, key)
-);
-create index billing_usage_keys_created_idx on public.billing_usage_keys (subject_id, meter, created_at);
+-- THE read of hourly totals (for reports and for Stripe's meters): the folded hours plus
+-- the keys not folded yet.
+create view public.billing_usage_hourly with (security_invoker = true) as
+  select t.subject_id, t.meter, t.hour, sum(t.amount)::bigint as amount
+  from (
+    select h.subject_id, h.meter, h.hour, h.amount from public.billing_usage_hours h
+    union all
+    select k.subject_id, k.meter, k.hour, k.amount from public.billing_usage_keys k
+  ) t
+  group by t.subject_id, t.meter, t.hour;
 
 alter table public.billing_usage_windows enable row level security;
 alter table public.billing_usage_hours enable row level security;
 alter table public.billing_usage_keys enable row level security;
-revoke all on public.billing_usage_windows, public.billing_usage_hours, public.billing_usage_keys from anon, authenticated, public;
-grant select on public.billing_usage_windows, public.billing_usage_hours, public.billing_usage_keys to service_role;
+revoke all on public.billing_usage_windows, public.billing_usage_hours, public.billing_usage_keys, public.billing_usage_hourly from anon, authenticated, public;
+grant select on public.billing_usage_windows, public.billing_usage_hours, public.billing_usage_keys, public.billing_usage_hourly to service_role;
 
 -- Records p_amount of p_meter for the subject at p_at, once per p_key. With overage
 -- block, an amount that would pass the included amount is refused whole and leaves no
 -- trace (a retry with the same key may then succeed, after an upgrade say).
+-- What one subject's calls wait for each other for is one statement: the update of the
+-- window's row (with the key's result), whose lock is held until commit. Everything
+-- else is done before it: the limit and the window, then the key's insert, which only
+-- a call with the same key waits for (a repeat finds the key there and answers without
+-- a lock). The hourly totals are not touched here: the key's row carries them
+-- (billing_usage_hourly, billing_usage_fold).
 create function public.billing_track(
   p_subject uuid, p_meter text, p_amount bigint, p_key text, p_at timestamptz default public.billing_now()
 ) returns jsonb
@@ -289,9 +339,13 @@ set search_path = ''
 as $$
 declare
   v_now timestamptz := public.billing_now();
+  v_expired timestamptz := v_now - interval '48 hours';
+  v_hour timestamptz := date_trunc('hour', p_at, 'UTC');
+  s public.billing_subject_state;
   l record;
   w record;
-  v_used bigint;
+  k public.billing_usage_keys;
+  v_blocks boolean;
   v_result jsonb;
 begin
   if p_subject is null or p_key is null or p_amount is null or p_amount < 0 then
@@ -300,43 +354,138 @@ begin
   if p_at is null or p_at < v_now - interval '35 days' or p_at > v_now + interval '5 minutes' then
     raise exception 'Usage at % is more than 35 days old or more than 5 minutes ahead', p_at using errcode = 'invalid_parameter_value';
   end if;
-  select * into l from public.billing_limit_of(p_subject, 'meter', p_meter, v_now, false);
+  select * into s from public.billing_subject_state x where x.subject_id = p_subject;
+  l := public.billing_limit_of(s, 'meter', p_meter, v_now);
   if not l.declared then
     raise exception 'Unknown meter: %', p_meter using errcode = 'invalid_parameter_value';
   end if;
+  w := public.billing_window_of(s, p_at);
+  v_blocks := l.value is not null and l.overage = 'block' and p_amount > 0;
 
-  -- One call at a time per subject and meter: the key check, the limit check and the
-  -- write see each other's results.
-  perform pg_advisory_xact_lock(hashtextextended('billing_usage:' || p_subject::text || ':' || p_meter, 0));
-  -- What this subject and meter no longer need goes first, so an expired key counts anew.
-  delete from public.billing_usage_keys k
-  where k.subject_id = p_subject and k.meter = p_meter and k.created_at < v_now - interval '48 hours';
-  delete from public.billing_usage_hours h
-  where h.subject_id = p_subject and h.meter = p_meter and h.hour < v_now - interval '35 days' - interval '1 hour';
-  select k.result || '{"duplicate": true}' into v_result
-  from public.billing_usage_keys k where k.subject_id = p_subject and k.meter = p_meter and k.key = p_key;
-  if found then
-    return v_result;
+  -- The key first, before the window's row, so that the calls of one subject wait for
+  -- each other only at that row: the key's insert waits only for a call with the same
+  -- key (and then finds it).
+  loop
+    insert into public.billing_usage_keys (subject_id, meter, key, result, amount, hour, created_at)
+    values (p_subject, p_meter, p_key, '{}', p_amount, v_hour, v_now)
+    on conflict do nothing;
+    exit when found;
+    -- A repeat: the first call's result, unless the key is older than 48 hours.
+    select * into k from public.billing_usage_keys x where x.subject_id = p_subject and x.meter = p_meter and x.key = p_key;
+    if found and k.created_at >= v_expired then
+      return k.result || '{"duplicate": true}';
+    elsif found then
+      select * into k from public.billing_usage_keys x
+      where x.subject_id = p_subject and x.meter = p_meter and x.key = p_key and x.created_at < v_expired
+      for update;
+      if found then
+        -- Expired and not folded yet: its amount goes to its hour, and this call takes the key.
+        insert into public.billing_usage_hours as h (subject_id, meter, hour, amount)
+        values (p_subject, p_meter, k.hour, k.amount)
+        on conflict (subject_id, meter, hour) do update set amount = h.amount + excluded.amount;
+        update public.billing_usage_keys x set result = '{}', amount = p_amount, hour = v_hour, created_at = v_now
+        where x.subject_id = p_subject and x.meter = p_meter and x.key = p_key;
+        exit;
+      end if;
+    end if;
+    -- Folded (or taken) meanwhile: again.
+  end loop;
+
+  -- An amount alone past the limit is refused without a lock.
+  if not (v_blocks and p_amount > l.value) then
+    -- The window's row, and the key's result, in one statement: from here to the commit
+    -- this subject's other calls wait. A plain update when the row is there: a waiter
+    -- then follows the row to its new version when the holder commits, where an insert's
+    -- on conflict would start over (and every waiter with it).
+    with win as (
+      update public.billing_usage_windows u set used = u.used + p_amount, updated_at = now()
+      where u.subject_id = p_subject and u.meter = p_meter and u.window_start = w.window_start
+        and (not v_blocks or u.used + p_amount <= l.value)
+      returning u.used
+    )
+    update public.billing_usage_keys x
+    set result = jsonb_build_object('allowed', true, 'used', win.used, 'limit', l.value, 'duplicate', false)
+    from win
+    where x.subject_id = p_subject and x.meter = p_meter and x.key = p_key
+    returning x.result into v_result;
+    if v_result is not null then
+      return v_result;
+    end if;
+    -- No row yet, or the amount would pass the limit.
+    with win as (
+      insert into public.billing_usage_windows as u (subject_id, meter, window_start, window_end, used)
+      values (p_subject, p_meter, w.window_start, w.window_end, p_amount)
+      on conflict (subject_id, meter, window_start) do update set used = u.used + excluded.used, updated_at = now()
+        where not v_blocks or u.used + excluded.used <= l.value
+      returning u.used
+    )
+    update public.billing_usage_keys x
+    set result = jsonb_build_object('allowed', true, 'used', win.used, 'limit', l.value, 'duplicate', false)
+    from win
+    where x.subject_id = p_subject and x.meter = p_meter and x.key = p_key
+    returning x.result into v_result;
+    if v_result is not null then
+      return v_result;
+    end if;
   end if;
+  -- Refused: nothing is recorded, not even the key.
+  delete from public.billing_usage_keys x where x.subject_id = p_subject and x.meter = p_meter and x.key = p_key;
+  return jsonb_build_object('allowed', false, 'limit', l.value, 'duplicate', false, 'used', coalesce((
+    select u.used from public.billing_usage_windows u
+    where u.subject_id = p_subject and u.meter = p_meter and u.window_start = w.window_start), 0));
+end;
+$$;
 
-  select * into w from public.billing_usage_window(p_subject, p_at);
-  select coalesce(max(u.used), 0) into v_used
-  from public.billing_usage_windows u
-  where u.subject_id = p_subject and u.meter = p_meter and u.window_start = w.window_start;
-  if l.value is not null and l.overage = 'block' and p_amount > 0 and v_used + p_amount > l.value then
-    return jsonb_build_object('allowed', false, 'used', v_used, 'limit', l.value, 'duplicate', false);
-  end if;
+-- Moves the keys older than 48 hours into billing_usage_hours, removes the hours older
+-- than 35 days and an hour, and the usage windows no state can read any more (below).
+-- Run hourly by the reconcile job (src/billing/reconcile.ts); safe beside billing_track
+-- and beside another run (a key is deleted once; its amount moves with its deletion).
+-- A window no one can read: billing_track writes only windows that end within the last
+-- 35 days (p_at is at most 35 days old), so older windows are final; and
+-- billing_usage_status walks back from the current window only through windows that
+-- each end where the next starts and are above the included amount, so it never reaches
+-- a window that starts before a final one it must stop at: one with no use, or one that
+-- no window ends where it starts.
+-- Answers {"keys_folded", "hours_removed", "windows_removed"}.
+create function public.billing_usage_fold() returns jsonb
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_now timestamptz := public.billing_now();
+  v_final timestamptz := v_now - interval '35 days';
+  keys_folded bigint;
+  hours_removed bigint;
+  windows_removed bigint;
+begin
+  -- The grouping reads every deleted key before the first hour is written, so a fold
+  -- never holds an hour's row while waiting for a key's.
+  with gone as (
+    delete from public.billing_usage_keys k where k.created_at < v_now - interval '48 hours'
+    returning k.subject_id, k.meter, k.hour, k.amount
+  ), sums as (
+    select g.subject_id, g.meter, g.hour, sum(g.amount)::bigint as amount, count(*) as keys
+    from gone g group by g.subject_id, g.meter, g.hour
+  ), folded as (
+    insert into public.billing_usage_hours as h (subject_id, meter, hour, amount)
+    select s.subject_id, s.meter, s.hour, s.amount from sums s order by s.subject_id, s.meter, s.hour
+    on conflict (subject_id, meter, hour) do update set amount = h.amount + excluded.amount
+  )
+  select coalesce(sum(s.keys), 0) into keys_folded from sums s;
 
-  insert into public.billing_usage_windows as u (subject_id, meter, window_start, window_end, used)
-  values (p_subject, p_meter, w.window_start, w.window_end, p_amount)
-  on conflict (subject_id, meter, window_start) do update set used = u.used + excluded.used, updated_at = now();
-  insert into public.billing_usage_hours as h (subject_id, meter, hour, amount)
-  values (p_subject, p_meter, date_trunc('hour', p_at, 'UTC'), p_amount)
-  on conflict (subject_id, meter, hour) do update set amount = h.amount + excluded.amount;
-  v_result := jsonb_build_object('allowed', true, 'used', v_used + p_amount, 'limit', l.value, 'duplicate', false);
-  insert into public.billing_usage_keys (subject_id, meter, key, result, created_at)
-  values (p_subject, p_meter, p_key, v_result, v_now);
-  return v_result;
+  delete from public.billing_usage_hours h where h.hour < v_final - interval '1 hour';
+  get diagnostics hours_removed = row_count;
+
+  delete from public.billing_usage_windows w
+  where w.window_end < v_final and exists (
+    select 1 from public.billing_usage_windows b
+    where b.subject_id = w.subject_id and b.meter = w.meter and b.window_start > w.window_start and b.window_end < v_final
+      and (b.used = 0 or not exists (
+        select 1 from public.billing_usage_windows p
+        where p.subject_id = b.subject_id and p.meter = b.meter and p.window_end = b.window_start)));
+  get diagnostics windows_removed = row_count;
+  return jsonb_build_object('keys_folded', keys_folded, 'hours_removed', hours_removed, 'windows_removed', windows_removed);
 end;
 $$;
 
@@ -348,6 +497,7 @@ security definer
 set search_path = ''
 as $$
 declare
+  s public.billing_subject_state;
   w record;
 begin
   if not exists (select 1 from public.billing_plan_limits l where l.kind = 'meter' and l.key = p_meter) then
@@ -356,7 +506,8 @@ begin
   if not public.billing_may_ask(p_subject) then
     return 0;
   end if;
-  select * into w from public.billing_usage_window(p_subject, public.billing_now());
+  select * into s from public.billing_subject_state x where x.subject_id = p_subject;
+  w := public.billing_window_of(s, public.billing_now());
   return coalesce((
     select u.used from public.billing_usage_windows u
     where u.subject_id = p_subject and u.meter = p_meter and u.window_start = w.window_start
@@ -370,17 +521,22 @@ $$;
 -- margin_percent (10%) starts grace_days (7) of grace when its last window ends; after
 -- them the meter is locked until a window ends within the included amount (a window
 -- without use does) or the plan includes enough for the windows that ended.
+-- The state is read once; one query reads the window's use and whether the window
+-- before it ended where it starts above the included amount: only then can the rule
+-- find a run, so only then are the ended windows walked. Security invoker without
+-- settings (its callers, billing_usage_state and billing_request_context, set both), so
+-- a call costs no second switch of user and search_path.
 create function public.billing_usage_status(p_subject uuid, p_meter text, out state text, out included bigint, out grace_ends_at timestamptz)
 language plpgsql stable
-security definer
-set search_path = ''
 as $$
 declare
   v_now timestamptz := public.billing_now();
-  v_used bigint := public.billing_usage(p_subject, p_meter);
   v_may_ask boolean := public.billing_may_ask(p_subject);
+  s public.billing_subject_state;
   l record;
   w record;
+  v_used bigint := 0;
+  v_over_before boolean := false;
   r record;
   v_next timestamptz;
   v_ends timestamptz[] := '{}';
@@ -388,16 +544,30 @@ declare
   v_run integer := 0;
   v_since timestamptz;
 begin
-  select * into l from public.billing_limit_of(p_subject, 'meter', p_meter, v_now, not v_may_ask);
+  if v_may_ask then
+    select * into s from public.billing_subject_state x where x.subject_id = p_subject;
+  end if;
+  l := public.billing_limit_of(s, 'meter', p_meter, v_now);
+  if not l.declared then
+    raise exception 'Unknown meter: %', p_meter using errcode = 'invalid_parameter_value';
+  end if;
   included := l.value;
   if l.value is null then
     state := 'ok';
     return;
   end if;
   if v_may_ask then
+    w := public.billing_window_of(s, v_now);
+    select coalesce((select u.used from public.billing_usage_windows u
+                     where u.subject_id = p_subject and u.meter = p_meter and u.window_start = w.window_start), 0),
+           coalesce((select b.window_end = w.window_start and b.used > l.value from public.billing_usage_windows b
+                     where b.subject_id = p_subject and b.meter = p_meter and b.window_start < w.window_start
+                     order by b.window_start desc limit 1), false)
+      into v_used, v_over_before;
+  end if;
+  if v_over_before then
     -- The ended windows over the included amount, back from the current one without a
     -- gap, then the earliest run among them that started grace.
-    select * into w from public.billing_usage_window(p_subject, v_now);
     v_next := w.window_start;
     for r in
       select u.window_start, u.window_end, u.used from public.billing_usage_windows u
@@ -431,11 +601,13 @@ end;
 $$;
 
 create function public.billing_usage_state(p_subject uuid, p_meter text) returns text
-language sql stable
+language plpgsql stable
 security definer
 set search_path = ''
 as $$
-  select (public.billing_usage_status(p_subject, p_meter)).state
+begin
+  return (public.billing_usage_status(p_subject, p_meter)).state;
+end;
 $$;
 
 revoke execute on function public.billing_usage_status(uuid, text) from public, anon, authenticated;
@@ -476,6 +648,7 @@ declare
   v_now timestamptz := public.billing_now();
   d record;
   v_count bigint;
+  s public.billing_subject_state;
   l record;
 begin
   if tg_op = 'TRUNCATE' then
@@ -496,7 +669,8 @@ begin
     where c.subject_id = d.subject and c.key = v_key
     returning c.count into v_count;
     if d.delta > 0 then
-      select * into l from public.billing_limit_of(d.subject, 'limit', v_key, v_now, false);
+      select * into s from public.billing_subject_state x where x.subject_id = d.subject;
+      l := public.billing_limit_of(s, 'limit', v_key, v_now);
       if l.declared and l.value is not null and v_count > l.value then
         raise exception 'Plan limit reached: %', v_key
           using errcode = 'check_violation',
@@ -590,10 +764,15 @@ grant execute on function public.billing_usage_state(uuid, text) to authenticate
 
 revoke execute on function public.billing_track(uuid, text, bigint, text, timestamptz) from public, anon, authenticated;
 revoke execute on function public.billing_attach_limit(regclass, text, text) from public, anon, authenticated;
-revoke execute on function public.billing_limit_of(uuid, text, text, timestamptz, boolean) from public, anon, authenticated;
+revoke execute on function public.billing_limit_of(public.billing_subject_state, text, text, timestamptz) from public, anon, authenticated;
+revoke execute on function public.billing_window_of(public.billing_subject_state, timestamptz) from public, anon, authenticated;
 revoke execute on function public.billing_usage_window(uuid, timestamptz) from public, anon, authenticated;
+revoke execute on function public.billing_usage_fold() from public, anon, authenticated;
 revoke execute on function public.billing_limit_count() from public, anon, authenticated;
 revoke execute on function public.billing_limit_attach(regclass, text, text) from public, anon, authenticated;
 grant execute on function public.billing_track(uuid, text, bigint, text, timestamptz) to service_role;
 grant execute on function public.billing_attach_limit(regclass, text, text) to service_role;
 grant execute on function public.billing_usage_window(uuid, timestamptz) to service_role;
+grant execute on function public.billing_limit_of(public.billing_subject_state, text, text, timestamptz) to service_role;
+grant execute on function public.billing_window_of(public.billing_subject_state, timestamptz) to service_role;
+grant execute on function public.billing_usage_fold() to service_role;
