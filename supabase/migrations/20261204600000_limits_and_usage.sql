@@ -17,6 +17,10 @@
 --   concurrent statements for one subject run one after the other and cannot overshoot.
 -- * Meters: billing_track adds to the window and the hour containing p_at, once per key,
 --   under a per-(subject, meter) lock; billing_usage reads the current window.
+-- * Billed overage (overage 'bill'): what goes past included is tolerated, never
+--   refused nor locked, and billed through a Stripe meter; billing_plan_limits keeps its
+--   price (per package of price_per units, rounded up) and billing_usage_status
+--   estimates the current window's bill (billing_overage_amount, the rounding once).
 
 -- The clock --------------------------------------------------------------------------
 
@@ -38,7 +42,13 @@ create table public.billing_plan_limits (
   key text not null,
   -- A limit, or a meter's included amount; null = unlimited.
   value bigint check (value >= 0),
-  overage text check ((kind = 'meter') = (overage is not null) and overage in ('block', 'allow')),
+  overage text check ((kind = 'meter') = (overage is not null) and overage in ('block', 'allow', 'bill')),
+  -- A billed meter's price: amount (smallest currency unit) per package of price_per units.
+  price_amount bigint check (price_amount >= 0),
+  price_currency text,
+  price_per bigint check (price_per >= 1),
+  check ((overage is not distinct from 'bill') = (price_amount is not null)
+         and (price_amount is null) = (price_currency is null) and (price_amount is null) = (price_per is null)),
   -- A meter's grace rule (billing_usage_state); null: the default there.
   margin_percent integer check (margin_percent >= 0),
   windows_over integer check (windows_over >= 1),
@@ -55,7 +65,8 @@ grant select on public.billing_plan_limits to authenticated;
 grant all on public.billing_plan_limits to service_role;
 
 -- 20261201100000's, plus the limits: payload plans[].limits {key: n}, plans[].usage
--- {meter: {included, overage, marginPercent?, windowsOver?, graceDays?}},
+-- {meter: {included, overage, marginPercent?, windowsOver?, graceDays?, price?: {amount,
+-- currency, per}}},
 -- plans[].trial_limits {key: n}, and free {limits, usage}
 -- (null or absent: no free entry). A synced plan's limits, and the free entry, are
 -- replaced whole.
@@ -89,13 +100,17 @@ begin
   delete from public.billing_plan_limits l
   where l.plan is null or l.plan in (select p ->> 'plan' from jsonb_array_elements(p_catalog -> 'plans') p);
 
-  insert into public.billing_plan_limits (plan, trial, kind, key, value, overage, margin_percent, windows_over, grace_days)
+  insert into public.billing_plan_limits (plan, trial, kind, key, value, overage, margin_percent, windows_over, grace_days,
+                                          price_amount, price_currency, price_per)
   select e.plan, e.trial, e.kind, k.key,
          case when e.kind = 'meter' then (k.value ->> 'included')::bigint else (k.value #>> '{}')::bigint end,
          case when e.kind = 'meter' then coalesce(k.value ->> 'overage', 'block') end,
          case when e.kind = 'meter' then (k.value ->> 'marginPercent')::integer end,
          case when e.kind = 'meter' then (k.value ->> 'windowsOver')::integer end,
-         case when e.kind = 'meter' then (k.value ->> 'graceDays')::integer end
+         case when e.kind = 'meter' then (k.value ->> 'graceDays')::integer end,
+         case when e.kind = 'meter' then (k.value #>> '{price,amount}')::bigint end,
+         case when e.kind = 'meter' then k.value #>> '{price,currency}' end,
+         case when e.kind = 'meter' and k.value ? 'price' then coalesce((k.value #>> '{price,per}')::bigint, 1) end
   from (
     select p ->> 'plan' as plan, false as trial, 'limit' as kind, p -> 'limits' as entries
     from jsonb_array_elements(p_catalog -> 'plans') p
@@ -146,7 +161,8 @@ grant execute on function public.billing_may_ask(uuid) to service_role;
 create function public.billing_limit_of(
   p_subject uuid, p_kind text, p_key text, p_at timestamptz, p_free boolean,
   out declared boolean, out value bigint, out overage text,
-  out margin_percent integer, out windows_over integer, out grace_days integer
+  out margin_percent integer, out windows_over integer, out grace_days integer,
+  out price_amount bigint, out price_currency text, out price_per bigint
 )
 language plpgsql stable
 security definer
@@ -164,8 +180,8 @@ begin
   end if;
   if s.plan is not null and (public.billing_decide_access(s.status, s.cancel_at_period_end, s.current_period_start,
       s.current_period_end, s.payment_failed_at, case when s.status = 'past_due' then public.billing_grace_days() end, p_at)).access then
-    select l.value, l.overage, l.margin_percent, l.windows_over, l.grace_days
-      into value, overage, margin_percent, windows_over, grace_days
+    select l.value, l.overage, l.margin_percent, l.windows_over, l.grace_days, l.price_amount, l.price_currency, l.price_per
+      into value, overage, margin_percent, windows_over, grace_days, price_amount, price_currency, price_per
     from public.billing_plan_limits l
     where l.plan = s.plan and l.kind = p_kind and l.key = p_key and (not l.trial or s.status = 'trialing')
     order by l.trial desc
@@ -175,8 +191,8 @@ begin
     end if;
     return;
   end if;
-  select l.value, l.overage, l.margin_percent, l.windows_over, l.grace_days
-    into value, overage, margin_percent, windows_over, grace_days
+  select l.value, l.overage, l.margin_percent, l.windows_over, l.grace_days, l.price_amount, l.price_currency, l.price_per
+    into value, overage, margin_percent, windows_over, grace_days, price_amount, price_currency, price_per
   from public.billing_plan_limits l
   where l.plan is null and l.kind = p_kind and l.key = p_key;
   if not found then
@@ -364,13 +380,26 @@ begin
 end;
 $$;
 
+-- What p_units past the included amount cost at p_amount per package of p_per units:
+-- whole packages, a started one counted (Stripe's transform_quantity round up). The
+-- status's estimate, and the rule the meter's price applies at Stripe.
+create function public.billing_overage_amount(p_units bigint, p_amount bigint, p_per bigint) returns bigint
+language sql immutable parallel safe
+set search_path = ''
+as $$
+  select ((greatest(p_units, 0) + p_per - 1) / p_per) * p_amount
+$$;
+
 -- Against the plan now, the first that holds: locked, grace, over (used > included),
 -- warning (at least 90% of included), ok; an unlimited meter is ok. The grace rule: a
 -- run of windows_over (2) windows in a row that each ended above included +
 -- margin_percent (10%) starts grace_days (7) of grace when its last window ends; after
 -- them the meter is locked until a window ends within the included amount (a window
--- without use does) or the plan includes enough for the windows that ended.
-create function public.billing_usage_status(p_subject uuid, p_meter text, out state text, out included bigint, out grace_ends_at timestamptz)
+-- without use does) or the plan includes enough for the windows that ended. A billed
+-- meter (overage 'bill') is paid for past its included amount: it has no grace nor
+-- lock, and `overage` estimates the current window's bill ({units, amount, currency});
+-- null for any other meter.
+create function public.billing_usage_status(p_subject uuid, p_meter text, out state text, out included bigint, out grace_ends_at timestamptz, out overage jsonb)
 language plpgsql stable
 security definer
 set search_path = ''
@@ -394,7 +423,13 @@ begin
     state := 'ok';
     return;
   end if;
-  if v_may_ask then
+  if l.overage = 'bill' then
+    overage := jsonb_build_object(
+      'units', greatest(v_used - l.value, 0),
+      'amount', public.billing_overage_amount(v_used - l.value, l.price_amount, l.price_per),
+      'currency', l.price_currency);
+  end if;
+  if v_may_ask and l.overage is distinct from 'bill' then
     -- The ended windows over the included amount, back from the current one without a
     -- gap, then the earliest run among them that started grace.
     select * into w from public.billing_usage_window(p_subject, v_now);
@@ -580,6 +615,8 @@ select public.billing_limit_attach('public.billing_team_members', 'members', 'te
 -- Grants ---------------------------------------------------------------------------------
 
 revoke execute on function public.billing_now() from public, anon, authenticated;
+revoke execute on function public.billing_overage_amount(bigint, bigint, bigint) from public, anon;
+grant execute on function public.billing_overage_amount(bigint, bigint, bigint) to authenticated, service_role;
 revoke execute on function public.billing_limit(uuid, text) from public, anon;
 revoke execute on function public.billing_usage(uuid, text) from public, anon;
 revoke execute on function public.billing_usage_state(uuid, text) from public, anon;
