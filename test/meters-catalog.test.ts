@@ -21,6 +21,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import checkout from '../netlify/functions/stripe-checkout.mts';
 import status from '../netlify/functions/stripe-subscription.mts';
+import { overageText } from '../public/dashboard/overage.js';
 import { pushCatalog } from '../scripts/lib/local-catalog.ts';
 import type { RecordedStripeRequest } from '../scripts/stack/stripe-mock-bridge.ts';
 import { startThrowawayStack, type ThrowawayStack } from '../scripts/stack/throwaway.ts';
@@ -124,6 +125,14 @@ describe('the catalog: a billed meter', () => {
       'free.usage.pageviews.overage cannot be "bill": a subject without access has no subscription to bill',
     ]);
   });
+});
+
+it("docs/usage.md's billed meter is a catalog's, and costs what it says", async () => {
+  const text = await readFile(path.resolve(import.meta.dirname, '../docs/usage.md'), 'utf8');
+  const snippet = JSON.parse(`{${/## Billed overage[\s\S]*?```json\n([\s\S]*?)```/.exec(text)?.[1] ?? ''}}`) as { pro: Record<string, unknown> };
+  const catalog = parseCatalog(await shippedWith((c) => Object.assign(c.plans['pro'] ?? {}, snippet.pro)), 'docs/usage.md');
+  expect(catalog.plans[0]?.usage['pageviews']).toEqual(PRO_PAGEVIEWS);
+  expect(text).toContain('10,001 past the included amount is\n€2');
 });
 
 describe('a metered price is the catalog\'s only as the catalog says', () => {
@@ -487,8 +496,18 @@ describe('GET /api/stripe/subscription: the overage estimate of a billed meter',
 
   it('billing_overage_amount: the rounding, once', async () => {
     expect(await q(`select billing_overage_amount(23456, 100, 10000)::int as a, billing_overage_amount(0, 100, 10000)::int as b,
-      billing_overage_amount(-5, 100, 10000)::int as c, billing_overage_amount(10000, 100, 10000)::int as d, billing_overage_amount(7, 3, 1)::int as e`)).toEqual([
-      { a: 300, b: 0, c: 0, d: 100, e: 21 },
+      billing_overage_amount(-5, 100, 10000)::int as c, billing_overage_amount(10000, 100, 10000)::int as d, billing_overage_amount(7, 3, 1)::int as e,
+      billing_overage_amount(10001, 100, 10000)::int as f`)).toEqual([
+      { a: 300, b: 0, c: 0, d: 100, e: 21, f: 200 },
     ]);
   });
+});
+
+it("the example dashboard's line under a billed meter's bar", () => {
+  const money = (amount: number, currency: string) => `${amount} ${currency}`;
+  expect(overageText({ overage: { units: 23_456, amount: 300, currency: 'eur' } }, money)).toBe(
+    '23,456 past the included amount this window: about 300 eur so far, billed on the next invoice.',
+  );
+  expect(overageText({ overage: { units: 0, amount: 0, currency: 'eur' } }, money)).toBe('Use past the included amount is billed; none so far this window.');
+  expect(overageText({}, money)).toBeNull();
 });
