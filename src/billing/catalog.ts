@@ -168,6 +168,11 @@ export function parseCatalog(value: unknown, source: string): Catalog {
         }
       }
 
+      // Parsed before the plan is built, so its billed meters are checked against its
+      // prices; in this order, the order problems have always been named in.
+      const trial = parseTrial(raw['trial'], `${where}.trial`, at);
+      const seats = parseSeats(raw['seats'], `${where}.seats`, at);
+      const limits = parseLimits(raw['limits'], `${where}.limits`, at);
       const usage = parseMeters(raw['usage'], `${where}.usage`, at);
       checkBilledMeters(usage, prices, `${where}.usage`, lookupKeys, at);
       plans.push({
@@ -176,10 +181,10 @@ export function parseCatalog(value: unknown, source: string): Catalog {
         description: typeof description === 'string' ? description : null,
         productId: String(productId),
         features: planFeatures,
-        trial: parseTrial(raw['trial'], `${where}.trial`, at),
-        seats: parseSeats(raw['seats'], `${where}.seats`, at),
+        trial,
+        seats,
         prices,
-        limits: parseLimits(raw['limits'], `${where}.limits`, at),
+        limits,
         usage,
       });
     }
