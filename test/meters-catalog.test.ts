@@ -8,6 +8,7 @@
 // (postMeters) stands for what Stripe would hold, so that setup's "find the meter I made
 // before" and checkout's check of a metered price's meter are tested here.
 
+import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
@@ -427,6 +428,39 @@ describe('billing:setup --add-metered-items', () => {
       ],
     ]);
   });
+});
+
+describe('npm run billing:setup says how existing subscribers get the metered item', () => {
+  const run = (file: string, args: string[]) =>
+    new Promise<{ code: number; stderr: string }>((resolve) => {
+      execFile(process.execPath, [path.resolve(import.meta.dirname, '../scripts/billing-setup.ts'), ...args], { env: { ...process.env, ...own.env, BILLING_CATALOG: file } }, (error, _stdout, stderr) =>
+        resolve({ code: typeof error?.code === 'number' ? error.code : 0, stderr }),
+      );
+    });
+
+  it('a new metered price: the next step names --add-metered-items; with it, the items it adds', async () => {
+    const renamed = await writeCatalog(
+      await shippedWith((c) => {
+        billing(c);
+        Object.assign(c.plans['pro'] ?? {}, {
+          usage: { pageviews: { ...PRO_PAGEVIEWS, price: { ...PRO_PAGEVIEWS.price, lookupKeys: { month: 'pro_pageviews_monthly_v2', year: 'pro_pageviews_yearly' } } } },
+        });
+      }),
+    );
+    const dry = await run(renamed, ['--dry-run']);
+    expect(dry.code).toBe(0);
+    expect(dry.stderr).toContain('~ create price pro_pageviews_monthly_v2 (100 eur per 10000 units of pageviews past 100000, metered, /month, analytics_pro-pageviews)');
+    expect(dry.stderr).toContain('Next: subscriptions that started before pro_pageviews_monthly_v2 existed have no item of it');
+    expect(dry.stderr).toContain('npm run billing:setup -- --add-metered-items');
+
+    // The subscriptions the bridge lists (the test above): two lack their item.
+    const items = await run(catalogFile, ['--dry-run', '--add-metered-items']);
+    expect(items.code).toBe(0);
+    expect(items.stderr).toContain('Metered items, over 4 active, trialing and past_due subscriptions:');
+    expect(items.stderr).toContain('~ add pro_pageviews_monthly');
+    expect(items.stderr).toContain('to sub_before_meters (pro, active)');
+    expect(items.stderr).not.toContain('Next:');
+  }, 60_000);
 });
 
 describe('GET /api/stripe/subscription: the overage estimate of a billed meter', () => {
