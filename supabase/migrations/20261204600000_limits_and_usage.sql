@@ -615,8 +615,8 @@ select public.billing_limit_attach('public.billing_team_members', 'members', 'te
 -- Grants ---------------------------------------------------------------------------------
 
 revoke execute on function public.billing_now() from public, anon, authenticated;
-revoke execute on function public.billing_overage_amount(bigint, bigint, bigint) from public, anon;
-grant execute on function public.billing_overage_amount(bigint, bigint, bigint) to authenticated, service_role;
+revoke execute on function public.billing_overage_amount(bigint, bigint, bigint) from public, anon, authenticated;
+grant execute on function public.billing_overage_amount(bigint, bigint, bigint) to service_role;
 revoke execute on function public.billing_limit(uuid, text) from public, anon;
 revoke execute on function public.billing_usage(uuid, text) from public, anon;
 revoke execute on function public.billing_usage_state(uuid, text) from public, anon;
