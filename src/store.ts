@@ -6,7 +6,7 @@ import { PostgrestClient } from '@supabase/postgrest-js';
 import type { StoreConfig } from './config.ts';
 import type { BillingAccountRow, Database, Json } from './database.types.ts';
 import type { AccessDecision, AccessFacts, AccessReason, SubscriptionStatus } from './billing/access.ts';
-import { USAGE_STATES, type LimitView, type UsageState, type UsageView } from './usage/view.ts';
+import { USAGE_STATES, type LimitView, type OverageView, type UsageState, type UsageView } from './usage/view.ts';
 import { nodeFetch } from './node-fetch.ts';
 
 /** Per database call; a slow database must not hold a function until Netlify kills it. */
@@ -289,7 +289,18 @@ export interface RecordedEvent {
 }
 
 type StoredLimits = Record<string, number | null>;
-type StoredMeters = Record<string, { included: number; overage: string; marginPercent?: number; windowsOver?: number; graceDays?: number }>;
+type StoredMeters = Record<
+  string,
+  {
+    included: number;
+    overage: string;
+    marginPercent?: number;
+    windowsOver?: number;
+    graceDays?: number;
+    /** A billed meter's price (amount per package of `per` units); lookupKeys are not read. */
+    price?: { amount: number; currency: string; per: number; lookupKeys: Record<string, string> };
+  }
+>;
 
 export type StoredCatalog = {
   plans: {
@@ -614,9 +625,14 @@ function toUsageViews(value: unknown): Record<string, UsageView> | null {
       window: { start: stringOrNull(window['start']) ?? '', end: stringOrNull(window['end']) ?? '' },
       state: (USAGE_STATES as readonly unknown[]).includes(state) ? (state as UsageState) : 'ok',
       graceEndsAt: stringOrNull(row['grace_ends_at']),
+      ...(isRecord(row['overage']) && { overage: toOverageView(row['overage']) }),
     };
   }
   return views;
+}
+
+function toOverageView(row: Record<string, unknown>): OverageView {
+  return { units: numberOrNull(row['units']) ?? 0, amount: numberOrNull(row['amount']) ?? 0, currency: stringOrNull(row['currency']) ?? '' };
 }
 
 function toAccount(row: BillingAccountRow): BillingAccount {

@@ -582,7 +582,7 @@ describe('the catalog: limits, meters, trial limits and free, through billing:se
     }
 
     const bad = await shippedWith((c) => {
-      Object.assign(c.plans['pro'] ?? {}, { limits: { Sites: 1, members: -1 }, usage: { pageviews: { included: 10, overage: 'bill', windowsOver: 0 } } });
+      Object.assign(c.plans['pro'] ?? {}, { limits: { Sites: 1, members: -1 }, usage: { pageviews: { included: 10, overage: 'charge', windowsOver: 0 } } });
       c['free'] = { limits: { projects: 'many' } };
     });
     let error: unknown;
@@ -595,7 +595,7 @@ describe('the catalog: limits, meters, trial limits and free, through billing:se
     expect((error as CatalogError).problems).toEqual([
       'plans.pro.limits.Sites is not a key (lowercase letters, digits, _; 40 at most)',
       'plans.pro.limits.members must be a whole number of 0 or more, or null (unlimited)',
-      'plans.pro.usage.pageviews.overage must be one of block, allow',
+      'plans.pro.usage.pageviews.overage must be one of block, allow, bill',
       'plans.pro.usage.pageviews.windowsOver must be a whole number of 1 or more',
       'free.limits.projects must be a whole number of 0 or more, or null (unlimited)',
     ]);

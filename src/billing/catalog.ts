@@ -11,8 +11,8 @@
 // Limits and usage meters (src/usage/) travel with the plans to the database, which
 // enforces them.
 
-import { parseLimits, parseMeters, type Limits, type Meters } from '../usage/catalog.ts';
-import { isObject, KEY } from './catalog-syntax.ts';
+import { parseLimits, parseMeters, type Limits, type MeterPrice, type Meters } from '../usage/catalog.ts';
+import { CURRENCY, isObject, KEY, LOOKUP_KEY, PRODUCT_ID } from './catalog-syntax.ts';
 import { productScope, type ProductScope } from './product-scope.ts';
 import type { PriceFacts } from './stripe-objects.ts';
 
@@ -101,11 +101,6 @@ export class CatalogError extends Error {
   }
 }
 
-// Stripe: lookup keys up to 200 characters; product ids are letters, digits, _ and -.
-const LOOKUP_KEY = /^[A-Za-z0-9_.-]{1,200}$/;
-const PRODUCT_ID = /^[A-Za-z0-9_-]{1,100}$/;
-const CURRENCY = /^[a-z]{3}$/;
-
 
 /** Validates a parsed catalog file, naming every problem at once. */
 export function parseCatalog(value: unknown, source: string): Catalog {
@@ -173,18 +168,33 @@ export function parseCatalog(value: unknown, source: string): Catalog {
         }
       }
 
+      // Parsed before the plan is built, so its billed meters are checked against its
+      // prices; in this order, the order problems have always been named in.
+      const trial = parseTrial(raw['trial'], `${where}.trial`, at);
+      const seats = parseSeats(raw['seats'], `${where}.seats`, at);
+      const limits = parseLimits(raw['limits'], `${where}.limits`, at);
+      const usage = parseMeters(raw['usage'], `${where}.usage`, at);
+      checkBilledMeters(usage, prices, `${where}.usage`, lookupKeys, at);
       plans.push({
         key,
         name: String(name),
         description: typeof description === 'string' ? description : null,
         productId: String(productId),
         features: planFeatures,
-        trial: parseTrial(raw['trial'], `${where}.trial`, at),
-        seats: parseSeats(raw['seats'], `${where}.seats`, at),
+        trial,
+        seats,
         prices,
-        limits: parseLimits(raw['limits'], `${where}.limits`, at),
-        usage: parseMeters(raw['usage'], `${where}.usage`, at),
+        limits,
+        usage,
       });
+    }
+    // A billed meter's price has a product of its own (meterProductId): not a plan's.
+    for (const plan of plans) {
+      for (const meter of Object.keys(plan.usage).filter((m) => plan.usage[m]?.price)) {
+        const id = meterProductId(plan, meter);
+        if (!PRODUCT_ID.test(id) || productIds.has(id)) at(`plans.${plan.key}.usage.${meter}`, `needs the product id ${id} for its price, which is not free or too long`);
+        else productIds.add(id);
+      }
     }
   }
 
@@ -200,7 +210,12 @@ export function parseCatalog(value: unknown, source: string): Catalog {
   const rawFree = value['free'];
   let free: Free | null = null;
   if (rawFree !== undefined && !isObject(rawFree)) at('free', 'must be an object of limits and usage');
-  else if (isObject(rawFree)) free = { limits: parseLimits(rawFree['limits'], 'free.limits', at), usage: parseMeters(rawFree['usage'], 'free.usage', at) };
+  else if (isObject(rawFree)) {
+    free = { limits: parseLimits(rawFree['limits'], 'free.limits', at), usage: parseMeters(rawFree['usage'], 'free.usage', at) };
+    for (const [meter, { overage }] of Object.entries(free.usage)) {
+      if (overage === 'bill') at(`free.usage.${meter}.overage`, 'cannot be "bill": a subject without access has no subscription to bill');
+    }
+  }
 
   if (problems.length > 0) throw new CatalogError(source, problems);
   return {
@@ -212,6 +227,24 @@ export function parseCatalog(value: unknown, source: string): Catalog {
     plans,
     free,
   };
+}
+
+/** A billed meter's price, against its plan: the plan's currency, a lookup key for each
+ *  interval the plan sells and no other (a subscription's items share one interval), and
+ *  lookup keys no other price uses. */
+function checkBilledMeters(usage: Meters, prices: readonly CatalogPrice[], where: string, lookupKeys: Set<string>, at: (where: string, problem: string) => void): void {
+  const intervals = prices.map((p) => p.interval as string);
+  for (const [meter, { price }] of Object.entries(usage)) {
+    if (!price) continue;
+    const pw = `${where}.${meter}.price`;
+    if (prices.some((p) => p.currency !== price.currency)) at(`${pw}.currency`, `must be the plan's prices' currency`);
+    for (const interval of intervals) if (price.lookupKeys[interval] === undefined) at(`${pw}.lookupKeys`, `lacks the plan's interval ${interval}`);
+    for (const [interval, lookupKey] of Object.entries(price.lookupKeys)) {
+      if (!intervals.includes(interval)) at(`${pw}.lookupKeys.${interval}`, 'is not an interval the plan sells');
+      else if (lookupKeys.has(lookupKey)) at(`${pw}.lookupKeys.${interval}`, `${lookupKey} is used twice`);
+      else lookupKeys.add(lookupKey);
+    }
+  }
 }
 
 function parseTrial(raw: unknown, where: string, at: (where: string, problem: string) => void): Trial | null {
@@ -272,6 +305,41 @@ export function allPrices(catalog: Catalog): PriceInPlan[] {
   return catalog.plans.flatMap((plan) => plan.prices.map((price) => ({ plan, price })));
 }
 
+/** A billed meter's metered price for one interval of its plan. */
+export interface MeteredPriceInPlan {
+  plan: Plan;
+  /** The meter's key: the Stripe meter's event_name. */
+  meter: string;
+  price: MeterPrice;
+  interval: Interval;
+  lookupKey: string;
+  /** The product it is a price of (meterProductId). */
+  productId: string;
+}
+
+/** The Stripe product of a plan's billed meter: one of its own, so that a subscription's
+ *  plan item stays the one item of the plan's product (the stored price, the seats). */
+export function meterProductId(plan: Plan, meter: string): string {
+  return `${plan.productId}-${meter}`;
+}
+
+export function meteredPrices(catalog: Catalog): MeteredPriceInPlan[] {
+  return catalog.plans.flatMap((plan) => INTERVALS.flatMap((interval) => billedMeters(plan, interval)));
+}
+
+/** The metered prices a subscription to `plan` at `interval` carries beside the plan's price. */
+export function billedMeters(plan: Plan, interval: Interval): MeteredPriceInPlan[] {
+  return Object.entries(plan.usage).flatMap(([meter, { price }]) => {
+    const lookupKey = price?.lookupKeys[interval];
+    return price && lookupKey ? [{ plan, meter, price, interval, lookupKey, productId: meterProductId(plan, meter) }] : [];
+  });
+}
+
+/** The meter keys some plan bills, each once, in the catalog's order. */
+export function billedMeterKeys(catalog: Catalog): string[] {
+  return [...new Set(meteredPrices(catalog).map((entry) => entry.meter))];
+}
+
 /** A price as Stripe holds it, as far as telling whether it is the catalog's needs. */
 export interface HeldPrice {
   productId: string;
@@ -280,21 +348,47 @@ export interface HeldPrice {
   currency: string;
   /** null for a one-time price. */
   interval: string | null;
-  /** Billed as the catalog means it: a fixed amount per unit every single interval (no
-   *  interval_count above 1, no metered usage, no tiers, no transform_quantity). */
+  /** A fixed amount per unit (no tiers) every single interval (no interval_count above 1). */
   perUnitEachInterval: boolean;
+  usageType: 'licensed' | 'metered';
+  /** A metered price's Stripe meter id. */
+  meterId: string | null;
+  /** transform_quantity: bill per package of divideBy units, rounded `round`. */
+  transform: { divideBy: number; round: string } | null;
 }
 
 /** Whether the price Stripe holds under a catalog lookup key is the catalog's: its plan's
- *  product, amount, currency and interval, billed per unit each interval. A lookup key is unique per Stripe account, not
- *  per app, so another app's setup on the account can take ours (transfer_lookup_key). */
+ *  product, amount, currency and interval, licensed and billed per unit each interval. A
+ *  lookup key is unique per Stripe account, not per app, so another app's setup on the
+ *  account can take ours (transfer_lookup_key). */
 export function isCatalogPrice({ plan, price }: PriceInPlan, held: HeldPrice): boolean {
   return (
     held.productId === plan.productId &&
     held.amount === price.amount &&
     held.currency === price.currency &&
     held.interval === price.interval &&
-    held.perUnitEachInterval
+    held.perUnitEachInterval &&
+    held.usageType === 'licensed' &&
+    held.transform === null
+  );
+}
+
+/** The same for a billed meter's price: its product, amount, currency and interval,
+ *  metered on the meter of the meter's key (`meterId`: null when Stripe has none, so no
+ *  price matches), per package of `per` units rounded up (no transform for 1). */
+export function isCatalogMeteredPrice(entry: MeteredPriceInPlan, held: HeldPrice, meterId: string | null): boolean {
+  const { price } = entry;
+  const transform = held.transform;
+  return (
+    held.productId === entry.productId &&
+    held.amount === price.amount &&
+    held.currency === price.currency &&
+    held.interval === entry.interval &&
+    held.perUnitEachInterval &&
+    held.usageType === 'metered' &&
+    meterId !== null &&
+    held.meterId === meterId &&
+    (price.per === 1 ? transform === null : transform?.divideBy === price.per && transform.round === 'up')
   );
 }
 

@@ -6,7 +6,7 @@ import { jsonObjectBody } from '../http/body.ts';
 import type { BillingStore } from '../store.ts';
 import type { StripeLoader } from '../stripe-client.ts';
 import { canStartCheckout } from './access.ts';
-import { priceByLookupKey, type Catalog, type Plan } from './catalog.ts';
+import { billedMeters, priceByLookupKey, type Catalog, type Interval, type Plan } from './catalog.ts';
 import type { CatalogPrices } from './prices.ts';
 import { seatsAtCheckout } from '../teams/seats.ts';
 import { openSubject, teamIdFrom, type Subject } from '../teams/subject.ts';
@@ -45,14 +45,14 @@ export function parseCheckoutBody(text: string): CheckoutRequest {
 }
 
 /** The checkout's price and plan: the seed's STRIPE_PRICE_ID, or a catalog price. */
-function choosePrice(catalog: Catalog | null, requested: string | null): { lookupKey: string | null; plan: Plan | null } {
+function choosePrice(catalog: Catalog | null, requested: string | null): { lookupKey: string | null; plan: Plan | null; interval: Interval | null } {
   if (!catalog) {
     if (requested !== null) throw new UnknownPriceError();
-    return { lookupKey: null, plan: null };
+    return { lookupKey: null, plan: null, interval: null };
   }
   const found = priceByLookupKey(catalog, requested ?? catalog.defaultPrice);
   if (!found) throw new UnknownPriceError();
-  return { lookupKey: found.price.lookupKey, plan: found.plan };
+  return { lookupKey: found.price.lookupKey, plan: found.plan, interval: found.price.interval };
 }
 
 /** Starts a Stripe Checkout for the subscription of the user, or of a team they manage,
@@ -73,14 +73,22 @@ export async function startCheckout(
   const stripe = await loading;
 
   let priceId = deps.config.priceId;
+  // The plan's billed meters: a metered item each, without a quantity (Stripe bills
+  // what the meter reports).
+  const meteredPriceIds: string[] = [];
   if (chosen.lookupKey !== null) {
     const inStripe = await deps.prices?.get();
-    const stripePrice = inStripe?.forSale.get(chosen.lookupKey);
-    // Under our lookup key, a price that is not ours (logged where prices are read).
-    if (!stripePrice && inStripe?.mismatched.has(chosen.lookupKey)) throw new PlanUnavailableError();
-    // In the catalog but not in Stripe: billing:setup has not been run on this account.
-    if (!stripePrice) throw new Error(`price ${chosen.lookupKey} is not in Stripe; run npm run billing:setup`);
-    priceId = stripePrice.priceId;
+    const forSale = (lookupKey: string): string => {
+      const stripePrice = inStripe?.forSale.get(lookupKey);
+      // Under our lookup key, a price that is not ours (logged where prices are read). A
+      // plan is not sold without its metered price either: its overage would go unbilled.
+      if (!stripePrice && inStripe?.mismatched.has(lookupKey)) throw new PlanUnavailableError();
+      // In the catalog but not in Stripe: billing:setup has not been run on this account.
+      if (!stripePrice) throw new Error(`price ${lookupKey} is not in Stripe; run npm run billing:setup`);
+      return stripePrice.priceId;
+    };
+    priceId = forSale(chosen.lookupKey);
+    if (chosen.plan && chosen.interval) for (const entry of billedMeters(chosen.plan, chosen.interval)) meteredPriceIds.push(forSale(entry.lookupKey));
   }
   if (!priceId) throw new Error('no price to sell');
   const catalog = deps.config.catalog;
@@ -102,7 +110,7 @@ export async function startCheckout(
     // "Card payments only". This API version replaced payment_method_types with
     // allowed_payment_method_types (a filter on the methods Stripe would offer).
     allowed_payment_method_types: ['card'],
-    line_items: [{ price: priceId, quantity: seatsAtCheckout(chosen.plan, subject) }],
+    line_items: [{ price: priceId, quantity: seatsAtCheckout(chosen.plan, subject) }, ...meteredPriceIds.map((price) => ({ price }))],
     success_url: dashboardUrl(deps.config.appUrl, { checkout: 'success' }) + '&session_id={CHECKOUT_SESSION_ID}',
     cancel_url: dashboardUrl(deps.config.appUrl, { checkout: 'canceled' }),
     client_reference_id: user.id,

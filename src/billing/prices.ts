@@ -10,8 +10,9 @@
 import type Stripe from 'stripe';
 import type { Logger } from '../log.ts';
 import type { StripeLoader } from '../stripe-client.ts';
-import type { Catalog, HeldPrice } from './catalog.ts';
-import { allPrices, isCatalogPrice } from './catalog.ts';
+import type { Catalog, HeldPrice, MeteredPriceInPlan, PriceInPlan } from './catalog.ts';
+import { allPrices, billedMeterKeys, isCatalogMeteredPrice, isCatalogPrice, meteredPrices } from './catalog.ts';
+import { findMeters } from './meters.ts';
 
 /** How long an answer from Stripe is reused. /plans tells browsers and CDNs the same. */
 export const PRICES_TTL_MS = 5 * 60_000;
@@ -27,8 +28,8 @@ export interface StripePrice {
   interval: string;
 }
 
-/** One read of the catalog's prices in Stripe. A lookup key in neither is not in Stripe
- *  (billing:setup has not made it). */
+/** One read of the catalog's prices in Stripe: its plans' and its billed meters'. A
+ *  lookup key in neither is not in Stripe (billing:setup has not made it). */
 export interface PricesInStripe {
   /** The catalog's prices, by lookup key: for sale. */
   forSale: ReadonlyMap<string, StripePrice>;
@@ -52,28 +53,47 @@ export function catalogPrices(stripe: StripeLoader, catalog: Catalog, options: C
   const ttl = options.ttlMs ?? PRICES_TTL_MS;
   const now = options.now ?? Date.now;
   let cached: { at: number; prices: Promise<PricesInStripe> } | undefined;
-  const wanted = new Map(allPrices(catalog).map((entry) => [entry.price.lookupKey, entry]));
+  // The plans' prices and the billed meters' metered prices, by lookup key.
+  type Wanted = { kind: 'plan'; entry: PriceInPlan } | { kind: 'metered'; entry: MeteredPriceInPlan };
+  const wanted = new Map<string, Wanted>([
+    ...allPrices(catalog).map((entry): [string, Wanted] => [entry.price.lookupKey, { kind: 'plan', entry }]),
+    ...meteredPrices(catalog).map((entry): [string, Wanted] => [entry.lookupKey, { kind: 'metered', entry }]),
+  ]);
+  const meterKeys = billedMeterKeys(catalog);
 
   const fetchAll = async (): Promise<PricesInStripe> => {
     const client = await stripe();
     const keys = [...wanted.keys()];
     const forSale = new Map<string, StripePrice>();
     const mismatched = new Set<string>();
+    // A metered price is ours only on our meter: one more read, for a catalog that bills.
+    const meters = await findMeters(client, meterKeys);
     for (let i = 0; i < keys.length; i += LOOKUP_KEYS_PER_CALL) {
       const page = await client.prices.list({ lookup_keys: keys.slice(i, i + LOOKUP_KEYS_PER_CALL), active: true, limit: 100 });
       for (const price of page.data) {
-        const entry = price.lookup_key ? wanted.get(price.lookup_key) : undefined;
-        if (!price.lookup_key || !entry) continue;
+        const want = price.lookup_key ? wanted.get(price.lookup_key) : undefined;
+        if (!price.lookup_key || !want) continue;
         const held = heldPrice(price);
-        if (!isCatalogPrice(entry, held)) {
+        const { plan } = want.entry;
+        const catalogPrice =
+          want.kind === 'plan'
+            ? { product: plan.productId, amount: want.entry.price.amount, currency: want.entry.price.currency, interval: want.entry.price.interval }
+            : { product: want.entry.productId, amount: want.entry.price.amount, currency: want.entry.price.currency, interval: want.entry.interval };
+        const meter = want.kind === 'metered' ? (meters.get(want.entry.meter) ?? null) : null;
+        const ours =
+          want.kind === 'plan'
+            ? isCatalogPrice(want.entry, held)
+            : isCatalogMeteredPrice(want.entry, held, meter?.status === 'active' ? meter.id : null);
+        if (!ours) {
           mismatched.add(price.lookup_key);
           log.error('price under a catalog lookup key is not the catalog\'s: not for sale', {
             lookupKey: price.lookup_key,
-            plan: entry.plan.key,
-            catalogProduct: entry.plan.productId,
-            catalogAmount: entry.price.amount,
-            catalogCurrency: entry.price.currency,
-            catalogInterval: entry.price.interval,
+            plan: plan.key,
+            catalogProduct: catalogPrice.product,
+            catalogAmount: catalogPrice.amount,
+            catalogCurrency: catalogPrice.currency,
+            catalogInterval: catalogPrice.interval,
+            ...(want.kind === 'metered' && { catalogMeter: want.entry.meter, catalogPer: want.entry.price.per, stripeMeter: held.meterId }),
             stripePriceId: price.id,
             stripeProduct: held.productId,
             stripeAmount: held.amount,
@@ -84,11 +104,11 @@ export function catalogPrices(stripe: StripeLoader, catalog: Catalog, options: C
         }
         forSale.set(price.lookup_key, {
           lookupKey: price.lookup_key,
-          plan: entry.plan.key,
+          plan: plan.key,
           priceId: price.id,
           amount: held.amount,
           currency: held.currency,
-          interval: entry.price.interval,
+          interval: catalogPrice.interval,
         });
       }
     }
@@ -117,10 +137,9 @@ export function heldPrice(price: Stripe.Price): HeldPrice {
     amount: price.unit_amount,
     currency: price.currency,
     interval: price.recurring?.interval ?? null,
-    perUnitEachInterval:
-      price.billing_scheme === 'per_unit' &&
-      (price.recurring?.interval_count ?? 1) === 1 &&
-      (price.recurring?.usage_type ?? 'licensed') === 'licensed' &&
-      !price.transform_quantity,
+    perUnitEachInterval: price.billing_scheme === 'per_unit' && (price.recurring?.interval_count ?? 1) === 1,
+    usageType: price.recurring?.usage_type === 'metered' ? 'metered' : 'licensed',
+    meterId: price.recurring?.meter ?? null,
+    transform: price.transform_quantity && { divideBy: price.transform_quantity.divide_by, round: price.transform_quantity.round },
   };
 }

@@ -5,25 +5,47 @@
 //   features   Entitlements features, one per catalog feature, lookup_key = its key
 //   products   one per plan, with the plan's id (Stripe lets us choose product ids)
 //   product features   the plan's features attached to its product, others detached
+//   meters     for a billed meter (overage "bill"): one Stripe meter per meter key,
+//              event_name = the key, summing payload.value per customer (meters.ts);
+//              found by event_name (Stripe's list has no such filter: one walk), an
+//              inactive one reactivated, a differing one refused (Stripe cannot change it)
 //   prices     one per plan and interval, lookup_key from the catalog. Stripe never
 //              changes a price's amount: a changed amount, currency or interval makes
 //              a new price that takes the lookup key over (transfer_lookup_key), and
-//              the old one is archived (its subscribers keep it until they switch)
+//              the old one is archived (its subscribers keep it until they switch).
+//              A billed meter's metered price per plan interval, the same way, on a
+//              product of its own (meterProductId) and the meter
 //   portal     the account's default billing-portal configuration: switch between the
 //              catalog's prices (upgrades prorated and invoiced now, downgrades and
 //              shorter intervals at period end), cancel at period end
 //   webhook    the endpoint for <URL>/api/stripe/webhook with exactly the handled
-//              events and the pinned API version; its signing secret, shown once
+//              events (and invoice.created when a meter is billed) and the pinned API
+//              version; its signing secret, shown once
 //   database   the plans, their features and price ids (billing_sync_catalog), which
 //              the SQL functions and the status endpoint read
 //
 // With dryRun, nothing is written anywhere: the report lists what would change.
+//
+// Subscriptions that exist before a meter is billed have no metered item: the report
+// says how many, and addMeteredItems (billing:setup --add-metered-items) adds them.
 
 import type Stripe from 'stripe';
 import type { BillingStore, StoredCatalog } from '../store.ts';
 import { PINNED_API_VERSION } from './api-version.ts';
-import { allPrices, isCatalogPrice, type Catalog, type Plan } from './catalog.ts';
+import {
+  allPrices,
+  billedMeterKeys,
+  billedMeters,
+  isCatalogMeteredPrice,
+  isCatalogPrice,
+  meteredPrices,
+  meterProductId,
+  planOfPrice,
+  type Catalog,
+  type Plan,
+} from './catalog.ts';
 import { HANDLED_EVENT_TYPES } from './events.ts';
+import { countsAsOurs, findMeters, meterCreateParams } from './meters.ts';
 import { heldPrice } from './prices.ts';
 import { dashboardUrl } from './urls.ts';
 
@@ -38,6 +60,8 @@ export interface SetupReport {
   dryRun: boolean;
   /** One line per change made (or, in a dry run, that would be made). */
   changes: string[];
+  /** What a person must do next (a metered price new to existing subscribers). */
+  next: string[];
   /** The new webhook endpoint's signing secret: Stripe shows it only when it is created. */
   webhookSecret: string | null;
   webhookEndpointId: string | null;
@@ -48,13 +72,19 @@ const MANAGED = { managed_by: 'billing:setup' };
 
 export const WEBHOOK_PATH = '/api/stripe/webhook';
 
-export function webhookEvents(): Stripe.WebhookEndpointCreateParams.EnabledEvent[] {
-  return [...HANDLED_EVENT_TYPES].sort();
+/** The events the endpoint receives: the handled ones, and for a catalog that bills a
+ *  meter invoice.created (a metered invoice's draft, for the usage reporter to complete
+ *  before Stripe finalizes it; acknowledged unhandled until that handler is in
+ *  HANDLED_EVENT_TYPES). */
+export function webhookEvents(catalog: Catalog | null = null): Stripe.WebhookEndpointCreateParams.EnabledEvent[] {
+  const events = new Set<Stripe.WebhookEndpointCreateParams.EnabledEvent>(HANDLED_EVENT_TYPES);
+  if (catalog && billedMeterKeys(catalog).length > 0) events.add('invoice.created');
+  return [...events].sort();
 }
 
 export async function setupStripe(deps: SetupDeps, options: { dryRun?: boolean } = {}): Promise<SetupReport> {
   const dryRun = options.dryRun ?? false;
-  const report: SetupReport = { dryRun, changes: [], webhookSecret: null, webhookEndpointId: null };
+  const report: SetupReport = { dryRun, changes: [], next: [], webhookSecret: null, webhookEndpointId: null };
   const change = (line: string) => report.changes.push(line);
   const { stripe, catalog } = deps;
 
@@ -77,33 +107,69 @@ export async function setupStripe(deps: SetupDeps, options: { dryRun?: boolean }
   }
 
   // Products and their features ---------------------------------------------------------
-  for (const plan of catalog.plans) {
-    const product = await retrieveProduct(stripe, plan.productId);
-    const description = plan.description ?? undefined;
+  const ensureProduct = async (id: string, name: string, description: string | undefined, metadata: Record<string, string>): Promise<boolean> => {
+    const product = await retrieveProduct(stripe, id);
     if (!product) {
-      change(`create product ${plan.productId} (${plan.name})`);
-      if (!dryRun) {
-        await stripe.products.create({ id: plan.productId, name: plan.name, ...(description && { description }), metadata: { ...MANAGED, plan: plan.key } });
-      }
-    } else if (product.name !== plan.name || (product.description ?? undefined) !== description || !product.active || product.metadata['plan'] !== plan.key) {
-      change(`update product ${plan.productId} (${plan.name})`);
-      if (!dryRun) {
-        await stripe.products.update(plan.productId, { name: plan.name, description: description ?? '', active: true, metadata: { ...MANAGED, plan: plan.key } });
-      }
+      change(`create product ${id} (${name})`);
+      if (!dryRun) await stripe.products.create({ id, name, ...(description && { description }), metadata: { ...MANAGED, ...metadata } });
+    } else if (
+      product.name !== name ||
+      (product.description ?? undefined) !== description ||
+      !product.active ||
+      Object.entries(metadata).some(([key, value]) => product.metadata[key] !== value)
+    ) {
+      change(`update product ${id} (${name})`);
+      if (!dryRun) await stripe.products.update(id, { name, description: description ?? '', active: true, metadata: { ...MANAGED, ...metadata } });
     }
-    await attachFeatures(deps, plan, product !== null, featureIds, dryRun, change);
+    return product !== null;
+  };
+  for (const plan of catalog.plans) {
+    const exists = await ensureProduct(plan.productId, plan.name, plan.description ?? undefined, { plan: plan.key });
+    await attachFeatures(deps, plan, exists, featureIds, dryRun, change);
+  }
+  // A billed meter's product: the name its invoice line shows.
+  for (const plan of catalog.plans) {
+    for (const meter of Object.keys(plan.usage).filter((key) => plan.usage[key]?.price)) {
+      await ensureProduct(meterProductId(plan, meter), `${plan.name}: ${meter} past the included amount`, undefined, { plan: plan.key, meter });
+    }
+  }
+
+  // Meters ------------------------------------------------------------------------------
+  const meterIds = new Map<string, string>();
+  const meterKeys = billedMeterKeys(catalog);
+  const meters = await findMeters(stripe, meterKeys);
+  for (const key of meterKeys) {
+    const found = meters.get(key);
+    if (!found) {
+      change(`create meter ${key} (sum of payload.value per payload.stripe_customer_id)`);
+      if (!dryRun) meterIds.set(key, (await stripe.billing.meters.create(meterCreateParams(key))).id);
+      continue;
+    }
+    if (!countsAsOurs(found)) {
+      throw new Error(
+        `meter ${found.id} (event_name ${key}) does not sum payload.value per payload.stripe_customer_id, and Stripe cannot change that: ` +
+          'deactivate it and give the catalog meter another key, or remove it',
+      );
+    }
+    meterIds.set(key, found.id);
+    if (found.status !== 'active') {
+      change(`reactivate meter ${key} (${found.id})`);
+      if (!dryRun) await stripe.billing.meters.reactivate(found.id);
+    }
   }
 
   // Prices ----------------------------------------------------------------------------
   const wanted = allPrices(catalog);
+  const metered = meteredPrices(catalog);
+  const allKeys = [...wanted.map(({ price }) => price.lookupKey), ...metered.map((entry) => entry.lookupKey)];
   const existingPrices = new Map<string, Stripe.Price>();
-  for (let i = 0; i < wanted.length; i += 10) {
-    const keys = wanted.slice(i, i + 10).map(({ price }) => price.lookupKey);
+  for (let i = 0; i < allKeys.length; i += 10) {
+    const keys = allKeys.slice(i, i + 10);
     const page = await stripe.prices.list({ lookup_keys: keys, limit: 100 });
     for (const price of page.data) if (price.lookup_key && keys.includes(price.lookup_key)) existingPrices.set(price.lookup_key, price);
   }
   const priceIds = new Map<string, string>();
-  const ourProducts = new Set(catalog.plans.map((plan) => plan.productId));
+  const ourProducts = new Set([...catalog.plans.map((plan) => plan.productId), ...metered.map((entry) => entry.productId)]);
   for (const { plan, price } of wanted) {
     const found = existingPrices.get(price.lookupKey);
     if (found && found.active && isCatalogPrice({ plan, price }, heldPrice(found))) {
@@ -128,6 +194,37 @@ export async function setupStripe(deps: SetupDeps, options: { dryRun?: boolean }
     // account holds under this key keeps selling there (it only loses the key).
     if (found && ourProducts.has(heldPrice(found).productId)) await stripe.prices.update(found.id, { active: false });
   }
+  const newMetered: string[] = [];
+  for (const entry of metered) {
+    const { plan, price, interval, lookupKey } = entry;
+    const meterId = meterIds.get(entry.meter) ?? null;
+    const found = existingPrices.get(lookupKey);
+    if (found && found.active && isCatalogMeteredPrice(entry, heldPrice(found), meterId)) continue;
+    const per = price.per === 1 ? 'unit' : `${price.per} units`;
+    const what = `${lookupKey} (${price.amount} ${price.currency} per ${per} of ${entry.meter} past ${plan.usage[entry.meter]?.included ?? 0}, metered, /${interval}, ${entry.productId})`;
+    change(found ? `create price ${what}, taking the lookup key from ${found.id}, and archive ${found.id}` : `create price ${what}`);
+    newMetered.push(lookupKey);
+    if (dryRun || meterId === null) continue;
+    await stripe.prices.create({
+      product: entry.productId,
+      currency: price.currency,
+      unit_amount: price.amount,
+      recurring: { interval, usage_type: 'metered', meter: meterId },
+      ...(price.per > 1 && { transform_quantity: { divide_by: price.per, round: 'up' as const } }),
+      lookup_key: lookupKey,
+      ...(found && { transfer_lookup_key: true }),
+      nickname: `${plan.name}, ${entry.meter} past the included amount, ${interval === 'month' ? 'monthly' : 'yearly'}`,
+      metadata: { ...MANAGED, plan: plan.key, meter: entry.meter },
+    });
+    if (found && ourProducts.has(heldPrice(found).productId)) await stripe.prices.update(found.id, { active: false });
+  }
+
+  if (newMetered.length > 0) {
+    report.next.push(
+      `subscriptions that started before ${newMetered.join(', ')} existed have no item of it, so Stripe bills them no overage: ` +
+        'npm run billing:setup -- --add-metered-items adds it to each active, trialing and past_due one (safe to repeat: it adds only what is missing)',
+    );
+  }
 
   // The billing portal ------------------------------------------------------------------
   const portal = portalConfiguration(deps, priceIds);
@@ -142,7 +239,7 @@ export async function setupStripe(deps: SetupDeps, options: { dryRun?: boolean }
 
   // The webhook endpoint ----------------------------------------------------------------
   const url = new URL(WEBHOOK_PATH, deps.appUrl).href;
-  const events = webhookEvents();
+  const events = webhookEvents(catalog);
   const endpoints: Stripe.WebhookEndpoint[] = [];
   for await (const endpoint of stripe.webhookEndpoints.list({ limit: 100 })) endpoints.push(endpoint);
   const mine = endpoints.filter((e) => e.url === url);
@@ -276,4 +373,79 @@ export function storedCatalog(catalog: Catalog, priceIds: ReadonlyMap<string, st
     }),
     free: catalog.free && { limits: { ...catalog.free.limits }, usage: { ...catalog.free.usage } },
   };
+}
+
+export interface MeteredItemsReport {
+  dryRun: boolean;
+  /** One line per item added (or, in a dry run, that would be added). */
+  changes: string[];
+  /** Subscriptions whose item on a billed meter has another price (a plan switched in
+   *  the portal keeps the old plan's): left as they are, for a person to decide. */
+  otherPrice: string[];
+  /** Subscriptions read. */
+  subscriptions: number;
+}
+
+/** Subscriptions that bill usage now or later: the ones a metered item belongs on. */
+const METERED_ITEM_STATUSES = ['active', 'trialing', 'past_due'] as const;
+
+/**
+ * billing:setup --add-metered-items: gives every active, trialing or past_due
+ * subscription to a plan that bills a meter the metered price of its plan and interval,
+ * as Checkout does for new ones. Idempotent: a subscription with an item on the meter
+ * gets nothing, and each add carries an idempotency key of the subscription and price.
+ * No proration: a metered item bills only usage reported after it exists.
+ */
+export async function addMeteredItems(deps: Pick<SetupDeps, 'stripe' | 'catalog'>, options: { dryRun?: boolean } = {}): Promise<MeteredItemsReport> {
+  const dryRun = options.dryRun ?? false;
+  const { stripe, catalog } = deps;
+  const report: MeteredItemsReport = { dryRun, changes: [], otherPrice: [], subscriptions: 0 };
+  const metered = meteredPrices(catalog);
+  if (metered.length === 0) return report;
+
+  const meters = await findMeters(stripe, billedMeterKeys(catalog));
+  const priceIds = new Map<string, string>();
+  for (let i = 0; i < metered.length; i += 10) {
+    const entries = metered.slice(i, i + 10);
+    const page = await stripe.prices.list({ lookup_keys: entries.map((entry) => entry.lookupKey), active: true, limit: 100 });
+    for (const entry of entries) {
+      const meter = meters.get(entry.meter);
+      const price = page.data.find((p) => p.lookup_key === entry.lookupKey);
+      if (price && meter?.status === 'active' && isCatalogMeteredPrice(entry, heldPrice(price), meter.id)) priceIds.set(entry.lookupKey, price.id);
+    }
+  }
+  const missing = metered.filter((entry) => !priceIds.has(entry.lookupKey)).map((entry) => entry.lookupKey);
+  if (missing.length > 0) throw new Error(`the metered prices ${missing.join(', ')} are not in Stripe as the catalog says: run npm run billing:setup first`);
+
+  for (const status of METERED_ITEM_STATUSES) {
+    for await (const subscription of stripe.subscriptions.list({ status, limit: 100 })) {
+      report.subscriptions += 1;
+      const items = subscription.items.data;
+      // The plan's item: licensed, of a plan's product (the metered ones have their own).
+      const planItem = items.find((item) => heldPrice(item.price).usageType === 'licensed' && planOfPrice(catalog, priceFactsOf(item.price)) !== null);
+      const found = planItem && planOfPrice(catalog, priceFactsOf(planItem.price));
+      if (!planItem || !found?.interval) continue;
+      for (const entry of billedMeters(found.plan, found.interval)) {
+        const priceId = priceIds.get(entry.lookupKey) ?? '';
+        const meterId = meters.get(entry.meter)?.id ?? null;
+        const onMeter = items.find((item) => heldPrice(item.price).meterId === meterId);
+        if (onMeter) {
+          if (onMeter.price.id !== priceId) report.otherPrice.push(`${subscription.id}: ${entry.meter} item ${onMeter.id} has ${onMeter.price.id}, not ${entry.lookupKey} (${priceId})`);
+          continue;
+        }
+        report.changes.push(`add ${entry.lookupKey} (${priceId}) to ${subscription.id} (${found.plan.key}, ${status})`);
+        if (dryRun) continue;
+        await stripe.subscriptionItems.create(
+          { subscription: subscription.id, price: priceId, proration_behavior: 'none' },
+          { idempotencyKey: `billing-metered-item-${subscription.id}-${priceId}` },
+        );
+      }
+    }
+  }
+  return report;
+}
+
+function priceFactsOf(price: Stripe.Price): { id: string; productId: string; lookupKey: string | null; interval: string | null } {
+  const held = heldPrice(price);
+  return { id: price.id, productId: held.productId, lookupKey: price.lookup_key, interval: held.interval };
 }

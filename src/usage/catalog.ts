@@ -2,11 +2,28 @@
 // checked here; the database enforces it (supabase/migrations/20261204600000_limits_and_usage.sql,
 // docs/usage.md).
 
-import { isObject, KEY } from '../billing/catalog-syntax.ts';
+import { CURRENCY, isObject, KEY, LOOKUP_KEY } from '../billing/catalog-syntax.ts';
 
-/** What a meter does past its included amount. ("bill" comes with Stripe Meters.) */
-export const OVERAGES = ['block', 'allow'] as const;
+/** What a meter does past its included amount: refuse it, tolerate it (with the grace
+ *  rule), or bill it through a Stripe meter and a metered price (src/billing/setup.ts). */
+export const OVERAGES = ['block', 'allow', 'bill'] as const;
 export type Overage = (typeof OVERAGES)[number];
+
+/** What a billed meter charges for the units past its included amount in a usage window.
+ *  One Stripe meter per meter key (event_name = the key); one metered price per plan and
+ *  interval the plan sells, since every recurring item of a subscription shares its
+ *  interval (docs/usage.md, "Billed overage"). */
+export interface MeterPrice {
+  /** In the currency's smallest unit, per package of `per` units. */
+  amount: number;
+  /** The plan's prices' currency. */
+  currency: string;
+  /** Units per package: Stripe's transform_quantity divide_by, rounded up (a started
+   *  package is paid). 1: per unit. */
+  per: number;
+  /** The metered price's Stripe lookup key for each interval the plan sells. */
+  lookupKeys: Readonly<Record<string, string>>;
+}
 
 /** Key -> the most a subject may store; null: explicitly unlimited. */
 export type Limits = Readonly<Record<string, number | null>>;
@@ -22,6 +39,8 @@ export interface Meter {
   windowsOver?: number;
   /** Days of grace before the meter is locked. */
   graceDays?: number;
+  /** overage "bill" only, and required there. */
+  price?: MeterPrice;
 }
 export type Meters = Readonly<Record<string, Meter>>;
 
@@ -66,9 +85,33 @@ export function parseMeters(raw: unknown, where: string, at: At): Meters {
       if (!isCount(value) || (option === 'windowsOver' && value < 1)) at(`${mw}.${option}`, `must be a whole number of ${option === 'windowsOver' ? 1 : 0} or more`);
       else options[option] = value;
     }
-    meters[key] = { included: Number(included), overage: overage as Overage, ...options };
+    const price = overage === 'bill' ? parseMeterPrice(meter['price'], `${mw}.price`, at) : undefined;
+    if (overage !== 'bill' && meter['price'] !== undefined) at(`${mw}.price`, 'is for a meter whose overage is "bill"');
+    meters[key] = { included: Number(included), overage: overage as Overage, ...options, ...(price && { price }) };
   }
   return meters;
+}
+
+/** The shape of a billed meter's price; its plan's checks (currency, intervals, unique
+ *  lookup keys) are the catalog's (src/billing/catalog.ts). */
+function parseMeterPrice(raw: unknown, where: string, at: At): MeterPrice | undefined {
+  if (!isObject(raw)) {
+    at(where, 'must be an object {amount, currency, per?, lookupKeys} for a meter whose overage is "bill"');
+    return undefined;
+  }
+  const { amount, currency, per, lookupKeys } = raw;
+  if (!isCount(amount)) at(`${where}.amount`, 'must be a whole number of cents');
+  if (typeof currency !== 'string' || !CURRENCY.test(currency)) at(`${where}.currency`, 'must be a lowercase ISO currency code');
+  if (per !== undefined && (!isCount(per) || per < 1)) at(`${where}.per`, 'must be a whole number of 1 or more (units per package)');
+  const keys: Record<string, string> = {};
+  if (!isObject(lookupKeys) || Object.keys(lookupKeys).length === 0) at(`${where}.lookupKeys`, 'must be an object of interval -> lookup key');
+  else {
+    for (const [interval, lookupKey] of Object.entries(lookupKeys)) {
+      if (typeof lookupKey !== 'string' || !LOOKUP_KEY.test(lookupKey)) at(`${where}.lookupKeys.${interval}`, 'must be a lookup key');
+      else keys[interval] = lookupKey;
+    }
+  }
+  return { amount: Number(amount), currency: String(currency), per: typeof per === 'number' ? per : 1, lookupKeys: keys };
 }
 
 const isCount = (value: unknown): value is number => typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;

@@ -22,6 +22,19 @@ export interface UsageView {
   state: UsageState;
   /** When grace ends (state grace) or ended (state locked); null otherwise. */
   graceEndsAt: string | null;
+  /** A meter the subject's plan bills (overage "bill") only: what the current window's
+   *  use past the included amount costs so far, as Stripe will bill it (the database's
+   *  billing_usage_status computes it). */
+  overage?: OverageView;
+}
+
+/** An estimate of a billed meter's overage in the current window. */
+export interface OverageView {
+  /** Units past the included amount. */
+  units: number;
+  /** In the currency's smallest unit: whole packages, a started one counted. */
+  amount: number;
+  currency: string;
 }
 
 /** The keys of `limits` (a plan's) that the subject's counts already pass, in the plan's order. */

@@ -19,6 +19,10 @@
 --   row carries the amount and the hour, which billing_usage_fold later moves into the
 --   hourly totals (billing_usage_hourly reads both); billing_usage reads the current
 --   window.
+-- * Billed overage (overage 'bill'): what goes past included is tolerated, never
+--   refused nor locked, and billed through a Stripe meter; billing_plan_limits keeps its
+--   price (per package of price_per units, rounded up) and billing_usage_status
+--   estimates the current window's bill (billing_overage_amount, the rounding once).
 
 -- The clock --------------------------------------------------------------------------
 
@@ -40,7 +44,13 @@ create table public.billing_plan_limits (
   key text not null,
   -- A limit, or a meter's included amount; null = unlimited.
   value bigint check (value >= 0),
-  overage text check ((kind = 'meter') = (overage is not null) and overage in ('block', 'allow')),
+  overage text check ((kind = 'meter') = (overage is not null) and overage in ('block', 'allow', 'bill')),
+  -- A billed meter's price: amount (smallest currency unit) per package of price_per units.
+  price_amount bigint check (price_amount >= 0),
+  price_currency text,
+  price_per bigint check (price_per >= 1),
+  check ((overage is not distinct from 'bill') = (price_amount is not null)
+         and (price_amount is null) = (price_currency is null) and (price_amount is null) = (price_per is null)),
   -- A meter's grace rule (billing_usage_state); null: the default there.
   margin_percent integer check (margin_percent >= 0),
   windows_over integer check (windows_over >= 1),
@@ -57,7 +67,8 @@ grant select on public.billing_plan_limits to authenticated;
 grant all on public.billing_plan_limits to service_role;
 
 -- 20261201100000's, plus the limits: payload plans[].limits {key: n}, plans[].usage
--- {meter: {included, overage, marginPercent?, windowsOver?, graceDays?}},
+-- {meter: {included, overage, marginPercent?, windowsOver?, graceDays?, price?: {amount,
+-- currency, per}}},
 -- plans[].trial_limits {key: n}, and free {limits, usage}
 -- (null or absent: no free entry). A synced plan's limits, and the free entry, are
 -- replaced whole.
@@ -91,13 +102,17 @@ begin
   delete from public.billing_plan_limits l
   where l.plan is null or l.plan in (select p ->> 'plan' from jsonb_array_elements(p_catalog -> 'plans') p);
 
-  insert into public.billing_plan_limits (plan, trial, kind, key, value, overage, margin_percent, windows_over, grace_days)
+  insert into public.billing_plan_limits (plan, trial, kind, key, value, overage, margin_percent, windows_over, grace_days,
+                                          price_amount, price_currency, price_per)
   select e.plan, e.trial, e.kind, k.key,
          case when e.kind = 'meter' then (k.value ->> 'included')::bigint else (k.value #>> '{}')::bigint end,
          case when e.kind = 'meter' then coalesce(k.value ->> 'overage', 'block') end,
          case when e.kind = 'meter' then (k.value ->> 'marginPercent')::integer end,
          case when e.kind = 'meter' then (k.value ->> 'windowsOver')::integer end,
-         case when e.kind = 'meter' then (k.value ->> 'graceDays')::integer end
+         case when e.kind = 'meter' then (k.value ->> 'graceDays')::integer end,
+         case when e.kind = 'meter' then (k.value #>> '{price,amount}')::bigint end,
+         case when e.kind = 'meter' then k.value #>> '{price,currency}' end,
+         case when e.kind = 'meter' and k.value ? 'price' then coalesce((k.value #>> '{price,per}')::bigint, 1) end
   from (
     select p ->> 'plan' as plan, false as trial, 'limit' as kind, p -> 'limits' as entries
     from jsonb_array_elements(p_catalog -> 'plans') p
@@ -154,7 +169,8 @@ grant execute on function public.billing_may_ask(uuid) to service_role;
 create function public.billing_limit_of(
   p_state public.billing_subject_state, p_kind text, p_key text, p_at timestamptz,
   out declared boolean, out value bigint, out overage text,
-  out margin_percent integer, out windows_over integer, out grace_days integer
+  out margin_percent integer, out windows_over integer, out grace_days integer,
+  out price_amount bigint, out price_currency text, out price_per bigint
 )
 language plpgsql stable
 as $$
@@ -167,8 +183,8 @@ begin
     v_plan := p_state.plan;
   end if;
   if v_plan is not null and p_state.status = 'trialing' then
-    select l.value, l.overage, l.margin_percent, l.windows_over, l.grace_days
-      into value, overage, margin_percent, windows_over, grace_days
+    select l.value, l.overage, l.margin_percent, l.windows_over, l.grace_days, l.price_amount, l.price_currency, l.price_per
+      into value, overage, margin_percent, windows_over, grace_days, price_amount, price_currency, price_per
     from public.billing_plan_limits l
     where l.plan = v_plan and l.trial and l.kind = p_kind and l.key = p_key;
     if found then
@@ -177,8 +193,8 @@ begin
     end if;
   end if;
   -- The plan's row, or (v_plan null) the free entry's.
-  select l.value, l.overage, l.margin_percent, l.windows_over, l.grace_days
-    into value, overage, margin_percent, windows_over, grace_days
+  select l.value, l.overage, l.margin_percent, l.windows_over, l.grace_days, l.price_amount, l.price_currency, l.price_per
+    into value, overage, margin_percent, windows_over, grace_days, price_amount, price_currency, price_per
   from public.billing_plan_limits l
   where l.plan is not distinct from v_plan and not l.trial and l.kind = p_kind and l.key = p_key;
   if found then
@@ -515,18 +531,31 @@ begin
 end;
 $$;
 
+-- What p_units past the included amount cost at p_amount per package of p_per units:
+-- whole packages, a started one counted (Stripe's transform_quantity round up). The
+-- status's estimate, and the rule the meter's price applies at Stripe.
+create function public.billing_overage_amount(p_units bigint, p_amount bigint, p_per bigint) returns bigint
+language sql immutable parallel safe
+set search_path = ''
+as $$
+  select ((greatest(p_units, 0) + p_per - 1) / p_per) * p_amount
+$$;
+
 -- Against the plan now, the first that holds: locked, grace, over (used > included),
 -- warning (at least 90% of included), ok; an unlimited meter is ok. The grace rule: a
 -- run of windows_over (2) windows in a row that each ended above included +
 -- margin_percent (10%) starts grace_days (7) of grace when its last window ends; after
 -- them the meter is locked until a window ends within the included amount (a window
--- without use does) or the plan includes enough for the windows that ended.
+-- without use does) or the plan includes enough for the windows that ended. A billed
+-- meter (overage 'bill') is paid for past its included amount: it has no grace nor
+-- lock, and `overage` estimates the current window's bill ({units, amount, currency});
+-- null for any other meter.
 -- The state is read once; one query reads the window's use and whether the window
 -- before it ended where it starts above the included amount: only then can the rule
 -- find a run, so only then are the ended windows walked. Security invoker without
 -- settings (its callers, billing_usage_state and billing_request_context, set both), so
 -- a call costs no second switch of user and search_path.
-create function public.billing_usage_status(p_subject uuid, p_meter text, out state text, out included bigint, out grace_ends_at timestamptz)
+create function public.billing_usage_status(p_subject uuid, p_meter text, out state text, out included bigint, out grace_ends_at timestamptz, out overage jsonb)
 language plpgsql stable
 as $$
 declare
@@ -565,7 +594,13 @@ begin
                      order by b.window_start desc limit 1), false)
       into v_used, v_over_before;
   end if;
-  if v_over_before then
+  if l.overage = 'bill' then
+    overage := jsonb_build_object(
+      'units', greatest(v_used - l.value, 0),
+      'amount', public.billing_overage_amount(v_used - l.value, l.price_amount, l.price_per),
+      'currency', l.price_currency);
+  end if;
+  if v_over_before and l.overage is distinct from 'bill' then
     -- The ended windows over the included amount, back from the current one without a
     -- gap, then the earliest run among them that started grace.
     v_next := w.window_start;
@@ -754,6 +789,8 @@ select public.billing_limit_attach('public.billing_team_members', 'members', 'te
 -- Grants ---------------------------------------------------------------------------------
 
 revoke execute on function public.billing_now() from public, anon, authenticated;
+revoke execute on function public.billing_overage_amount(bigint, bigint, bigint) from public, anon, authenticated;
+grant execute on function public.billing_overage_amount(bigint, bigint, bigint) to service_role;
 revoke execute on function public.billing_limit(uuid, text) from public, anon;
 revoke execute on function public.billing_usage(uuid, text) from public, anon;
 revoke execute on function public.billing_usage_state(uuid, text) from public, anon;

@@ -6,8 +6,9 @@
 --   The API has no second copy of the rule to keep equal.
 -- * It also returns the subject's `limits` ({key: {limit, used}}: used is the attached
 --   count, null for a key no table is attached for) and `usage` ({meter: {used,
---   included, window, state, graceEndsAt}}) for the keys the catalog declares; null
---   when it declares none, so the status body stays as it was for such a catalog.
+--   included, window, state, graceEndsAt, and overage for a billed meter}}) for the keys
+--   the catalog declares; null when it declares none, so the status body stays as it
+--   was for such a catalog.
 -- * billing_request_context is defined here, once (20261204200000 introduced the
 --   round trip; this is its only definition).
 
@@ -79,7 +80,8 @@ begin
         'included', st.included,
         'window', jsonb_build_object('start', w.window_start, 'end', w.window_end),
         'state', st.state,
-        'grace_ends_at', st.grace_ends_at))
+        'grace_ends_at', st.grace_ends_at,
+        'overage', st.overage))
       from (select distinct l.key from public.billing_plan_limits l where l.kind = 'meter') m
       cross join public.billing_usage_window(v_subject, v_now) w
       cross join lateral public.billing_usage_status(v_subject, m.key) st),
