@@ -4,9 +4,8 @@
 // estimated in the status body. Declared meters apply database-wide, so this file runs
 // against a stack of its own.
 //
-// stripe-mock keeps no meters: a GET /v1/billing/meters the bridge is told to answer
-// (postMeters) stands for what Stripe would hold, so that setup's "find the meter I made
-// before" and checkout's check of a metered price's meter are tested here.
+// The local bridge keeps the meters created through it (scripts/stack/bridge-meters.ts),
+// as Stripe does, so setup's "find the meter I made before" is tested against that.
 
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -206,27 +205,6 @@ const clearRequests = () => bridge('/__bridge/requests', { method: 'DELETE' });
 const postObject = (pathname: string, body: unknown) => bridge('/__bridge/objects', { method: 'POST', body: JSON.stringify({ path: pathname, body }) });
 const list = (url: string, data: readonly unknown[]) => ({ object: 'list', url, has_more: false, data });
 
-function meter(id: string, changes: Record<string, unknown> = {}): Record<string, unknown> {
-  return {
-    id,
-    object: 'billing.meter',
-    created: 1_764_806_400,
-    display_name: 'pageviews past the included amount',
-    event_name: 'pageviews',
-    default_aggregation: { formula: 'sum' },
-    customer_mapping: { type: 'by_id', event_payload_key: 'stripe_customer_id' },
-    value_settings: { event_payload_key: 'value' },
-    event_time_window: null,
-    livemode: false,
-    status: 'active',
-    status_transitions: { deactivated_at: null },
-    updated: 1_764_806_400,
-    ...changes,
-  };
-}
-/** What Stripe holds as the account's meters, from now on. */
-const postMeters = (meters: readonly unknown[]) => postObject('/v1/billing/meters', list('/v1/billing/meters', meters));
-
 const localStripe = () => {
   const base = new URL(own.env['STRIPE_API_BASE'] ?? '');
   return new Stripe(own.env['STRIPE_SECRET_KEY'] ?? '', { host: base.hostname, port: Number(base.port), protocol: 'http' });
@@ -240,7 +218,6 @@ async function priceIdOf(lookupKey: string): Promise<string> {
 
 describe('billing:setup with a billed meter', () => {
   it('creates the meter, a product per plan meter and a metered price per plan interval, and stores the price in the database', async () => {
-    await postMeters([]); // none yet
     await clearRequests();
     const report = await pushCatalog(own.env, catalogFile);
 
@@ -288,7 +265,10 @@ describe('billing:setup with a billed meter', () => {
   });
 
   it('finds the meter it made by event_name on the next run: no second meter, no new price', async () => {
-    await postMeters([meter('mtr_someone_else', { event_name: 'api_calls' }), meter(meterId)]);
+    await localStripe().billing.meters.create({
+      display_name: 'API calls', event_name: 'api_calls', default_aggregation: { formula: 'sum' },
+      customer_mapping: { type: 'by_id', event_payload_key: 'stripe_customer_id' }, value_settings: { event_payload_key: 'value' },
+    });
     await clearRequests();
     const report = await pushCatalog(own.env, catalogFile);
     expect(await requests((r) => r.method === 'POST' && r.path.startsWith('/v1/billing/meters'))).toEqual([]);
@@ -299,15 +279,22 @@ describe('billing:setup with a billed meter', () => {
   });
 
   it('reactivates an inactive meter of the key, and refuses one that counts otherwise', async () => {
-    await postMeters([meter(meterId, { status: 'inactive' })]);
+    const meters = localStripe().billing.meters;
+    await meters.deactivate(meterId);
     await clearRequests();
     const report = await pushCatalog(own.env, catalogFile);
     expect(report.changes.filter((c) => c.includes(' meter '))).toEqual([`reactivate meter pageviews (${meterId})`]);
     expect((await requests((r) => r.method === 'POST' && r.path.startsWith('/v1/billing/meters'))).map((r) => r.path)).toEqual([`/v1/billing/meters/${meterId}/reactivate`]);
 
-    await postMeters([meter(meterId, { default_aggregation: { formula: 'count' } })]);
+    // Another meter of the key, counting events: Stripe cannot change a meter's formula.
+    await meters.deactivate(meterId);
+    const counting = await meters.create({
+      display_name: 'pageviews, counted', event_name: 'pageviews', default_aggregation: { formula: 'count' },
+      customer_mapping: { type: 'by_id', event_payload_key: 'stripe_customer_id' },
+    });
     await expect(pushCatalog(own.env, catalogFile)).rejects.toThrow(/does not sum payload.value per payload.stripe_customer_id/);
-    await postMeters([meter(meterId)]);
+    await meters.deactivate(counting.id);
+    await meters.reactivate(meterId);
   });
 
   it('a metered price on another meter under our lookup key is replaced, taking the key over', async () => {

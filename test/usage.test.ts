@@ -443,7 +443,7 @@ describe('billing_usage_fold: the hourly totals and the upkeep, off billing_trac
     const status = () => tx<{ state: string; grace_ends_at: Date }>({ at: '2027-06-10T00:00:00Z' }, `select * from billing_usage_status($1, 'events')`, [subject]);
     const windows = () => q<{ window_start: Date }>('select window_start from billing_usage_windows where subject_id = $1 order by 1', [subject])
       .then((rows) => rows.map((r) => r.window_start.toISOString().slice(0, 7)));
-    const locked = [{ state: 'locked', included: '100', grace_ends_at: new Date('2027-05-04T00:00:00Z') }];
+    const locked = [{ state: 'locked', included: '100', grace_ends_at: new Date('2027-05-04T00:00:00Z'), overage: null }];
     expect(await status()).toEqual(locked);
     // By 10 June, January to April are final (p_at is at most 35 days old). February has
     // no window, so the walk back from June stops at March: January goes.
