@@ -10,6 +10,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import catchUpFunction from '../netlify/functions/stripe-catch-up.mts';
 import { catchUpEvents, CATCH_UP_JOB, type CatchUpDeps } from '../src/billing/catch-up.ts';
 import { loadJobConfig } from '../src/config.ts';
+import { createMeterDeps } from '../src/meters/report.ts';
 import { createStore } from '../src/store.ts';
 import { createStripe } from '../src/stripe-client.ts';
 import { deliverConcurrently, expectStored, generateHistory, random, renderHistory, type History } from './support/histories.ts';
@@ -17,7 +18,8 @@ import { clearStripeEvents, newUser, postStripeEvents, query, rateLimitStripeEve
 
 async function deps(): Promise<CatchUpDeps> {
   const config = loadJobConfig(process.env);
-  return { config, store: createStore(config.store), stripe: await createStripe(config.stripe) };
+  const stripe = await createStripe(config.stripe);
+  return { config, store: createStore(config.store), stripe, meters: createMeterDeps(config, 'catch-up', () => Promise.resolve(stripe)) };
 }
 
 /** A history whose events happened in the last hours, as Stripe's log holds them: its

@@ -38,7 +38,7 @@ create table public.billing_plan_limits (
   key text not null,
   -- A limit, or a meter's included amount; null = unlimited.
   value bigint check (value >= 0),
-  overage text check ((kind = 'meter') = (overage is not null) and overage in ('block', 'allow')),
+  overage text check ((kind = 'meter') = (overage is not null) and overage in ('block', 'allow', 'bill')),
   -- A meter's grace rule (billing_usage_state); null: the default there.
   margin_percent integer check (margin_percent >= 0),
   windows_over integer check (windows_over >= 1),
