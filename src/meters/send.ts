@@ -54,7 +54,7 @@ export function emptyCounts(): SendCounts {
 }
 
 export function addCounts(into: SendCounts, from: SendCounts): void {
-  for (const key of Object.keys(into) as (keyof SendCounts)[]) into[key] += from[key];
+  for (const key of Object.keys(from) as (keyof SendCounts)[]) into[key] += from[key];
 }
 
 /** The meter event a row stands for. */

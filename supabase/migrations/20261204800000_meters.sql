@@ -311,9 +311,9 @@ begin
     select * from public.billing_meter_reports where false;
   delete from pg_temp.billing_meter_window;
   insert into pg_temp.billing_meter_window
-    select r.* from public.billing_meter_reports r
-    where r.subject_id = p_subject and r.meter = p_meter and r.customer_id = p_customer
-      and r.event_at >= p_window_start and r.event_at < p_window_end;
+    select x.* from public.billing_meter_reports x
+    where x.subject_id = p_subject and x.meter = p_meter and x.customer_id = p_customer
+      and x.event_at >= p_window_start and x.event_at < p_window_end;
 
   select coalesce(sum(value) filter (where state = 'sent' and kind = 'usage'), 0),
          coalesce(sum(value) filter (where state = 'sent' and kind = 'reconcile'), 0),
