@@ -13,7 +13,7 @@ import type { StoreConfig, StripeConfig } from '../config.ts';
 import type { Json } from '../database.types.ts';
 import { createLogger, type Logger } from '../log.ts';
 import type { BillingStore } from '../store.ts';
-import { lazyStripe, type StripeLoader } from '../stripe-client.ts';
+import type { StripeLoader } from '../stripe-client.ts';
 import { addCounts, emptyCounts, sendRows, type SendCounts } from './send.ts';
 import { createMeterStore, type MeterStore } from './store.ts';
 
@@ -35,7 +35,19 @@ export interface MeterDeps {
 
 /** The outbox, a Stripe client built on first use, and a logger named for `fn`. */
 export function createMeterDeps(config: { store: StoreConfig; stripe: StripeConfig }, fn: string, stripe?: StripeLoader): MeterDeps {
-  return { store: createMeterStore(config.store), stripe: stripe ?? lazyStripe(config.stripe), log: createLogger({ fn }) };
+  return { store: createMeterStore(config.store), stripe: stripe ?? deferredStripe(config.stripe), log: createLogger({ fn }) };
+}
+
+/** A Stripe client whose SDK is loaded on first use: the webhook needs one only for an
+ *  invoice.created of a customer with billed usage, and its cold start should not pay
+ *  for evaluating the SDK (src/stripe-client.ts measures that cost). */
+function deferredStripe(config: StripeConfig): StripeLoader {
+  let client: ReturnType<StripeLoader> | undefined;
+  return () =>
+    (client ??= import('../stripe-client.ts').then(({ createStripe }) => createStripe(config)).catch((error: unknown) => {
+      client = undefined;
+      throw error;
+    }));
 }
 
 export interface ReportDeps extends MeterDeps {

@@ -120,12 +120,12 @@ export function createMeterStore(config: StoreConfig, fetchImpl: typeof fetch = 
       return list(data).map((raw) => {
         const w = record(raw, 'meter reconcile windows');
         return {
-          subject: String(w['subject']),
-          meter: String(w['meter']),
-          customer: String(w['customer']),
-          windowStart: String(w['windowStart']),
-          windowEnd: String(w['windowEnd']),
-          cursor: String(w['cursor']),
+          subject: str(w['subject']),
+          meter: str(w['meter']),
+          customer: str(w['customer']),
+          windowStart: str(w['windowStart']),
+          windowEnd: str(w['windowEnd']),
+          cursor: str(w['cursor']),
           inFlight: w['inFlight'] === true,
           settling: w['settling'] === true,
           expected: Number(w['expected'] ?? 0),
@@ -150,8 +150,8 @@ export function createMeterStore(config: StoreConfig, fetchImpl: typeof fetch = 
         difference: Number(d['difference'] ?? 0),
         stripe: Number(d['stripe'] ?? 0),
         expected: Number(d['expected'] ?? 0),
-        confirmed: list(d['confirmed']).map(String),
-        voided: list(d['voided']).map(String),
+        confirmed: list(d['confirmed']).map(str),
+        voided: list(d['voided']).map(str),
       };
       switch (d['decision']) {
         case 'match':
@@ -165,7 +165,7 @@ export function createMeterStore(config: StoreConfig, fetchImpl: typeof fetch = 
             ...common,
             cancel: list(d['cancel']).map((c) => {
               const r = record(c, 'meter reconcile decide');
-              return { identifier: String(r['identifier']), value: Number(r['value']) };
+              return { identifier: str(r['identifier']), value: Number(r['value']) };
             }),
             excess: Number(d['excess'] ?? 0),
           };
@@ -198,6 +198,12 @@ function record(value: unknown, operation: string): Record<string, Json | undefi
   return value as Record<string, Json | undefined>;
 }
 
+/** A text field of a row the SQL built (a non-text value is a bug there: an empty string
+ *  then fails the caller's checks rather than passing "[object Object]" on). */
+function str(value: unknown): string {
+  return typeof value === 'string' ? value : typeof value === 'number' ? String(value) : '';
+}
+
 function list(value: unknown): unknown[] {
   return Array.isArray(value) ? value : [];
 }
@@ -211,6 +217,6 @@ function toRow(value: unknown, operation: string): MeterRow {
   }
   return {
     identifier, subject, meter, customer, kind, value: amount, timestamp,
-    hour: String(hour), late: late === true, attempts: typeof attempts === 'number' ? attempts : 1,
+    hour: str(hour), late: late === true, attempts: typeof attempts === 'number' ? attempts : 1,
   };
 }
