@@ -330,6 +330,11 @@ describe('the reconcile', () => {
     expect(logs).toContainEqual(expect.objectContaining({ level: 'warn', msg: expect.stringContaining('repair sent') as unknown, customer, stripe: 0, expected: 30, difference: -30 }));
     expect((await rows(subject)).map((r) => [r.kind, r.state])).toEqual([['usage', 'sent'], ['reconcile', 'sent']]);
 
+    // Still short (the repair was not counted either): no second repair while it is young.
+    await reconcile();
+    expect(await meterEventsOf(customer)).toHaveLength(2);
+    expect(logs).toContainEqual(expect.objectContaining({ level: 'error', msg: expect.stringContaining('still lacks usage after a repair') as unknown, customer }));
+
     // The original was only late in Stripe's summaries: it now holds both.
     await stripeHolds(customer, 60);
     await reconcile();

@@ -1,4 +1,4 @@
-// Scheduled, every 10 minutes: sends each subject's overage of a billed meter for the
+// Scheduled, every 5 minutes: sends each subject's overage of a billed meter for the
 // hours that ended since, as Stripe meter events with deterministic identifiers through
 // the outbox (src/meters/report.ts), so usage reaches Stripe once, within minutes of its
 // hour, whatever fails on the way.
@@ -17,4 +17,4 @@ export default defineScheduledJob({
   run: (deps, { holder }) => reportUsage(deps, { holder }),
 });
 
-export const config: Config = { schedule: '*/10 * * * *' };
+export const config: Config = { schedule: '*/5 * * * *' };

@@ -43,6 +43,8 @@ export interface ReconcileSummary extends SendCounts {
   canceled: number;
   /** Windows where Stripe holds more than we sent and nothing can take it back. */
   excess: number;
+  /** Windows Stripe is still short of after a repair younger than 23 h. */
+  unrepaired: number;
   confirmed: number;
   voided: number;
   /** Windows of a meter Stripe does not have (billing:setup not run for it). */
@@ -57,7 +59,7 @@ export async function reconcileMeters(deps: ReconcileDeps, options: ReconcileOpt
   const deadline = started + budgetMs;
   const now = options.now ?? (() => new Date());
   const summary: ReconcileSummary = {
-    status: 'done', windows: 0, waiting: 0, matched: 0, repaired: 0, canceled: 0, excess: 0, confirmed: 0, voided: 0, noMeter: 0,
+    status: 'done', windows: 0, waiting: 0, matched: 0, repaired: 0, canceled: 0, excess: 0, unrepaired: 0, confirmed: 0, voided: 0, noMeter: 0,
     ...emptyCounts(), durationMs: 0,
   };
   const finish = (status: ReconcileSummary['status']) => {
@@ -134,6 +136,10 @@ async function reconcileWindow(
   switch (decision.decision) {
     case 'match':
       summary.matched += 1;
+      return;
+    case 'unrepaired':
+      summary.unrepaired += 1;
+      deps.log.error('meter reconcile: Stripe still lacks usage after a repair (see the meter error events)', about);
       return;
     case 'repair': {
       summary.repaired += 1;

@@ -18,8 +18,11 @@ import { addCounts, emptyCounts, sendRows, type SendCounts } from './send.ts';
 import { createMeterStore, type MeterStore } from './store.ts';
 
 export const METER_REPORT_JOB = 'stripe-meter-report';
-/** Of a scheduled function's 30 s: no new batch or send starts after this. */
+/** Of a scheduled function's 30 s: no new batch is claimed after this. */
 export const REPORT_BUDGET_MS = 20_000;
+/** A batch claimed before the budget ran out is still sent for this long after it, so
+ *  that its rows do not wait for the next pass. */
+export const SEND_GRACE_MS = 5_000;
 /** Subjects per claim: one database call each. */
 export const REPORT_BATCH = 200;
 /** A claimed row is resent by another run only after this (a run that died). */
@@ -91,7 +94,7 @@ export async function reportUsage(deps: ReportDeps, options: ReportOptions): Pro
     return summary;
   };
 
-  const saved = await deps.jobs.acquireJob(METER_REPORT_JOB, options.holder, Math.ceil(budgetMs / 1000) + 60);
+  const saved = await deps.jobs.acquireJob(METER_REPORT_JOB, options.holder, Math.ceil((budgetMs + SEND_GRACE_MS) / 1000) + 60);
   if (saved === null) return finish('busy');
   let after = cursorOf(saved);
   const save = (release: boolean) =>
@@ -110,7 +113,7 @@ export async function reportUsage(deps: ReportDeps, options: ReportOptions): Pro
       summary.resent += claim.rows.filter((row) => row.attempts > 1).length;
       summary.late += claim.rows.filter((row) => row.late).length;
       addCounts(summary, await sendRows({ stripe, store: deps.store, log: deps.log }, claim.rows, {
-        deadline, ...(options.sleep && { sleep: options.sleep }),
+        deadline: Math.max(deadline, performance.now()) + SEND_GRACE_MS, ...(options.sleep && { sleep: options.sleep }),
       }));
       if (claim.last === null || claim.subjects < (options.batch ?? REPORT_BATCH)) {
         after = null;

@@ -17,8 +17,9 @@ export const RATE_LIMIT_BASE_DELAY_MS = 250;
 export const SERVER_ERROR_DELAY_MS = 200;
 /** Sends of one row within one run, before it is left for the next run. */
 export const MAX_SENDS_PER_RUN = 4;
-/** A row left unsent is claimable again after this. */
-export const RETRY_AFTER_SECONDS = 30;
+/** A row left unsent is claimable again after this: by the next run (or a flush), which
+ *  sends the same identifier. */
+export const RETRY_AFTER_SECONDS = 0;
 
 export interface SendDeps {
   stripe: Stripe;

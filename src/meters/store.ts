@@ -51,6 +51,8 @@ export interface ReconcileWindow {
 
 export type ReconcileDecision =
   | { decision: 'match'; difference: 0; stripe: number; expected: number; confirmed: string[]; voided: string[] }
+  /** Stripe is short, but a repair of this window younger than 23 h was not counted either. */
+  | { decision: 'unrepaired'; difference: number; stripe: number; expected: number; confirmed: string[]; voided: string[] }
   | { decision: 'repair'; difference: number; stripe: number; expected: number; confirmed: string[]; voided: string[]; repair: MeterRow }
   | {
     decision: 'cancel' | 'excess';
@@ -156,6 +158,8 @@ export function createMeterStore(config: StoreConfig, fetchImpl: typeof fetch = 
       switch (d['decision']) {
         case 'match':
           return { decision: 'match', ...common, difference: 0 };
+        case 'unrepaired':
+          return { decision: 'unrepaired', ...common };
         case 'repair':
           return { decision: 'repair', ...common, repair: toRow(d['repair'], 'meter reconcile decide') };
         case 'cancel':

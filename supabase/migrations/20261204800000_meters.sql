@@ -49,7 +49,8 @@ create table public.billing_meter_reports (
   error text,
   unique (subject_id, meter, hour, seq)
 );
-create index billing_meter_reports_pending_idx on public.billing_meter_reports (claimed_at) where state = 'pending';
+-- A subject's meter's pending rows: every claim asks for them.
+create index billing_meter_reports_pending_idx on public.billing_meter_reports (subject_id, meter) where state = 'pending';
 create index billing_meter_reports_event_at_idx on public.billing_meter_reports (event_at);
 alter table public.billing_meter_reports enable row level security;
 revoke all on public.billing_meter_reports from anon, authenticated, public;
@@ -79,6 +80,8 @@ $$;
 create function public.billing_meter_windows(p_subject uuid, p_now timestamptz)
 returns table (window_start timestamptz, window_end timestamptz)
 language plpgsql stable
+-- Two or three windows: without this the planner expects 1,000 and scans every hour.
+rows 3
 security definer
 set search_path = ''
 as $$
@@ -108,6 +111,8 @@ as $$
 declare
   v_now timestamptz := public.billing_now();
   v_lease timestamptz := v_now + make_interval(secs => p_lease_seconds);
+  v_windows tstzrange[];
+  v_from timestamptz;
 begin
   -- The flush and the reporter may claim for the same subject at once: one at a time.
   perform pg_advisory_xact_lock(hashtextextended('billing_meter:' || p_subject::text || ':' || p_meter, 0));
@@ -119,13 +124,16 @@ begin
     and (r.lease_until is null or r.lease_until < v_now) and r.claimed_at > v_now - interval '23 hours'
   returning public.billing_meter_row(r);
 
+  select array_agg(tstzrange(w.window_start, w.window_end)), min(w.window_start) into v_windows, v_from
+  from public.billing_meter_windows(p_subject, v_now) w;
+
   return query
   with hours as (
-    select w.window_start, h.hour, h.amount
-    from public.billing_meter_windows(p_subject, v_now) w
-    join public.billing_usage_hourly h
-      on h.subject_id = p_subject and h.meter = p_meter and h.hour >= w.window_start and h.hour < w.window_end
-    where h.hour < p_through
+    -- One index range of the subject's meter's hours, each tagged with its window.
+    select lower(w) as window_start, h.hour, h.amount
+    from public.billing_usage_hourly h
+    cross join lateral (select x from unnest(v_windows) x where x @> h.hour) t(w)
+    where h.subject_id = p_subject and h.meter = p_meter and h.hour >= v_from and h.hour < p_through
   ),
   reported as (
     select r.hour,
@@ -280,7 +288,8 @@ $$;
 --    Stripe holds at least what we know it has plus them, they arrived ('sent');
 --    otherwise they did not ('void'; the reporter reports that usage again).
 -- 2. Stripe short of the usage we sent: a repair row (kind 'reconcile') for the
---    difference, dated in the window, to send now.
+--    difference, dated in the window, to send now; 'unrepaired' while a repair of the
+--    window is younger than 23 h (Stripe did not count that one either).
 -- 3. Stripe over it: our repairs sent within 23 h, newest first while they fit, to cancel
 --    (meter event adjustments); what is left cannot be taken back: 'excess'.
 create function public.billing_meter_reconcile_decide(
@@ -340,6 +349,13 @@ begin
   end if;
 
   v_diff := p_stripe - v_sent;
+  -- A repair Stripe did not count either (a meter error: no such meter or customer) is not
+  -- followed by another while it could still be canceled: one repair a window per 23 h.
+  if v_diff < 0 and exists (select 1 from pg_temp.billing_meter_window
+                            where kind = 'reconcile' and state in ('pending', 'sent') and claimed_at > v_now - interval '23 hours') then
+    return jsonb_build_object('decision', 'unrepaired', 'difference', v_diff, 'stripe', p_stripe, 'expected', v_sent,
+      'confirmed', to_jsonb(v_confirmed), 'voided', to_jsonb(v_voided));
+  end if;
   if v_diff < 0 then
     -- Dated at the window's last report (or now, if sooner), and never older than 34 days.
     select greatest(least(max(event_at), v_now), v_now - interval '34 days') into v_at from pg_temp.billing_meter_window;
