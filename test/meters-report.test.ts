@@ -8,6 +8,8 @@ import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import Stripe from 'stripe';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import meterReconcileFunction from '../netlify/functions/stripe-meter-reconcile.mts';
+import meterReportFunction from '../netlify/functions/stripe-meter-report.mts';
 import webhook from '../netlify/functions/stripe-webhook.mts';
 import type { RecordedStripeRequest } from '../scripts/stack/stripe-mock-bridge.ts';
 import { startThrowawayStack, type ThrowawayStack } from '../scripts/stack/throwaway.ts';
@@ -226,6 +228,19 @@ describe('the reporter', () => {
     expect(event?.timestamp).toBeGreaterThanOrEqual(earliest(before) - 5);
     expect(event?.timestamp).toBeLessThanOrEqual(earliest(Date.now()) + 5);
     expect(logs).toContainEqual(expect.objectContaining({ level: 'warn', msg: expect.stringContaining('older than Stripe takes') as unknown, subject, value: 40 }));
+  });
+
+  it('runs as Netlify starts the scheduled functions: one summary line, the usage sent', async () => {
+    const { subject, customer } = await subscriber();
+    await track(subject, 111, hourStart(2));
+    const nextRun = JSON.stringify({ next_run: new Date().toISOString() });
+    const response = await withEnv(own.env, () => meterReportFunction(new Request('http://localhost/.netlify/functions/stripe-meter-report', { method: 'POST', body: nextRun })));
+    expect(response.status).toBe(200);
+    expect(await response.json()).toMatchObject({ status: 'done', failed: 0, unsent: 0 });
+    expect(sent(await meterEventsOf(customer))).toEqual([expect.objectContaining({ identifier: idOf(subject, hourStart(2)), value: 11 })]);
+    const reconciled = await withEnv(own.env, () => meterReconcileFunction(new Request('http://localhost/.netlify/functions/stripe-meter-reconcile', { method: 'POST', body: nextRun })));
+    expect(reconciled.status).toBe(200);
+    expect((await reconciled.json()) as { status: string }).toMatchObject({ status: 'done' });
   });
 
   it('holds one run at a time', async () => {
