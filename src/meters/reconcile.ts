@@ -10,12 +10,13 @@
 import type Stripe from 'stripe';
 import type { Json } from '../database.types.ts';
 import type { BillingStore } from '../store.ts';
-import { ROW_LEASE_SECONDS, type MeterDeps } from './report.ts';
+import { ROW_LEASE_SECONDS, SEND_GRACE_MS, type MeterDeps } from './report.ts';
 import { addCounts, emptyCounts, sendRows, type SendCounts } from './send.ts';
 import type { ReconcileWindow } from './store.ts';
 
 export const METER_RECONCILE_JOB = 'stripe-meter-reconcile';
 export const RECONCILE_BUDGET_MS = 20_000;
+/** Subjects per page. */
 export const RECONCILE_PAGE = 50;
 /** Stripe's summaries trail its events: a window with a send younger than this waits. */
 export const SETTLE_SECONDS = 15 * 60;
@@ -77,10 +78,11 @@ export async function reconcileMeters(deps: ReconcileDeps, options: ReconcileOpt
     const stripe = await deps.stripe();
     const meterIds = await stripeMeterIds(stripe);
     for (;;) {
-      const page = await deps.store.reconcileWindows({ settleSeconds: options.settleSeconds ?? SETTLE_SECONDS, after, limit: options.pageSize ?? RECONCILE_PAGE });
-      for (const window of page) {
+      const pageSize = options.pageSize ?? RECONCILE_PAGE;
+      const page = await deps.store.reconcileWindows({ settleSeconds: options.settleSeconds ?? SETTLE_SECONDS, after, limit: pageSize });
+      // A page is finished whole (its cursor is its last subject); pages are small.
+      for (const window of page.windows) {
         summary.windows += 1;
-        after = window.cursor;
         if (window.inFlight || window.settling) {
           summary.waiting += 1;
           continue;
@@ -92,13 +94,13 @@ export async function reconcileMeters(deps: ReconcileDeps, options: ReconcileOpt
           continue;
         }
         await reconcileWindow(deps, window, meterId, stripe, now(), options, summary, deadline);
-        if (performance.now() > deadline) break;
       }
-      if (page.length < (options.pageSize ?? RECONCILE_PAGE)) {
+      if (page.last === null || page.subjects < pageSize) {
         after = null;
         await save(true);
         return finish('done');
       }
+      after = page.last;
       if (performance.now() > deadline) {
         await save(true);
         return finish('paused');
@@ -144,8 +146,9 @@ async function reconcileWindow(
     case 'repair': {
       summary.repaired += 1;
       deps.log.warn('meter reconcile: Stripe lacks usage, repair sent', { ...about, identifier: decision.repair.identifier, value: decision.repair.value });
+      // Left unsent, it is pending: the reporter's next claim sends it (same identifier).
       addCounts(summary, await sendRows({ stripe, store: deps.store, log: deps.log }, [decision.repair], {
-        deadline, ...(options.sleep && { sleep: options.sleep }),
+        deadline: Math.max(deadline, performance.now()) + SEND_GRACE_MS, ...(options.sleep && { sleep: options.sleep }),
       }));
       return;
     }

@@ -40,8 +40,6 @@ export interface ReconcileWindow {
   customer: string;
   windowStart: string;
   windowEnd: string;
-  /** Orders the windows; the next page starts after it. */
-  cursor: string;
   /** A row is still being sent, or was sent too recently for Stripe's summaries. */
   inFlight: boolean;
   settling: boolean;
@@ -75,7 +73,9 @@ export interface MeterStore {
   /** A send that did not get through: `failed` (Stripe refused it) ends the row; otherwise
    *  the next claim after `retrySeconds` resends it. */
   release(identifier: string, error: string, failed: boolean, retrySeconds: number): Promise<void>;
-  reconcileWindows(query: { settleSeconds: number; after: string | null; limit: number }): Promise<ReconcileWindow[]>;
+  /** The windows of a page of subjects (after `after`, in id order); `last`: the page's
+   *  last subject, where the next page starts. */
+  reconcileWindows(query: { settleSeconds: number; after: string | null; limit: number }): Promise<{ windows: ReconcileWindow[]; subjects: number; last: string | null }>;
   reconcileDecide(window: ReconcileWindow, stripeTotal: number, holder: string, leaseSeconds: number): Promise<ReconcileDecision>;
   /** Stripe canceled these (meter event adjustments). */
   void(identifiers: readonly string[], reason: string): Promise<void>;
@@ -119,7 +119,8 @@ export function createMeterStore(config: StoreConfig, fetchImpl: typeof fetch = 
     async reconcileWindows(query) {
       const { data, error } = await db.rpc('billing_meter_reconcile_windows', { p_settle_seconds: query.settleSeconds, p_after: query.after, p_limit: query.limit });
       if (error) throw new StoreError('meter reconcile windows', error.message);
-      return list(data).map((raw) => {
+      const page = record(data, 'meter reconcile windows');
+      const windows = list(page['windows']).map((raw) => {
         const w = record(raw, 'meter reconcile windows');
         return {
           subject: str(w['subject']),
@@ -127,12 +128,12 @@ export function createMeterStore(config: StoreConfig, fetchImpl: typeof fetch = 
           customer: str(w['customer']),
           windowStart: str(w['windowStart']),
           windowEnd: str(w['windowEnd']),
-          cursor: str(w['cursor']),
           inFlight: w['inFlight'] === true,
           settling: w['settling'] === true,
           expected: Number(w['expected'] ?? 0),
         };
       });
+      return { windows, subjects: Number(page['subjects'] ?? 0), last: typeof page['last'] === 'string' ? page['last'] : null };
     },
 
     async reconcileDecide(window, stripeTotal, holder, leaseSeconds) {

@@ -75,9 +75,10 @@ as $$
          || case when p_seq > 1 then '_' || p_seq else '' end
 $$;
 
--- The subject's usage windows whose every hour is still kept (hours go after 35 days),
--- newest first, back from the one containing p_now.
-create function public.billing_meter_windows(p_subject uuid, p_now timestamptz)
+-- The subject's usage windows, newest first, back from the one containing p_now: those
+-- that start at or after p_since (p_whole: every hour still kept, as the claim needs),
+-- or else those that end after it (the reconcile's).
+create function public.billing_meter_windows(p_subject uuid, p_now timestamptz, p_since timestamptz, p_whole boolean)
 returns table (window_start timestamptz, window_end timestamptz)
 language plpgsql stable
 -- Two or three windows: without this the planner expects 1,000 and scans every hour.
@@ -89,7 +90,7 @@ declare
   w record;
 begin
   select * into w from public.billing_usage_window(p_subject, p_now);
-  while w.window_start >= p_now - interval '35 days' loop
+  while (p_whole and w.window_start >= p_since) or (not p_whole and w.window_end > p_since) loop
     window_start := w.window_start;
     window_end := w.window_end;
     return next;
@@ -125,7 +126,10 @@ begin
   returning public.billing_meter_row(r);
 
   select array_agg(tstzrange(w.window_start, w.window_end)), min(w.window_start) into v_windows, v_from
-  from public.billing_meter_windows(p_subject, v_now) w;
+  from public.billing_meter_windows(p_subject, v_now, v_now - interval '35 days', true) w;
+  -- Rows of hours no claim can reach again (identifiers are never reused: they name the hour).
+  delete from public.billing_meter_reports r
+  where r.subject_id = p_subject and r.meter = p_meter and r.hour < v_now - interval '60 days' and r.state <> 'pending';
 
   return query
   with hours as (
@@ -140,7 +144,7 @@ begin
            coalesce(sum(r.value) filter (where r.kind = 'usage' and r.state <> 'void'), 0) as value,
            max(r.seq) as seq
     from public.billing_meter_reports r
-    where r.subject_id = p_subject and r.meter = p_meter
+    where r.subject_id = p_subject and r.meter = p_meter and r.hour >= v_from
     group by r.hour
   ),
   cumulated as (
@@ -251,35 +255,46 @@ $$;
 
 -- The reconcile ------------------------------------------------------------------------
 
--- The windows to compare with Stripe: per subject, meter, customer and the usage window
--- its events are dated in (those of the past 34 days), what Stripe should hold. A window
--- with a row in flight (pending, leased or younger than 23 h) or sent within
--- p_settle_seconds is left for a later run: Stripe's summaries trail its events.
-create function public.billing_meter_reconcile_windows(p_settle_seconds integer, p_after text, p_limit integer)
+-- The windows to compare with Stripe, for a page of subjects (after p_after, in id
+-- order): per subject, meter, customer and the usage window its events are dated in
+-- (those of the past 34 days), what Stripe should hold. A window with a row in flight
+-- (pending and younger than 23 h) or sent within p_settle_seconds is left for a later
+-- run: Stripe's summaries trail its events. Returns {windows, subjects, last}.
+create function public.billing_meter_reconcile_windows(p_settle_seconds integer, p_after uuid, p_limit integer)
 returns jsonb
 language sql stable
 security definer
 set search_path = ''
 as $$
-  with dated as (
+  with subjects as (
+    select c.user_id from public.billing_customers c
+    where c.user_id > coalesce(p_after, '00000000-0000-0000-0000-000000000000'::uuid)
+    order by c.user_id
+    limit p_limit
+  ),
+  dated as (
     select r.*, w.window_start, w.window_end
-    from public.billing_meter_reports r
-    cross join lateral public.billing_usage_window(r.subject_id, r.event_at) w
-    where r.event_at >= public.billing_now() - interval '34 days'
+    from subjects s
+    cross join lateral (select distinct r.meter from public.billing_meter_reports r where r.subject_id = s.user_id) m
+    cross join lateral public.billing_meter_windows(s.user_id, public.billing_now(), public.billing_now() - interval '34 days', false) w
+    join public.billing_meter_reports r
+      on r.subject_id = s.user_id and r.meter = m.meter and r.hour >= w.window_start - interval '35 days'
+     and r.event_at >= greatest(w.window_start, public.billing_now() - interval '34 days') and r.event_at < w.window_end
   ),
   windows as (
     select subject_id, meter, customer_id, window_start, window_end,
-           subject_id::text || '|' || meter || '|' || customer_id || '|' || to_char(window_start at time zone 'UTC', 'YYYYMMDDHH24MISS') as cursor,
            bool_or(state = 'pending' and claimed_at > public.billing_now() - interval '23 hours') as in_flight,
            coalesce(max(sent_at) > public.billing_now() - make_interval(secs => p_settle_seconds), false) as settling,
            coalesce(sum(value) filter (where state = 'sent' and kind = 'usage'), 0) as expected
     from dated
     group by subject_id, meter, customer_id, window_start, window_end
   )
-  select coalesce(jsonb_agg(jsonb_build_object('subject', subject_id, 'meter', meter, 'customer', customer_id,
-           'windowStart', window_start, 'windowEnd', window_end, 'cursor', cursor,
-           'inFlight', in_flight, 'settling', settling, 'expected', expected) order by cursor), '[]')
-  from (select * from windows where cursor > coalesce(p_after, '') order by cursor limit p_limit) x
+  select jsonb_build_object(
+    'windows', (select coalesce(jsonb_agg(jsonb_build_object('subject', subject_id, 'meter', meter, 'customer', customer_id,
+                  'windowStart', window_start, 'windowEnd', window_end,
+                  'inFlight', in_flight, 'settling', settling, 'expected', expected) order by subject_id, meter, window_start), '[]') from windows),
+    'subjects', (select count(*) from subjects),
+    'last', (select user_id from subjects order by user_id desc limit 1))
 $$;
 
 -- What the reconcile does about one window, given Stripe's total for it. Under the
@@ -430,19 +445,19 @@ $$;
 
 revoke execute on function public.billing_meter_row(public.billing_meter_reports) from public, anon, authenticated;
 revoke execute on function public.billing_meter_identifier(uuid, text, timestamptz, integer) from public, anon, authenticated;
-revoke execute on function public.billing_meter_windows(uuid, timestamptz) from public, anon, authenticated;
+revoke execute on function public.billing_meter_windows(uuid, timestamptz, timestamptz, boolean) from public, anon, authenticated;
 revoke execute on function public.billing_meter_claim_meter(uuid, text, text, bigint, timestamptz, text, integer) from public, anon, authenticated;
 revoke execute on function public.billing_meter_claim(text, integer, uuid, integer, text) from public, anon, authenticated;
 revoke execute on function public.billing_meter_sent(text[]) from public, anon, authenticated;
 revoke execute on function public.billing_meter_release(text, text, boolean, integer) from public, anon, authenticated;
-revoke execute on function public.billing_meter_reconcile_windows(integer, text, integer) from public, anon, authenticated;
+revoke execute on function public.billing_meter_reconcile_windows(integer, uuid, integer) from public, anon, authenticated;
 revoke execute on function public.billing_meter_reconcile_decide(uuid, text, text, timestamptz, timestamptz, bigint, text, integer) from public, anon, authenticated;
 revoke execute on function public.billing_meter_void(text[], text) from public, anon, authenticated;
 revoke execute on function public.billing_meter_record_flush(text, text, timestamptz, boolean, text, text, text, text) from public, anon, authenticated;
 grant execute on function public.billing_meter_claim(text, integer, uuid, integer, text) to service_role;
 grant execute on function public.billing_meter_sent(text[]) to service_role;
 grant execute on function public.billing_meter_release(text, text, boolean, integer) to service_role;
-grant execute on function public.billing_meter_reconcile_windows(integer, text, integer) to service_role;
+grant execute on function public.billing_meter_reconcile_windows(integer, uuid, integer) to service_role;
 grant execute on function public.billing_meter_reconcile_decide(uuid, text, text, timestamptz, timestamptz, bigint, text, integer) to service_role;
 grant execute on function public.billing_meter_void(text[], text) to service_role;
 grant execute on function public.billing_meter_record_flush(text, text, timestamptz, boolean, text, text, text, text) to service_role;
