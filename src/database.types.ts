@@ -97,6 +97,22 @@ export type Database = {
       billing_seat_release: { Args: { p_subscription: string; p_holder: string; p_error: string | null; p_retry_seconds: number }; Returns: undefined };
       billing_seats_due: { Args: { p_plans: Json; p_subscriptions: string[] | null; p_limit: number }; Returns: string[] };
       billing_usage_fold: { Args: Record<never, never>; Returns: Json };
+      billing_meter_claim: {
+        Args: { p_holder: string; p_lease_seconds: number; p_after: string | null; p_limit: number; p_customer: string | null };
+        Returns: Json;
+      };
+      billing_meter_sent: { Args: { p_identifiers: string[] }; Returns: number };
+      billing_meter_release: { Args: { p_identifier: string; p_error: string; p_failed: boolean; p_retry_seconds: number }; Returns: undefined };
+      billing_meter_reconcile_windows: { Args: { p_settle_seconds: number; p_after: string | null; p_limit: number }; Returns: Json };
+      billing_meter_reconcile_decide: {
+        Args: {
+          p_subject: string; p_meter: string; p_customer: string; p_window_start: string; p_window_end: string;
+          p_stripe: number; p_holder: string; p_lease_seconds: number;
+        };
+        Returns: Json;
+      };
+      billing_meter_void: { Args: { p_identifiers: string[]; p_reason: string }; Returns: undefined };
+      billing_meter_record_flush: { Args: EventArgs & { p_customer_id: string | null; p_outcome: string; p_reason: string | null }; Returns: string };
       billing_job_acquire: { Args: { p_name: string; p_holder: string; p_lease_seconds: number }; Returns: Json | null };
       billing_job_save: {
         Args: { p_name: string; p_holder: string; p_state: Json; p_summary: Json | null; p_release: boolean };

@@ -340,19 +340,25 @@ function toApplyResult(value: unknown): ApplyResult | null {
   return { outcome: outcome as ApplyOutcome, ...(typeof reason === 'string' && { reason }) };
 }
 
-/** fetchImpl: node:http by default (src/node-fetch.ts: a cold start skips loading undici's client). */
-export function createStore(config: StoreConfig, fetchImpl: typeof fetch = nodeFetch): BillingStore {
+/** The database through PostgREST, as the service role. fetchImpl: node:http by default
+ *  (src/node-fetch.ts: a cold start skips loading undici's client). */
+export function createDatabaseClient(config: StoreConfig, fetchImpl: typeof fetch = nodeFetch): PostgrestClient<Database> {
   // supabase-js's database client, on its own: createClient() would also load the auth,
   // storage, realtime and functions clients (about 1 MB) on every cold start, and a
   // service-role server needs none of them. It talks to <SUPABASE_URL>/rest/v1 with the
   // same headers supabase-js sends.
-  const db = new PostgrestClient<Database>(config.restUrl.href, {
+  return new PostgrestClient<Database>(config.restUrl.href, {
     headers: { apikey: config.serviceRoleKey, Authorization: `Bearer ${config.serviceRoleKey}` },
     // postgrest-js retries reads for up to 7 s (1 s, 2 s, 4 s); a function has 10 s in
     // all, so fail fast and let the dashboard, or Stripe's redelivery, try again.
     retry: false,
     fetch: (input, init) => fetchImpl(input, { ...init, signal: init?.signal ?? AbortSignal.timeout(STORE_TIMEOUT_MS) }),
   });
+}
+
+/** fetchImpl: node:http by default (src/node-fetch.ts: a cold start skips loading undici's client). */
+export function createStore(config: StoreConfig, fetchImpl: typeof fetch = nodeFetch): BillingStore {
+  const db = createDatabaseClient(config, fetchImpl);
 
   return {
     async getAccount(userId) {
@@ -552,7 +558,7 @@ function toSeatState(value: unknown): SeatState {
 }
 
 /** The arguments every SQL function that records an event starts with. */
-function eventArgs(event: Omit<EventReceipt, 'customerId'>) {
+export function eventArgs(event: Omit<EventReceipt, 'customerId'>) {
   return {
     p_event_id: event.id,
     p_event_type: event.type,

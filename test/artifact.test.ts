@@ -292,8 +292,8 @@ describe('each zip through ___netlify-entry-point.mjs, cold, against the local s
     expect(JSON.parse(ok?.body ?? '{}')).toHaveProperty('plans');
   });
 
-  it('the scheduled catch-up, reconcile and seat sync: a run as Netlify starts one, with its summary', async () => {
-    for (const name of ['stripe-catch-up', 'stripe-reconcile', 'stripe-seat-sync']) {
+  it('the scheduled catch-up, reconcile, seat sync and meter jobs: a run as Netlify starts one, with its summary', async () => {
+    for (const name of ['stripe-catch-up', 'stripe-reconcile', 'stripe-seat-sync', 'stripe-meter-report', 'stripe-meter-reconcile']) {
       const [ok] = await run(name, [{ url: `${SITE}/.netlify/functions/${name}`, method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"next_run":"2026-12-01T12:00:00.000Z"}' }]);
       expect(ok?.status, `${name}: ${ok?.body}`).toBe(200);
       expect((JSON.parse(ok?.body ?? '{}') as { status?: string }).status, name).toMatch(/^(done|paused|busy|not due)$/);

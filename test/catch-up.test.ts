@@ -13,6 +13,7 @@ import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vite
 import catchUpFunction from '../netlify/functions/stripe-catch-up.mts';
 import { catchUpEvents, CATCH_UP_JOB, type CatchUpDeps } from '../src/billing/catch-up.ts';
 import { loadJobConfig } from '../src/config.ts';
+import { createMeterDeps } from '../src/meters/report.ts';
 import { createStore } from '../src/store.ts';
 import { createStripe } from '../src/stripe-client.ts';
 import { deliverConcurrently, expectStored, generateHistory, random, renderHistory, type History } from './support/histories.ts';
@@ -22,7 +23,8 @@ const KEY = `sk_test_catchup${randomBytes(6).toString('hex')}`;
 
 async function deps(): Promise<CatchUpDeps> {
   const config = loadJobConfig(process.env);
-  return { config, store: createStore(config.store), stripe: await createStripe(config.stripe) };
+  const stripe = await createStripe(config.stripe);
+  return { config, store: createStore(config.store), stripe, meters: createMeterDeps(config, 'catch-up', () => Promise.resolve(stripe)) };
 }
 
 /** A history whose events happened in the last hours, as Stripe's log holds them: its

@@ -151,6 +151,13 @@ describe('reduceEvent: one fixture per handled type', () => {
     expect(reduceEvent(event)).toMatchObject({ action: 'skip' });
   });
 
+  it('invoice.created of a subscription flushes its customer\'s meter usage; of anything else, nothing', () => {
+    expect(reduceEvent(loadEvent('invoice.created'))).toEqual({ action: 'flush', customerId: 'cus_TUq3pLrV0aXk9Z', invoiceId: 'in_1SZ8kQLkdIwHu7ixRenewal01' });
+    const oneOff = structuredClone(loadEvent('invoice.created'));
+    oneOff.data.object['parent'] = null;
+    expect(reduceEvent(oneOff)).toEqual({ action: 'skip', reason: 'invoice not for a subscription' });
+  });
+
   it('customer.subscription.trial_will_end and customer.deleted', () => {
     expect(reduceEvent(loadEvent('customer.subscription.trial_will_end'))).toEqual({
       action: 'apply',

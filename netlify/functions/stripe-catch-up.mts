@@ -4,6 +4,7 @@ import type { Config } from '@netlify/functions';
 import { catchUpEvents } from '../../src/billing/catch-up.ts';
 import { loadJobConfig } from '../../src/config.ts';
 import { defineScheduledJob } from '../../src/http/scheduled.ts';
+import { createMeterDeps } from '../../src/meters/report.ts';
 import { createStore } from '../../src/store.ts';
 import { lazyStripe } from '../../src/stripe-client.ts';
 
@@ -11,7 +12,8 @@ export default defineScheduledJob({
   name: 'catch-up',
   deps: (env) => {
     const config = loadJobConfig(env);
-    return { config, store: createStore(config.store), stripe: lazyStripe(config.stripe) };
+    const stripe = lazyStripe(config.stripe);
+    return { config, store: createStore(config.store), stripe, meters: createMeterDeps(config, 'catch-up', stripe) };
   },
   run: async (deps, { holder }) => catchUpEvents({ ...deps, stripe: await deps.stripe() }, { holder }),
 });

@@ -3,6 +3,7 @@ import { applyStripeEvent, MAX_EVENT_BYTES, verifyStripeEvent } from '../../src/
 import { CONFIG_VARIABLES, loadWebhookConfig } from '../../src/config.ts';
 import { readBytesWithin } from '../../src/http/body.ts';
 import { defineEndpoint } from '../../src/http/endpoint.ts';
+import { createMeterDeps } from '../../src/meters/report.ts';
 import { createStore } from '../../src/store.ts';
 
 export default defineEndpoint({
@@ -11,8 +12,9 @@ export default defineEndpoint({
   envVars: CONFIG_VARIABLES,
   deps: (env) => {
     const config = loadWebhookConfig(env);
-    // No Stripe client: verifying a delivery needs only the secret (src/billing/signature.ts).
-    return { config, store: createStore(config.store) };
+    // Verifying a delivery needs only the secret (src/billing/signature.ts); the Stripe
+    // client is built only when an invoice.created flushes meter usage.
+    return { config, store: createStore(config.store), meters: createMeterDeps(config, 'webhook') };
   },
   run: async (req, deps, scope) => {
     // The signature covers the exact bytes Stripe sent: read them before anything decodes them.

@@ -23,6 +23,7 @@ import { fileURLToPath } from 'node:url';
 import { catchUpEvents } from '../../src/billing/catch-up.ts';
 import { applyStripeEvent, verifyStripeEvent, type WebhookDeps } from '../../src/billing/webhook.ts';
 import { loadWebhookConfig } from '../../src/config.ts';
+import { createMeterDeps } from '../../src/meters/report.ts';
 import { createStore } from '../../src/store.ts';
 import { createStripe } from '../../src/stripe-client.ts';
 import { LOCAL_JWT_SECRET, LOCAL_STRIPE_ENV, LOCAL_STRIPE_WEBHOOK_SECRET } from '../lib/local-defaults.ts';
@@ -52,7 +53,7 @@ async function side(name: string, migrationsDir: string, stripeApiBase?: string)
   const stack = await startLocalStack({ dataDir, ports: { postgres: 0, gateway: 0, postgrest: 0, stripeMock: 0 }, jwtSecret: LOCAL_JWT_SECRET, migrationsDir });
   cleanups.push(() => stack.stop());
   const config = loadWebhookConfig({ ...stack.env, STRIPE_API_BASE: stripeApiBase ?? stack.env.STRIPE_API_BASE, ...LOCAL_STRIPE_ENV });
-  return { name, stack, deps: { config, store: createStore(config.store) } };
+  return { name, stack, deps: { config, store: createStore(config.store), meters: createMeterDeps(config, 'bench') } };
 }
 
 async function deliver(deps: WebhookDeps, payload: string): Promise<number> {

@@ -150,7 +150,7 @@ async function directApply(event: EventToApply): Promise<void> {
 /** What the webhook writes for an event: reduced here, before any timing. */
 function toApply(event: StripeEventShape): EventToApply {
   const reduction = reduceEvent(JSON.parse(payloadOf(event)) as Stripe.Event, scope);
-  if (reduction.action !== 'apply') throw new Error(`${event.type} is not applied: ${reduction.reason}`);
+  if (reduction.action !== 'apply') throw new Error(`${event.type} is not applied: ${reduction.action === 'flush' ? 'a meter flush' : reduction.reason}`);
   return { id: event.id, type: event.type, created: event.created, livemode: event.livemode, apiVersion: null, change: reduction.change };
 }
 

@@ -56,10 +56,16 @@ export const HANDLED_EVENT_TYPES: ReadonlySet<Stripe.Event.Type> = new Set<Strip
   'customer.deleted',
   'entitlements.active_entitlement_summary.updated',
   ...SCHEDULE_EVENTS,
+  // A draft invoice of a subscription: its period's unsent meter usage is sent before
+  // Stripe finalizes it (src/meters).
+  'invoice.created',
 ]);
 
 export type Reduction =
   | { action: 'apply'; change: StateChange }
+  /** invoice.created: the customer's unsent meter usage goes to Stripe before the draft
+   *  is finalized (src/meters/report.ts flushCustomerUsage); nothing else is stored. */
+  | { action: 'flush'; customerId: string; invoiceId: string }
   /** Acknowledged without a write; `reason` is for the log. */
   | { action: 'skip'; reason: string }
   /** Verified, but its object lacks what we need: acknowledged, logged and recorded as
@@ -99,6 +105,10 @@ function reduceReadable(event: EventEnvelope, scope: ProductScope): Reduction {
     case 'invoice.payment_action_required': {
       const invoice = invoiceOutcomeOf(readInvoice(object), INVOICE_OUTCOMES[event.type]);
       return invoice ? { action: 'apply', change: { kind: 'invoice', invoice } } : skip('invoice not for a subscription');
+    }
+    case 'invoice.created': {
+      const invoice = readInvoice(object);
+      return invoice.subscriptionId ? { action: 'flush', customerId: invoice.customerId, invoiceId: invoice.id } : skip('invoice not for a subscription');
     }
     case 'customer.subscription.trial_will_end': {
       const { id, customerId } = readSubscription(object);

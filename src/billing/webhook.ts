@@ -1,4 +1,6 @@
 import type { WebhookConfig } from '../config.ts';
+import { flushCustomerUsage, type MeterDeps } from '../meters/report.ts';
+import type { MeterStore } from '../meters/store.ts';
 import { InvalidEventError, InvalidSignatureError } from '../errors.ts';
 import { strictUtf8Text } from '../http/body.ts';
 import type { ApplyOutcome, ApplyResult, BillingStore, EventReceipt } from '../store.ts';
@@ -19,6 +21,8 @@ const FAILURE_RECORD_TIMEOUT_MS = 1_000;
 export interface ApplyDeps {
   config: Pick<WebhookConfig, 'stripe' | 'scope'>;
   store: BillingStore;
+  /** For invoice.created: the meter outbox and Stripe, to flush a customer's usage. */
+  meters: MeterDeps;
 }
 
 export interface WebhookDeps extends ApplyDeps {
@@ -82,6 +86,7 @@ export async function applyStripeEvent(deps: ApplyDeps, event: VerifiedEvent): P
     await deps.store.recordEvent(receipt, 'failed', reduction.reason);
     return { outcome: 'failed', reason: reduction.reason, alert: 'error' };
   }
+  if (reduction.action === 'flush') return flushInvoiceUsage(deps, receipt, reduction.customerId);
   let result: ApplyResult;
   try {
     result = await deps.store.applyEvent({ ...receipt, change: reduction.change });
@@ -93,6 +98,27 @@ export async function applyStripeEvent(deps: ApplyDeps, event: VerifiedEvent): P
     throw error;
   }
   return result.reason === undefined ? { outcome: result.outcome } : { outcome: result.outcome, reason: result.reason, alert: 'warn' };
+}
+
+/** invoice.created: the customer's unsent meter usage, sent before the draft is final.
+ *  A failure to send all of it throws (500: Stripe delivers the event again). */
+async function flushInvoiceUsage(deps: ApplyDeps, receipt: EventReceipt, customerId: string): Promise<WebhookResult> {
+  const meters: MeterStore = deps.meters.store;
+  let flushed;
+  try {
+    flushed = await flushCustomerUsage(deps.meters, customerId, { holder: `invoice-${receipt.id}` });
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    await deps.store.recordEvent(receipt, 'failed', reason, { timeoutMs: FAILURE_RECORD_TIMEOUT_MS }).catch(() => {});
+    throw error;
+  }
+  if (flushed.meters === 0) {
+    const reason = 'no meter billed for this customer';
+    await meters.recordFlush(receipt, 'skipped', reason);
+    return { outcome: 'skipped', reason };
+  }
+  const outcome = await meters.recordFlush(receipt, 'applied', `${flushed.sent} meter events flushed`);
+  return { outcome: outcome === 'applied' ? 'applied' : 'skipped', reason: `${flushed.sent} meter events flushed` };
 }
 
 /** An event read back from Stripe's Events API (catch-up, replay): the same envelope. */
