@@ -37,7 +37,7 @@ beforeAll(async () => {
   pool = new pg.Pool({ connectionString: own.env['DATABASE_URL'], max: 4 });
   await q('select billing_sync_catalog($1)', [JSON.stringify({
     plans: [
-      { plan: 'metered', product_id: 'prod_meters', name: 'Metered', features: [], usage: { pageviews: { included: INCLUDED, overage: 'bill' } } },
+      { plan: 'metered', product_id: 'prod_meters', name: 'Metered', features: [], usage: { pageviews: { included: INCLUDED, overage: 'bill', price: { amount: 100, currency: 'eur', per: 10_000 } } } },
       { plan: 'capped', product_id: 'prod_capped', name: 'Capped', features: [], usage: { pageviews: { included: INCLUDED, overage: 'allow' } } },
     ],
     prices: [

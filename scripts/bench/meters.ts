@@ -46,7 +46,7 @@ const own = await startThrowawayStack('meters-bench', { ownDatabase: true });
 const pool = new pg.Pool({ connectionString: own.env['DATABASE_URL'], max: 2 });
 try {
   await pool.query('select billing_sync_catalog($1)', [JSON.stringify({
-    plans: [{ plan: 'metered', product_id: 'prod_bench_meters', name: 'Metered', features: [], usage: { pageviews: { included: INCLUDED, overage: 'bill' } } }],
+    plans: [{ plan: 'metered', product_id: 'prod_bench_meters', name: 'Metered', features: [], usage: { pageviews: { included: INCLUDED, overage: 'bill', price: { amount: 100, currency: 'eur', per: 10_000 } } } }],
     prices: [{ price_id: 'price_bench_meters', plan: 'metered', lookup_key: 'bench_meters', interval: 'month', amount: 900, currency: 'eur' }],
   })]);
   progress(`${SUBJECTS} subjects, ${HOURS + 1} hourly totals each`);

@@ -209,7 +209,8 @@ begin
     for m in
       select k.key, l.value
       from (select distinct b.key from public.billing_plan_limits b where b.kind = 'meter' and b.overage = 'bill') k
-      cross join lateral public.billing_limit_of(s.user_id, 'meter', k.key, v_now, false) l
+      cross join lateral public.billing_limit_of(
+        (select st from public.billing_subject_state st where st.subject_id = s.user_id), 'meter', k.key, v_now) l
       where l.overage = 'bill' and l.value is not null
     loop
       v_meters := v_meters + 1;
