@@ -22,6 +22,7 @@ import { CATALOG_FILE, catalogEnv } from './support/catalog.ts';
 import { checkoutCompletedEvent, subscriptionEvent } from './support/events.ts';
 import { env, newUser, postStripeObject, query, stripeRequests } from './support/stack.ts';
 import { runTrigger } from './support/trigger.ts';
+import { calendarMonth, untouchedUsage } from './support/usage.ts';
 
 const SYSTEM_CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'];
 const SCREENSHOTS = path.resolve(import.meta.dirname, '../test-results/screenshots');
@@ -615,7 +616,7 @@ window.results = results;
       expect(results['checkout']?.body?.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/checkout\/cs_test_\w+$/);
       // An error is readable across origins too, in the API's own words.
       expect(results['portal']).toEqual({ status: 400, body: { error: 'No active subscription' } });
-      expect(results['subscription']).toEqual({ status: 200, body: { subscription: null } });
+      expect(results['subscription']).toEqual({ status: 200, body: { subscription: null, ...untouchedUsage(null, calendarMonth()) } });
       expect(results['noCors']?.failed).toMatch(/TypeError: Failed to fetch/);
 
       // Authorization is not a CORS-safelisted header: each call was preflighted, and the

@@ -16,6 +16,7 @@ import { issuerFor, localUserId } from '../scripts/lib/tokens.ts';
 import { startGateway } from '../scripts/stack/gateway.ts';
 import { getFreePort } from '../scripts/stack/index.ts';
 import { authedPost, env } from './support/stack.ts';
+import { calendarMonth, untouchedUsage } from './support/usage.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const UUID_V5 = /^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
@@ -53,7 +54,7 @@ describe('POST <SUPABASE_URL>/auth/v1/dev/token (the local stack only)', () => {
     // The billing API takes it as it takes a real session's token.
     const read = await status(new Request('http://localhost/api/stripe/subscription', { headers: { authorization: `Bearer ${answer.access_token}` } }));
     expect(read.status).toBe(200);
-    expect(await read.json()).toEqual({ subscription: null });
+    expect(await read.json()).toEqual({ subscription: null, ...untouchedUsage(null, calendarMonth()) });
     expect((await checkout(authedPost('http://localhost/api/stripe/checkout', answer.access_token))).status).toBe(200);
   });
 

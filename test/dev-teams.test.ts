@@ -10,6 +10,7 @@ import { localUserId } from '../scripts/lib/tokens.ts';
 import { startGateway } from '../scripts/stack/gateway.ts';
 import { getFreePort } from '../scripts/stack/index.ts';
 import { env, newUser, query } from './support/stack.ts';
+import { calendarMonth, untouchedUsage } from './support/usage.ts';
 
 interface Team {
   id: string;
@@ -49,7 +50,7 @@ describe('<SUPABASE_URL>/__dev/teams (the local stack only)', () => {
     expect(await listed.json()).toEqual({ teams: [team] });
     const read = await teamStatus(team.id, owner.token);
     expect(read.status).toBe(200);
-    expect(await read.json()).toEqual({ subscription: null, team: { id: team.id, role: 'owner', members: 1 } });
+    expect(await read.json()).toEqual({ subscription: null, ...untouchedUsage(null, calendarMonth(), 1), team: { id: team.id, role: 'owner', members: 1 } });
   });
 
   it('adds a test user by email and removes them: their teams, their access to the team\'s status, and the count follow', async () => {
@@ -72,7 +73,7 @@ describe('<SUPABASE_URL>/__dev/teams (the local stack only)', () => {
         { userId: member.id, email: memberEmail, role: 'member' },
       ],
     });
-    expect(await (await teamStatus(team.id, member.token)).json()).toEqual({ subscription: null, team: { id: team.id, role: 'member', members: 2 } });
+    expect(await (await teamStatus(team.id, member.token)).json()).toEqual({ subscription: null, ...untouchedUsage(null, calendarMonth(), 2), team: { id: team.id, role: 'member', members: 2 } });
     // A member neither adds nor removes others.
     const refused = await teams(`/${team.id}/members`, { method: 'POST', body: JSON.stringify({ email: 'third@example.com' }) }, member.token);
     expect(refused.status).toBe(403);
