@@ -4,6 +4,8 @@
 // database's, so this file runs on a stack of its own started with devClock; the shared
 // test stack, like any database the migrations alone made, has no movable clock.
 
+import { readdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pushCatalog } from '../scripts/lib/local-catalog.ts';
@@ -162,5 +164,11 @@ describe('a stack without devClock (the shared test stack, as the migrations mak
     const answer = await call('/__dev/clock', user.token, { advanceDays: 1 }, env('SUPABASE_URL'));
     expect(answer.status).toBe(404);
     expect(answer.body['error']).toMatch(/does not move/);
+  });
+
+  it('no migration defines or calls the movable clock: supabase db push never makes one', async () => {
+    const files = (await readdir('supabase/migrations')).filter((file) => file.endsWith('.sql'));
+    expect(files.length).toBeGreaterThan(5);
+    for (const file of files) expect(await readFile(path.join('supabase/migrations', file), 'utf8'), file).not.toMatch(/billing_dev|dev-clock/);
   });
 });
