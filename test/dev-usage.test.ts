@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pushCatalog } from '../scripts/lib/local-catalog.ts';
 import { bootstrapAndMigrate } from '../scripts/stack/postgres.ts';
 import { startThrowawayStack, type ThrowawayStack } from '../scripts/stack/throwaway.ts';
-import { env, query } from './support/stack.ts';
+import { env, query, shutdownTolerantPool } from './support/stack.ts';
 import { runScript } from './support/trigger.ts';
 
 let own: ThrowawayStack;
@@ -19,7 +19,7 @@ let pool: pg.Pool;
 
 beforeAll(async () => {
   own = await startThrowawayStack('dev-usage', { ownDatabase: true, devClock: true });
-  pool = new pg.Pool({ connectionString: own.env['DATABASE_URL'], max: 2 });
+  pool = shutdownTolerantPool(own.env['DATABASE_URL'] ?? '', 2);
   await pushCatalog(own.env); // the shipped catalog: free 10,000 pageviews a month, overage allowed
 }, 120_000);
 
