@@ -50,6 +50,9 @@ try {
     ports: { postgres: DEV_PORTS.postgres, gateway: DEV_PORTS.gateway, postgrest: DEV_PORTS.postgrest, stripeMock: DEV_PORTS.stripeMock },
     jwtSecret: LOCAL_JWT_SECRET,
     migrationsDir: root('supabase/migrations'),
+    // The billing SQL's clock moves forward on request (npm run usage:add -- --advance-days),
+    // to walk usage windows and grace periods: this stack only (scripts/stack/dev-clock.sql).
+    devClock: true,
     log: verbose ? (line) => console.log(line) : (line) => {
       if (line.startsWith('[stack]')) console.log(line);
     },

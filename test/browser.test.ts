@@ -9,23 +9,22 @@
 // to mint a token (the local sign-in lives in the local stack's gateway only), and none
 // of the local Stripe pages.
 
-import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import path from 'node:path';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startNetlifyDev, type NetlifyDev } from '../scripts/lib/netlify-dev.ts';
 import { localUserId } from '../scripts/lib/tokens.ts';
 import { getFreePort } from '../scripts/stack/index.ts';
+import { chromiumToLaunch, stubStripe } from './support/browser.ts';
 import { CATALOG_FILE, catalogEnv } from './support/catalog.ts';
 import { checkoutCompletedEvent, subscriptionEvent } from './support/events.ts';
 import { env, newUser, postStripeObject, query, stripeRequests } from './support/stack.ts';
 import { runTrigger } from './support/trigger.ts';
+import { calendarMonth, untouchedUsage } from './support/usage.ts';
 
-const SYSTEM_CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'];
 const SCREENSHOTS = path.resolve(import.meta.dirname, '../test-results/screenshots');
-const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
 
 let netlify: NetlifyDev;
 
@@ -89,57 +88,8 @@ describe('the site as netlify dev serves it (netlify.toml, public/, netlify/func
 
 let browser: Browser;
 
-const COMMON_ARGS = ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-gpu'];
-
-/**
- * Flags of @sparticuz/chromium's that this test cannot take: it checks CORS (web security
- * on), opens several contexts in one browser (one process would close with the first), and
- * playwright-core sets the headless mode itself.
- */
-const REFUSED_PACKAGED_ARGS = new Set(['--disable-web-security', '--allow-running-insecure-content', '--single-process', "--headless='shell'"]);
-
-/**
- * CHROMIUM_PATH, else a system Chromium, else the build @sparticuz/chromium ships (an npm
- * devDependency, so `npm install` brings it: unpacked to the temporary folder on first use,
- * with the flags it needs there, less those above).
- */
-async function chromiumToLaunch(): Promise<{ executablePath: string; args: string[] }> {
-  const chosen = process.env['CHROMIUM_PATH'];
-  if (chosen) {
-    if (!existsSync(chosen)) throw new Error(`CHROMIUM_PATH=${chosen}: no such file`);
-    return { executablePath: chosen, args: COMMON_ARGS };
-  }
-  const system = SYSTEM_CHROMIUM.find((file) => existsSync(file));
-  if (system) return { executablePath: system, args: COMMON_ARGS };
-  const { default: packaged } = await import('@sparticuz/chromium');
-  const executablePath = await packaged.executablePath();
-  const args = packaged.args.filter((arg) => !REFUSED_PACKAGED_ARGS.has(arg));
-  return { executablePath, args: [...new Set([...args, ...COMMON_ARGS])] };
-}
-
 async function shot(page: Page, name: string): Promise<void> {
   await page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`), fullPage: true });
-}
-
-/** Stripe's hosts are not reachable (no network here): a stub page stands in, and we note the visit. */
-async function stubStripe(context: BrowserContext): Promise<string[]> {
-  const visited: string[] = [];
-  await context.route(
-    (url) => !LOOPBACK.has(url.hostname),
-    async (route) => {
-      const request = route.request();
-      if (!request.isNavigationRequest()) return route.abort();
-      visited.push(request.url());
-      const host = new URL(request.url()).hostname;
-      return route.fulfill({
-        status: 200,
-        contentType: 'text/html; charset=utf-8',
-        body: `<!doctype html><html lang="en"><title>Stripe (stub)</title><body style="font:16px system-ui;margin:2rem">
-          <h1>Stripe stand-in</h1><p>The browser test reached <strong>${host}</strong>; Stripe's page would be here.</p></body></html>`,
-      });
-    },
-  );
-  return visited;
 }
 
 describe('the example dashboard in Chromium', () => {
@@ -615,7 +565,7 @@ window.results = results;
       expect(results['checkout']?.body?.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/checkout\/cs_test_\w+$/);
       // An error is readable across origins too, in the API's own words.
       expect(results['portal']).toEqual({ status: 400, body: { error: 'No active subscription' } });
-      expect(results['subscription']).toEqual({ status: 200, body: { subscription: null } });
+      expect(results['subscription']).toEqual({ status: 200, body: { subscription: null, ...untouchedUsage(null, calendarMonth()) } });
       expect(results['noCors']?.failed).toMatch(/TypeError: Failed to fetch/);
 
       // Authorization is not a CORS-safelisted header: each call was preflighted, and the

@@ -16,6 +16,7 @@ import { issuerFor, localUserId } from '../scripts/lib/tokens.ts';
 import { startGateway } from '../scripts/stack/gateway.ts';
 import { getFreePort } from '../scripts/stack/index.ts';
 import { authedPost, env } from './support/stack.ts';
+import { calendarMonth, untouchedUsage } from './support/usage.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const UUID_V5 = /^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
@@ -53,7 +54,7 @@ describe('POST <SUPABASE_URL>/auth/v1/dev/token (the local stack only)', () => {
     // The billing API takes it as it takes a real session's token.
     const read = await status(new Request('http://localhost/api/stripe/subscription', { headers: { authorization: `Bearer ${answer.access_token}` } }));
     expect(read.status).toBe(200);
-    expect(await read.json()).toEqual({ subscription: null });
+    expect(await read.json()).toEqual({ subscription: null, ...untouchedUsage(null, calendarMonth()) });
     expect((await checkout(authedPost('http://localhost/api/stripe/checkout', answer.access_token))).status).toBe(200);
   });
 
@@ -120,15 +121,19 @@ async function filesUnder(dir: string): Promise<string[]> {
 const MINTING = [/auth\/v1\/dev/, /mintAccessToken/, /localUserId/, /createDevAuth/, /(?:from|import\()\s*['"][^'"]*scripts\//, /jwt\.sign|\.sign\(\s*\{/];
 /** The local teams (scripts/stack/dev-teams.ts): the page calls them, as it calls the sign-in. */
 const LOCAL_TEAMS = [/__dev\/teams/, /createDevTeams/, /dev-teams/];
+/** The local usage reports and billing clock (scripts/stack/dev-usage.ts, dev-clock.sql): the page calls them too. */
+const LOCAL_USAGE = [/__dev\/usage/, /__dev\/clock/, /createDevUsage/, /dev-usage/, /billing_dev/];
+const PAGE_CALLS = ['auth/v1/dev', '/__dev/teams', '/__dev/usage', '/__dev/clock'];
 
 describe('no deploy can mint a token', () => {
-  it('no source that deploys (netlify/functions, src, public) mentions the sign-in or the local teams, signs a JWT or imports scripts/', async () => {
+  it('no source that deploys (netlify/functions, src, public) mentions the sign-in, the local teams, usage routes or clock, signs a JWT or imports scripts/', async () => {
     const files = [...(await filesUnder('netlify/functions')), ...(await filesUnder('src')), ...(await filesUnder('public'))];
     expect(files.length).toBeGreaterThan(5);
     for (const file of files) {
       const text = await readFile(path.join(ROOT, file), 'utf8');
       // The page calls the local sign-in (that is its job); it only must not mint one itself.
-      const rules = file.startsWith('public/') ? [...MINTING, ...LOCAL_TEAMS].filter((rule) => !rule.test('auth/v1/dev') && !rule.test('/__dev/teams')) : [...MINTING, ...LOCAL_TEAMS];
+      const local = [...MINTING, ...LOCAL_TEAMS, ...LOCAL_USAGE];
+      const rules = file.startsWith('public/') ? local.filter((rule) => !PAGE_CALLS.some((path) => rule.test(path))) : local;
       for (const rule of rules) expect(rule.test(text), `${file} matches ${String(rule)}`).toBe(false);
       expect(text.includes(LOCAL_JWT_SECRET), `${file} holds the local JWT secret`).toBe(false);
     }
@@ -149,7 +154,7 @@ describe('no deploy can mint a token', () => {
     const result = await build({ entryPoints, bundle: true, platform: 'node', format: 'esm', target: 'node22', write: false, outdir: '/bundles', logLevel: 'silent' });
     expect(result.outputFiles.length).toBe(entryPoints.length);
     for (const output of result.outputFiles) {
-      for (const marker of ['auth/v1/dev', 'createDevAuth', 'localUserId', 'mintAccessToken', '__dev/teams', 'createDevTeams', LOCAL_JWT_SECRET]) {
+      for (const marker of ['auth/v1/dev', 'createDevAuth', 'localUserId', 'mintAccessToken', '__dev/teams', 'createDevTeams', '__dev/usage', '__dev/clock', 'createDevUsage', 'billing_dev', LOCAL_JWT_SECRET]) {
         expect(output.text.includes(marker), `${path.basename(output.path)} contains ${marker}`).toBe(false);
       }
     }

@@ -10,6 +10,7 @@ import { localUserId } from '../scripts/lib/tokens.ts';
 import { startGateway } from '../scripts/stack/gateway.ts';
 import { getFreePort } from '../scripts/stack/index.ts';
 import { env, newUser, query } from './support/stack.ts';
+import { calendarMonth, untouchedUsage } from './support/usage.ts';
 
 interface Team {
   id: string;
@@ -49,7 +50,7 @@ describe('<SUPABASE_URL>/__dev/teams (the local stack only)', () => {
     expect(await listed.json()).toEqual({ teams: [team] });
     const read = await teamStatus(team.id, owner.token);
     expect(read.status).toBe(200);
-    expect(await read.json()).toEqual({ subscription: null, team: { id: team.id, role: 'owner', members: 1 } });
+    expect(await read.json()).toEqual({ subscription: null, ...untouchedUsage(null, calendarMonth(), 1), team: { id: team.id, role: 'owner', members: 1 } });
   });
 
   it('adds a test user by email and removes them: their teams, their access to the team\'s status, and the count follow', async () => {
@@ -72,7 +73,7 @@ describe('<SUPABASE_URL>/__dev/teams (the local stack only)', () => {
         { userId: member.id, email: memberEmail, role: 'member' },
       ],
     });
-    expect(await (await teamStatus(team.id, member.token)).json()).toEqual({ subscription: null, team: { id: team.id, role: 'member', members: 2 } });
+    expect(await (await teamStatus(team.id, member.token)).json()).toEqual({ subscription: null, ...untouchedUsage(null, calendarMonth(), 2), team: { id: team.id, role: 'member', members: 2 } });
     // A member neither adds nor removes others.
     const refused = await teams(`/${team.id}/members`, { method: 'POST', body: JSON.stringify({ email: 'third@example.com' }) }, member.token);
     expect(refused.status).toBe(403);
@@ -88,6 +89,28 @@ describe('<SUPABASE_URL>/__dev/teams (the local stack only)', () => {
     expect((await teamStatus(team.id, member.token)).status).toBe(403);
     expect((await teams(`/${team.id}/members`, {}, member.token)).status).toBe(403);
     expect(await (await teams('', {}, owner.token)).json()).toEqual({ teams: [{ id: team.id, name: 'Crew', role: 'owner', members: 1 }] });
+  });
+
+  it('keeps the plan\'s member cap (the shipped Pro plan: 3 members) and says so, not "a team needs an owner"', async () => {
+    const owner = newUser();
+    const { team } = (await (await teams('', { method: 'POST', body: '{"name":"Capped"}' }, owner.token)).json()) as { team: Team };
+    // The team on Pro (monthly), as Stripe's events would leave it.
+    const customer = `cus_cap${team.id.slice(0, 8)}`;
+    await query('insert into billing_customers (user_id, stripe_customer_id) values ($1, $2)', [team.id, customer]);
+    await query(
+      `insert into billing_subscriptions (stripe_subscription_id, stripe_customer_id, user_id, status, price_id, product_id, for_this_product,
+         cancel_at_period_end, current_period_start, current_period_end, stripe_created_at, state_event_created, state_event_id)
+       select $1, $2, $3, 'active', p.stripe_price_id, pl.stripe_product_id, true, false, now() - interval '1 day', now() + interval '29 days', now(), now(), 'evt_cap'
+       from billing_prices p join billing_plans pl using (plan) where p.lookup_key = 'pro_monthly'`,
+      [`sub_cap${team.id.slice(0, 8)}`, customer, team.id],
+    );
+    const add = (email: string) => teams(`/${team.id}/members`, { method: 'POST', body: JSON.stringify({ email }) }, owner.token);
+    expect((await add(`cap-a-${Date.now()}@example.com`)).status).toBe(201);
+    expect((await add(`cap-b-${Date.now()}@example.com`)).status).toBe(201);
+    const fourth = await add(`cap-c-${Date.now()}@example.com`);
+    expect(fourth.status).toBe(409);
+    expect(await fourth.json()).toEqual({ error: "Plan limit reached: members: the team's plan caps its members" });
+    expect(await (await teamStatus(team.id, owner.token)).json()).toMatchObject({ limits: { members: { limit: 3, used: 3 } }, team: { members: 3 } });
   });
 
   it('keeps the database\'s rule: the last owner cannot leave while members remain', async () => {

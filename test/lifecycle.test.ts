@@ -18,6 +18,7 @@ import {
   type SubscriptionState,
 } from './support/events.ts';
 import { authedPost, newUser, query, signedDelivery, stripeRequests, type TestUser } from './support/stack.ts';
+import { anchoredMonth, calendarMonth, untouchedUsage } from './support/usage.ts';
 
 const DAY = 86_400;
 const T = 1_790_000_000; // 2026-09-21
@@ -219,7 +220,7 @@ describe('GET /api/stripe/subscription', () => {
     expect(response.status).toBe(200);
     expect(response.headers.get('access-control-allow-origin')).toBe('*');
     expect(response.headers.get('access-control-allow-methods')).toBe('GET, OPTIONS');
-    expect(await response.json()).toEqual({ subscription: null });
+    expect(await response.json()).toEqual({ subscription: null, ...untouchedUsage(null, calendarMonth()) });
   });
 
   it('shows an active subscription with its last payment, in ISO 8601', async () => {
@@ -250,6 +251,9 @@ describe('GET /api/stripe/subscription', () => {
         features: [],
         scheduledChange: null,
       },
+      // A price the catalog does not sell: no plan, so the free entry; the period is
+      // over, so the window is the month anchored on its start that holds now.
+      ...untouchedUsage(null, anchoredMonth(new Date(T * 1000))),
     });
   });
 

@@ -6,6 +6,7 @@ import { siteCopy, startNetlifyDev, type NetlifyDev } from '../scripts/lib/netli
 import { startWarmSite, type WarmSite } from '../scripts/lib/warm-site.ts';
 import { getFreePort } from '../scripts/stack/index.ts';
 import { CORS_EXPECTED, freshEvent, newUser, query } from './support/stack.ts';
+import { calendarMonth, untouchedUsage } from './support/usage.ts';
 import Stripe from 'stripe';
 
 let netlify: NetlifyDev;
@@ -83,7 +84,7 @@ describe('netlify dev routes /api/stripe/* to the functions', () => {
     const user = newUser();
     const subscription = await api('subscription', { headers: { authorization: `Bearer ${user.token}` } });
     expect(subscription.status).toBe(200);
-    expect(await subscription.json()).toEqual({ subscription: null });
+    expect(await subscription.json()).toEqual({ subscription: null, ...untouchedUsage(null, calendarMonth()) });
     for (const path of ['refunds', 'checkout/extra', 'webhooks']) {
       const response = await api(path, { method: 'POST' });
       expect(response.status, path).toBe(404);

@@ -248,8 +248,14 @@ describe('GET /api/stripe/plans', () => {
     expect(body.plans.map((p) => p.key)).toEqual(['pro', 'business']);
     expect(body.plans[1]?.features.map((f) => f.key)).toEqual(BUSINESS);
     expect(body.plans[0]?.trial).toEqual({ days: 14, cardRequired: false, limits: {} });
-    // The shipped catalog declares no limits or meters (docs/usage.md).
-    expect(body).toMatchObject({ free: null, plans: [{ limits: {}, usage: {} }, { limits: {}, usage: {} }] });
+    // The shipped catalog's limits and meters (docs/usage.md): a key a plan omits is unlimited on it.
+    expect(body).toMatchObject({
+      free: { limits: { sites: 1, members: null }, usage: { pageviews: { included: 10_000, overage: 'allow' } } },
+      plans: [
+        { limits: { members: 3 }, usage: { pageviews: { included: 100_000, overage: 'allow' } } },
+        { limits: {}, usage: { pageviews: { included: 1_000_000, overage: 'allow' } } },
+      ],
+    });
     expect(body.plans[0]?.prices).toEqual([
       { lookupKey: 'pro_monthly', interval: 'month', amount: 900, currency: 'eur' },
       { lookupKey: 'pro_yearly', interval: 'year', amount: 9000, currency: 'eur' },

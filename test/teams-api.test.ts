@@ -20,6 +20,7 @@ import { catalogEnv } from './support/catalog.ts';
 import { checkoutCompletedEvent, invoiceEvent, subscriptionEvent, type Ids } from './support/events.ts';
 import { authedPost, newUser, postStripeObject, query, signedDelivery, stripeRequests, withEnv, type TestUser } from './support/stack.ts';
 import { team } from './support/teams.ts';
+import { calendarMonth, untouchedUsage } from './support/usage.ts';
 
 const DAY = 86_400;
 const now = () => Math.floor(Date.now() / 1000);
@@ -160,7 +161,7 @@ describe('the team\'s subscription is the team\'s', () => {
     const rows = await query<{ user_id: string; buyer_id: string }>('select user_id, buyer_id from billing_subscriptions where stripe_subscription_id = $1', [ids.subscriptionId]);
     expect(rows).toEqual([{ user_id: t.id, buyer_id: ids.userId }]);
     // The buyer's own billing shows nothing.
-    expect(await (await statusOf(t.users[0] as TestUser)).json()).toEqual({ subscription: null });
+    expect(await (await statusOf(t.users[0] as TestUser)).json()).toEqual({ subscription: null, ...untouchedUsage(null, calendarMonth()) });
   });
 
   it('a team session whose customer is not the team\'s stored customer links nothing', async () => {
@@ -197,7 +198,7 @@ describe('GET /api/stripe/subscription?team=', () => {
 
   it('a team without a subscription: null, and the team', async () => {
     const t = await team('owner');
-    expect(await (await statusOf(t.users[0] as TestUser, `?team=${t.id}`)).json()).toEqual({ subscription: null, team: { id: t.id, role: 'owner', members: 1 } });
+    expect(await (await statusOf(t.users[0] as TestUser, `?team=${t.id}`)).json()).toEqual({ subscription: null, ...untouchedUsage(null, calendarMonth(), 1), team: { id: t.id, role: 'owner', members: 1 } });
   });
 
   it('others and unknown teams: 403; a team that is not a UUID: 400; no team: as today', async () => {
@@ -210,7 +211,7 @@ describe('GET /api/stripe/subscription?team=', () => {
     const bad = await statusOf(newUser(), '?team=nope');
     expect(bad.status).toBe(400);
     expect(await bad.json()).toEqual({ error: 'Invalid team' });
-    expect(await (await statusOf(t.users[0] as TestUser)).json()).toEqual({ subscription: null });
+    expect(await (await statusOf(t.users[0] as TestUser)).json()).toEqual({ subscription: null, ...untouchedUsage(null, calendarMonth()) });
   });
 
   it('a removed member can no longer read it', async () => {

@@ -19,7 +19,7 @@ import { startThrowawayStack, type ThrowawayStack } from '../scripts/stack/throw
 import { pushCatalog } from '../scripts/lib/local-catalog.ts';
 import { USAGE_STATES } from '../src/usage/view.ts';
 import { CATALOG_FILE } from './support/catalog.ts';
-import { newUser, withEnv, type TestUser } from './support/stack.ts';
+import { newUser, shutdownTolerantPool, withEnv, type TestUser } from './support/stack.ts';
 
 // docs/openapi.yaml: the bodies below must be what it documents.
 const spec = parseYaml(readFileSync(path.resolve(import.meta.dirname, '../docs/openapi.yaml'), 'utf8')) as Record<string, unknown>;
@@ -38,7 +38,7 @@ let catalogFile: string;
 
 beforeAll(async () => {
   own = await startThrowawayStack('usage-api', { ownDatabase: true });
-  pool = new pg.Pool({ connectionString: own.env['DATABASE_URL'], max: 4 });
+  pool = shutdownTolerantPool(own.env['DATABASE_URL'] ?? '');
   const shipped = JSON.parse(await readFile(CATALOG_FILE, 'utf8')) as { plans: Record<string, Record<string, unknown>> } & Record<string, unknown>;
   Object.assign(shipped.plans['pro'] ?? {}, { limits: { sites: 3, projects: 5 }, usage: { pageviews: { included: 1000, overage: 'block' } } });
   Object.assign(shipped.plans['business'] ?? {}, { limits: { sites: 10 } });

@@ -14,7 +14,7 @@ import { startThrowawayStack, type ThrowawayStack } from '../scripts/stack/throw
 import { CatalogError, parseCatalog } from '../src/billing/catalog.ts';
 import { storedCatalog } from '../src/billing/setup.ts';
 import { CATALOG_FILE } from './support/catalog.ts';
-import { newUser, withEnv } from './support/stack.ts';
+import { newUser, shutdownTolerantPool, withEnv } from './support/stack.ts';
 
 let own: ThrowawayStack;
 let pool: pg.Pool;
@@ -22,7 +22,7 @@ let pool: pg.Pool;
 beforeAll(async () => {
   own = await startThrowawayStack('usage', { ownDatabase: true });
   expect(own.env['DATABASE_URL']).not.toBe(process.env['DATABASE_URL']);
-  pool = new pg.Pool({ connectionString: own.env['DATABASE_URL'], max: 4 });
+  pool = shutdownTolerantPool(own.env['DATABASE_URL'] ?? '');
   await sync(CATALOG);
   await q(`create table public.sites (id uuid primary key default gen_random_uuid(), team_id uuid, name text not null default 'site')`);
   await q(`select billing_attach_limit('public.sites', 'sites', 'team_id')`);

@@ -31,6 +31,10 @@ let team = /** @type {string | null} */ (null);
 /** The team as the billing API sees the caller in it (the status's `team`). */
 let teamView = /** @type {{ id: string, role: string, members: number } | null} */ (null);
 let members = /** @type {Member[]} */ ([]);
+/** The shown subject's limits and metered usage (the status's `limits` and `usage`). */
+let usageView = /** @type {UsageBody} */ ({ limits: null, usage: null });
+/** The local stack's billing clock (GET /__dev/clock); null where it does not move. */
+let clock = /** @type {{ now: string, offsetSeconds: number } | null} */ (null);
 
 /** @param {string} id */
 function el(id) {
@@ -128,7 +132,8 @@ async function signIn(email) {
 
   el('who-email').textContent = data.user.email;
   el('who-id').textContent = data.user.id;
-  renderLocalHelp(data.user.id);
+  renderLocalHelp(data.user.id, data.user.email);
+  if (LOCAL) await loadClock();
   el('signin').hidden = true;
   el('account').hidden = false;
 }
@@ -146,6 +151,8 @@ function signOut() {
   el('status-summary').textContent = '';
   el('status-details').replaceChildren();
   el('team').hidden = true;
+  el('usage').hidden = true;
+  usageView = { limits: null, usage: null };
   el('account').hidden = true;
   el('handoff').hidden = true;
   el('signin').hidden = false;
@@ -197,6 +204,7 @@ async function readSubscription() {
   }
   if (!response.ok) throw apiError(response, data);
   teamView = data.team ?? null;
+  usageView = usageOf(data);
   return data.subscription;
 }
 
@@ -214,6 +222,7 @@ async function syncCheckout(sessionId) {
   });
   const data = await readJson(response);
   if (response.ok && data.team) teamView = data.team;
+  if (response.ok) usageView = usageOf(data);
   return response.ok ? data.subscription : null;
 }
 
@@ -313,8 +322,8 @@ const FLOWS = [
   ['cancel', 'the subscription ends now'],
 ];
 
-/** @param {string} userId */
-function renderLocalHelp(userId) {
+/** @param {string} userId @param {string} email */
+function renderLocalHelp(userId, email) {
   const help = el('local-help');
   help.hidden = !LOCAL;
   if (!LOCAL) return;
@@ -334,7 +343,26 @@ function renderLocalHelp(userId) {
       return item;
     }),
   );
+  el('local-usage-commands').replaceChildren(
+    ...USAGE_COMMANDS.map(([args, what]) => {
+      const item = document.createElement('li');
+      const pre = document.createElement('pre');
+      const code = document.createElement('code');
+      code.textContent = `npm run usage:add -- --email ${email} ${args}`;
+      pre.append(code);
+      item.append(what, pre);
+      return item;
+    }),
+  );
 }
+
+/** @type {[args: string, what: string][]} */
+const USAGE_COMMANDS = [
+  ['--meter pageviews --amount 5000', 'adds 5,000 pageviews (add --team <team id> for a team you are in)'],
+  ['--end-window', 'ends the current usage window: the clock moves to its end'],
+  ['--advance-days 7', 'moves the clock a week on (a grace period is 7 days)'],
+  ['--reset-clock', 'the clock back to the real time'],
+];
 
 // --- Teams ------------------------------------------------------------------------------
 //
@@ -683,11 +711,12 @@ function describePayment(p) {
 
 /** Renders only what changed, so the live region announces real changes. @param {Subscription | null} subscription */
 function render(subscription) {
-  const key = JSON.stringify([subscription, interval, team, teamView, members]);
+  const key = JSON.stringify([subscription, interval, team, teamView, members, usageView, clock]);
   if (key === shown) return false;
   shown = key;
   renderPlans(subscription);
   renderTeam();
+  renderUsage();
   const shownTeam = teams.find((t) => t.id === team);
   el('account-heading').textContent = shownTeam ? `Subscription of ${shownTeam.name}` : 'Your subscription';
   const view = describe(subscription);
@@ -725,6 +754,171 @@ async function refresh() {
   const subscription = await readSubscription();
   await loadMembers();
   show(subscription);
+}
+
+// --- Limits and usage --------------------------------------------------------------
+//
+// The database decides them (docs/usage.md); the page only says them. What `locked`
+// means is the product's decision: this example locks the dashboard's reports (it has
+// none to hide, so it says so in a banner) while the data is still collected, until the
+// plan grows or a usage window ends within the plan.
+
+/**
+ * @typedef {{ limit: number | null, used: number | null }} LimitView
+ * @typedef {{ used: number, included: number | null, window: { start: string, end: string },
+ *   state: 'ok' | 'warning' | 'over' | 'grace' | 'locked', graceEndsAt: string | null }} UsageView
+ * @typedef {{ limits: Record<string, LimitView> | null, usage: Record<string, UsageView> | null }} UsageBody
+ */
+
+/** @param {{ limits?: Record<string, LimitView>, usage?: Record<string, UsageView> }} data @returns {UsageBody} */
+const usageOf = (data) => ({ limits: data.limits ?? null, usage: data.usage ?? null });
+
+const counts = new Intl.NumberFormat('en');
+/** @param {string} key */
+const keyName = (key) => key.charAt(0).toUpperCase() + key.slice(1).replaceAll('_', ' ');
+
+const STATE_WORDS = { ok: 'OK', warning: 'Warning', over: 'Over', grace: 'Grace period', locked: 'Locked' };
+
+/** The state in words (never by colour alone). @param {string} key @param {UsageView} m */
+function stateText(key, m) {
+  const name = key.replaceAll('_', ' ');
+  const included = m.included ?? 0;
+  switch (m.state) {
+    case 'warning':
+      return `${Math.floor((m.used * 100) / included)} % of the included ${name} used this window.`;
+    case 'over':
+      return `${counts.format(m.used - included)} ${name} above the ${counts.format(included)} included this window.`;
+    case 'grace':
+      return `Usage windows in a row ended over the plan. Upgrade by ${day(m.graceEndsAt)}, or the dashboard locks.`;
+    case 'locked':
+      return `Since ${day(m.graceEndsAt)}: usage stayed over the plan after its grace period. Your data is still collected; upgrade to unlock the dashboard.`;
+    default:
+      return m.included === null ? 'Unlimited on your plan.' : 'Within your plan.';
+  }
+}
+
+/** One bar: used of included, the state in words, and when the window resets. @param {string} key @param {UsageView} m */
+function meterItem(key, m) {
+  const id = `meter-${key}`;
+  const item = document.createElement('li');
+  item.className = 'meter';
+  item.dataset['state'] = m.state;
+  const label = Object.assign(document.createElement('label'), { className: 'meter-name', htmlFor: id, textContent: keyName(key) });
+  const amounts = Object.assign(document.createElement('span'), {
+    id: `${id}-amounts`,
+    className: 'meter-amounts',
+    textContent: m.included === null
+      ? `${counts.format(m.used)} this window (unlimited)`
+      : `${counts.format(m.used)} of ${counts.format(m.included)}${m.included > 0 ? ` (${Math.floor((m.used * 100) / m.included)} %)` : ''}`,
+  });
+  const head = Object.assign(document.createElement('div'), { className: 'meter-head' });
+  head.append(label, amounts);
+  item.append(head);
+  if (m.included !== null && m.included > 0) {
+    // A <progress> is a progressbar to assistive technology; past 100 % it stays full and
+    // the text says by how much.
+    const bar = Object.assign(document.createElement('progress'), { id, max: m.included, value: Math.min(m.used, m.included) });
+    bar.setAttribute('aria-describedby', `${id}-amounts ${id}-state`);
+    bar.textContent = amounts.textContent;
+    item.append(bar);
+  }
+  const state = Object.assign(document.createElement('p'), { id: `${id}-state`, className: 'meter-state' });
+  state.append(Object.assign(document.createElement('strong'), { textContent: STATE_WORDS[m.state] ?? m.state }), `: ${stateText(key, m)}`);
+  const resets = Object.assign(document.createElement('p'), { className: 'meter-window muted', textContent: `This usage window ends on ${day(m.window.end)}.` });
+  item.append(state, resets);
+  return item;
+}
+
+/** @param {LimitView} l */
+function limitText(l) {
+  if (l.limit === null) return l.used === null ? 'Unlimited' : `${counts.format(l.used)} (unlimited)`;
+  if (l.used === null) return `Up to ${counts.format(l.limit)}`;
+  return `${counts.format(l.used)} of ${counts.format(l.limit)}${l.used >= l.limit ? ' (at the limit)' : ''}`;
+}
+
+function renderUsage() {
+  const meters = Object.entries(usageView.usage ?? {});
+  // Members are a team's: a personal subject has none to count.
+  const limits = Object.entries(usageView.limits ?? {}).filter(([key]) => key !== 'members' || team);
+  el('usage').hidden = !session || (meters.length === 0 && limits.length === 0);
+  const locked = meters.filter(([, m]) => m.state === 'locked').map(([key]) => key.replaceAll('_', ' '));
+  const banner = el('usage-lock');
+  banner.hidden = locked.length === 0;
+  banner.textContent = locked.length === 0 ? '' : `Dashboard locked: ${locked.join(' and ')} stayed over the plan after the grace period. Your data is still collected; upgrade to unlock.`;
+  el('meter-list').replaceChildren(...meters.map(([key, m]) => meterItem(key, m)));
+  el('limit-list').replaceChildren(
+    ...limits.flatMap(([key, l]) => [
+      Object.assign(document.createElement('dt'), { textContent: keyName(key) }),
+      Object.assign(document.createElement('dd'), { textContent: limitText(l) }),
+    ]),
+  );
+  renderUsageDev(meters);
+}
+
+// Locally, the stack plays the product reporting usage (/__dev/usage) and moves the
+// database's billing clock (/__dev/clock), beside the test sign-in: nothing deployed has them.
+
+/** A call to the local stack's usage routes. @param {string} path @param {unknown} [body] */
+async function localUsage(path, body) {
+  const base = supabaseUrl();
+  let response;
+  try {
+    response = await fetch(`${base}${path}`, {
+      method: body === undefined ? 'GET' : 'POST',
+      headers: { 'Authorization': `Bearer ${token()}`, 'Content-Type': 'application/json' },
+      ...(body !== undefined && { body: JSON.stringify(body) }),
+    });
+  } catch {
+    throw new Error(`The local stack at ${base} did not answer (npm run dev).`);
+  }
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(data.error ?? `The local stack answered HTTP ${response.status}.`);
+  return data;
+}
+
+async function loadClock() {
+  clock = await localUsage('/__dev/clock').catch(() => null);
+}
+
+/** @param {[string, UsageView][]} meters */
+function renderUsageDev(meters) {
+  el('usage-dev').hidden = !LOCAL || !session;
+  if (!LOCAL) return;
+  const days = clock ? Math.round(clock.offsetSeconds / 864) / 100 : 0;
+  el('usage-clock').textContent = clock ? `Billing clock: ${day(clock.now)}${days > 0 ? ` (${days} days ahead)` : ' (the real time)'}.` : '';
+  /** @param {string} text @param {() => Promise<string>} run */
+  const button = (text, run) => {
+    const b = Object.assign(document.createElement('button'), { type: 'button', textContent: text, className: 'secondary' });
+    b.dataset['action'] = '';
+    b.addEventListener('click', () => void act(async () => {
+      const said = await run();
+      await loadClock();
+      await refresh();
+      notify(said);
+    }));
+    return b;
+  };
+  const forTeam = team ? { team } : {};
+  const moveClock = /** @param {object} body */ async (body) => {
+    clock = await localUsage('/__dev/clock', body);
+    return `Billing clock moved to ${day(clock?.now)}.`;
+  };
+  el('usage-dev-actions').replaceChildren(
+    ...meters.map(([key, m]) => {
+      const amount = m.included ? Math.max(1, Math.round(m.included / 2)) : 10_000;
+      return button(`Add ${counts.format(amount)} ${key.replaceAll('_', ' ')}`, async () => {
+        const data = await localUsage('/__dev/usage', { meter: key, amount, ...forTeam });
+        return `Added ${counts.format(amount)} ${key.replaceAll('_', ' ')}: ${counts.format(data.result.used)} used this window.`;
+      });
+    }),
+    ...(clock
+      ? [
+          button('End this usage window', () => moveClock({ endWindow: true, ...forTeam })),
+          button('Move the clock a week on', () => moveClock({ advanceDays: 7 })),
+          button('Reset the clock', () => moveClock({ reset: true })),
+        ]
+      : []),
+  );
 }
 
 // --- Watching for the webhook's effect ---------------------------------------------

@@ -20,31 +20,17 @@
 
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import jwt from 'jsonwebtoken';
-import { localUserId, serviceRoleKey } from '../lib/tokens.ts';
-import { emailOf, readBody } from './dev-auth.ts';
+import { localUserId } from '../lib/tokens.ts';
+import { emailOf } from './dev-auth.ts';
+import { callerOf, createServiceRest, devHandler, jsonBody, Refusal, UUID, type DevRouteOptions } from './dev-routes.ts';
 
 export const DEV_TEAMS_PATH = '/__dev/teams';
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const ROLES = ['owner', 'admin', 'member'] as const;
 type Role = (typeof ROLES)[number];
 const MAX_NAME = 80;
 
-// Any origin: the page is served by netlify dev on another port, and sends a bearer token.
-const CORS = {
-  'access-control-allow-origin': '*',
-  'access-control-allow-methods': 'GET, POST, DELETE, OPTIONS',
-  'access-control-allow-headers': 'Content-Type, Authorization',
-};
-
-export interface DevTeamsOptions {
-  jwtSecret: string;
-  /** The issuer the sign-in's tokens carry: `<SUPABASE_URL>/auth/v1`. */
-  issuer: string;
-  /** PostgREST itself (not through the gateway). */
-  postgrestUrl: string;
-}
+export type DevTeamsOptions = DevRouteOptions;
 
 export interface DevTeam {
   id: string;
@@ -66,73 +52,26 @@ interface MemberRow {
   role: Role;
 }
 
-/** An answer with a status: thrown by a route, sent by the handler. */
-class Refusal extends Error {
-  readonly status: number;
-  constructor(status: number, message: string) {
-    super(message);
-    this.status = status;
-  }
-}
-
-function send(res: ServerResponse, status: number, body: unknown): void {
-  res.writeHead(status, { ...CORS, 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
-  res.end(JSON.stringify(body));
-}
-
-function jsonObject(text: string | undefined): Record<string, unknown> {
-  if (text === undefined) throw new Refusal(400, 'Body too large');
-  try {
-    const parsed: unknown = JSON.parse(text);
-    if (parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed)) return parsed as Record<string, unknown>;
-  } catch {
-    // answered below
-  }
-  throw new Refusal(400, 'Send a JSON object');
-}
-
 export function createDevTeams(opts: DevTeamsOptions): (req: IncomingMessage, res: ServerResponse) => void {
   const names = new Map<string, string>();
   const emails = new Map<string, string>();
-  const service = serviceRoleKey(opts.jwtSecret);
+  const serviceRest = createServiceRest(opts);
 
   const rest = async (method: string, path: string, body?: unknown): Promise<MemberRow[]> => {
-    const response = await fetch(`${opts.postgrestUrl}${path}`, {
-      method,
-      headers: {
-        authorization: `Bearer ${service}`,
-        'content-type': 'application/json',
-        prefer: 'return=representation',
-      },
-      ...(body !== undefined && { body: JSON.stringify(body) }),
-    });
-    const text = await response.text();
-    if (response.ok) return text === '' ? [] : (JSON.parse(text) as MemberRow[]);
-    let error: { code?: string; message?: string } = {};
-    try {
-      error = JSON.parse(text) as typeof error;
-    } catch {
-      // not PostgREST's JSON: the status and text say it
-    }
+    const answer = await serviceRest(method, path, body);
+    if (!answer.error) return (answer.body ?? []) as MemberRow[];
     // The database's rules, in the words a product's server would use.
-    if (error.code === '23505') throw new Refusal(409, 'Already a member of this team');
-    if (error.code === '23514') throw new Refusal(409, 'A team needs an owner: make another member owner first');
-    throw new Error(`PostgREST answered ${response.status}: ${error.message ?? text}`);
+    if (answer.error.code === '23505') throw new Refusal(409, 'Already a member of this team');
+    if (answer.error.code === '23514' && answer.error.message?.startsWith('Plan limit reached')) throw new Refusal(409, `${answer.error.message}: the team's plan caps its members`);
+    if (answer.error.code === '23514') throw new Refusal(409, 'A team needs an owner: make another member owner first');
+    throw new Error(`PostgREST answered ${answer.status}: ${answer.error.message ?? JSON.stringify(answer.body)}`);
   };
 
-  /** The caller, from a token of this stack, or a 401. */
+  /** The caller, from a token of this stack, or a 401; their email is remembered. */
   const caller = (req: IncomingMessage): string => {
-    const match = /^Bearer (\S+)$/.exec(req.headers.authorization ?? '');
-    if (!match?.[1]) throw new Refusal(401, 'Sign in first (Authorization: Bearer <token>)');
-    let claims: jwt.JwtPayload | string;
-    try {
-      claims = jwt.verify(match[1], opts.jwtSecret, { algorithms: ['HS256'], audience: 'authenticated', issuer: opts.issuer });
-    } catch {
-      throw new Refusal(401, 'Invalid token');
-    }
-    if (typeof claims === 'string' || typeof claims.sub !== 'string' || !UUID.test(claims.sub)) throw new Refusal(401, 'Invalid token');
-    if (typeof claims['email'] === 'string' && claims['email'] !== '') emails.set(claims.sub, claims['email']);
-    return claims.sub;
+    const { id, email } = callerOf(req, opts);
+    if (email) emails.set(id, email);
+    return id;
   };
 
   const nameOf = (teamId: string) => names.get(teamId) ?? `Team ${teamId.slice(0, 8)}`;
@@ -194,7 +133,7 @@ export function createDevTeams(opts: DevTeamsOptions): (req: IncomingMessage, re
     const allowed = teamId === undefined ? ['GET', 'POST'] : sub === undefined ? [] : member === undefined ? ['GET', 'POST'] : ['DELETE'];
     if (!allowed.includes(method)) throw new Refusal(allowed.length === 0 ? 404 : 405, allowed.length === 0 ? 'No such route' : 'Method not allowed');
     const userId = caller(req);
-    const body = method === 'POST' ? jsonObject(await readBody(req)) : {};
+    const body = method === 'POST' ? await jsonBody(req) : {};
     if (teamId === undefined) return method === 'GET' ? [200, { teams: await listTeams(userId) }] : [201, { team: await createTeam(userId, body) }];
     if (member !== undefined) return [200, { removed: await removeMember(userId, teamId.toLowerCase(), member.toLowerCase()) }];
     if (method === 'POST') return [201, { member: await addMember(userId, teamId.toLowerCase(), body) }];
@@ -203,21 +142,7 @@ export function createDevTeams(opts: DevTeamsOptions): (req: IncomingMessage, re
     return [200, { members: rows.map((row): DevMember => ({ userId: row.user_id, email: emails.get(row.user_id) ?? null, role: row.role })) }];
   };
 
-  return (req, res) => {
-    if (req.method === 'OPTIONS') {
-      res.writeHead(204, { ...CORS, 'access-control-max-age': '600' });
-      res.end();
-      return;
-    }
-    route(req, (req.url ?? '/').split('?')[0] ?? '/').then(
-      ([status, body]) => send(res, status, body),
-      (error: unknown) => {
-        if (res.headersSent) return;
-        if (error instanceof Refusal) send(res, error.status, { error: error.message });
-        else send(res, 500, { error: error instanceof Error ? error.message : String(error) });
-      },
-    );
-  };
+  return devHandler(route);
 }
 
 /** Whether a request's path is one of these routes. */

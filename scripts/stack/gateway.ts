@@ -1,13 +1,15 @@
 // What supabase-js needs of Supabase's Kong gateway: /rest/v1/* forwarded to
 // PostgREST with the prefix stripped, bodies streamed both ways. With `devAuth`, also
 // the local stack's test sign-in at /auth/v1/dev/token (dev-auth.ts) and the teams a
-// product's server would keep, at /__dev/teams (dev-teams.ts), which no Supabase
+// product's server would keep, at /__dev/teams (dev-teams.ts), and usage reports and the
+// movable billing clock at /__dev/usage and /__dev/clock (dev-usage.ts), which no Supabase
 // project has. Everything else is a 404. Like Kong, the messages are JSON.
 
 import { createServer, request, type IncomingHttpHeaders, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createDevAuth, DEV_TOKEN_PATH } from './dev-auth.ts';
 import { createDevTeams, isDevTeamsPath } from './dev-teams.ts';
+import { createDevUsage, isDevUsagePath } from './dev-usage.ts';
 import { issuerFor } from '../lib/tokens.ts';
 
 export interface Gateway {
@@ -36,7 +38,7 @@ export interface GatewayOptions {
   port: number;
   postgrestPort: number;
   /** Serve the test sign-in, POST /auth/v1/dev/token, with tokens signed by this secret,
-   *  and the test users' teams at /__dev/teams. */
+   *  the test users' teams at /__dev/teams, and usage and the clock at /__dev/usage and /__dev/clock. */
   devAuth?: { jwtSecret: string };
 }
 
@@ -44,6 +46,7 @@ export function startGateway(opts: GatewayOptions): Promise<Gateway> {
   // Known once listening (the port may be 0); the dev sign-in needs it as its issuer.
   let devAuth: ReturnType<typeof createDevAuth> | undefined;
   let devTeams: ReturnType<typeof createDevTeams> | undefined;
+  let devUsage: ReturnType<typeof createDevUsage> | undefined;
 
   const server = createServer((req, res) => {
     const url = req.url ?? '/';
@@ -54,6 +57,10 @@ export function startGateway(opts: GatewayOptions): Promise<Gateway> {
     }
     if (devTeams && isDevTeamsPath(path)) {
       devTeams(req, res);
+      return;
+    }
+    if (devUsage && isDevUsagePath(path)) {
+      devUsage(req, res);
       return;
     }
     const rest = url.startsWith(REST_PREFIX) ? url.slice(REST_PREFIX.length) : undefined;
@@ -98,7 +105,9 @@ export function startGateway(opts: GatewayOptions): Promise<Gateway> {
       try {
         if (opts.devAuth) {
           devAuth = createDevAuth({ jwtSecret: opts.devAuth.jwtSecret, supabaseUrl: url });
-          devTeams = createDevTeams({ jwtSecret: opts.devAuth.jwtSecret, issuer: issuerFor(url), postgrestUrl: `http://127.0.0.1:${opts.postgrestPort}` });
+          const routes = { jwtSecret: opts.devAuth.jwtSecret, issuer: issuerFor(url), postgrestUrl: `http://127.0.0.1:${opts.postgrestPort}` };
+          devTeams = createDevTeams(routes);
+          devUsage = createDevUsage(routes);
         }
       } catch (error) {
         server.close();

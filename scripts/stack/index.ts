@@ -35,6 +35,9 @@ export interface LocalStackOptions {
   databaseUrl?: string | null;
   /** A running stripe-mock to use instead of starting one. Default: $STRIPE_MOCK_URL; null: start one. */
   stripeMockUrl?: string | null;
+  /** A movable clock for the billing SQL (dev-clock.sql): npm run dev, and tests that walk
+   *  usage windows; never on a database others share. Default false. */
+  devClock?: boolean;
   /** Receives component output, prefixed "[postgres] ", "[postgrest] ", …; dropped if absent. */
   log?: (line: string) => void;
 }
@@ -117,7 +120,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       databaseUrl = running.postgres.databaseUrl;
       log?.(`[stack] postgres ready (${since()})`);
     }
-    const applied = await bootstrapAndMigrate(databaseUrl, opts.migrationsDir, log);
+    const applied = await bootstrapAndMigrate(databaseUrl, opts.migrationsDir, log, { devClock: opts.devClock ?? false });
     log?.(`[stack] roles bootstrapped, ${applied.length} new migration(s) applied (${since()})`);
 
     const authenticatorUrl = new URL(databaseUrl);

@@ -18,6 +18,7 @@ export const AUTHENTICATOR_PASSWORD = 'authenticator-local-password';
 const DATABASE = 'postgres';
 
 const ROLES_SQL = new URL('./supabase-roles.sql', import.meta.url);
+const DEV_CLOCK_SQL = new URL('./dev-clock.sql', import.meta.url);
 /** Serialises bootstrap and migrations when several stacks share one DATABASE_URL server. */
 const MIGRATION_LOCK_KEY = 7_466_001_337;
 
@@ -208,10 +209,16 @@ export async function waitForDatabase(databaseUrl: string, timeoutMs: number): P
 /**
  * Applies supabase-roles.sql (every time; it is idempotent), sets the authenticator's
  * password, then every *.sql file in `migrationsDir` not yet recorded in
- * supabase_migrations.schema_migrations, in file-name order, each in a transaction.
- * Returns the names of the files applied now.
+ * supabase_migrations.schema_migrations, in file-name order, each in a transaction;
+ * with `devClock`, then dev-clock.sql (every time; idempotent). Returns the names of the
+ * migration files applied now.
  */
-export async function bootstrapAndMigrate(databaseUrl: string, migrationsDir: string, log: LogFn | undefined): Promise<string[]> {
+export async function bootstrapAndMigrate(
+  databaseUrl: string,
+  migrationsDir: string,
+  log: LogFn | undefined,
+  options: { devClock?: boolean } = {},
+): Promise<string[]> {
   const out = new OutputTail('migrate', log);
   const client = await connect(databaseUrl, (err) => out.line(`connection error: ${err.message}`));
   try {
@@ -253,6 +260,7 @@ export async function bootstrapAndMigrate(databaseUrl: string, migrationsDir: st
       out.line(`applied ${file}`);
       applied.push(file);
     }
+    if (options.devClock) await runFile(client, 'dev-clock.sql', await readFile(DEV_CLOCK_SQL, 'utf8'));
     return applied;
   } finally {
     await client.end().catch(() => {});

@@ -28,10 +28,13 @@ export interface ThrowawayOptions {
   /** Start a PostgreSQL of its own even where DATABASE_URL names one: a test that changes
    *  database-wide state runs inside the test run, whose DATABASE_URL is the shared one. */
   ownDatabase?: boolean;
+  /** The movable billing clock (dev-clock.sql); needs ownDatabase. */
+  devClock?: boolean;
 }
 
 /** `name` names the temporary folder (billing-<name>-db-…). */
 export async function startThrowawayStack(name: string, options: ThrowawayOptions = {}): Promise<ThrowawayStack> {
+  if (options.devClock && !options.ownDatabase) throw new Error('devClock moves a database\'s time: start it with ownDatabase');
   // Its own folder: when run as root, postgres runs as another user and must reach it.
   const dataDir = await mkdtemp(path.join(tmpdir(), `billing-${name}-db-`));
   let stack: LocalStack | undefined;
@@ -49,6 +52,7 @@ export async function startThrowawayStack(name: string, options: ThrowawayOption
       migrationsDir: MIGRATIONS,
       ...(options.log && { log: options.log }),
       ...(options.ownDatabase && { databaseUrl: null }),
+      ...(options.devClock && { devClock: true }),
     });
     bridge = await startStripeMockBridge(stack.env.STRIPE_API_BASE);
   } catch (error) {

@@ -42,21 +42,29 @@ export function newUser(extraClaims: Record<string, unknown> = {}): TestUser {
   return { id, email, token };
 }
 
+/**
+ * A pool on `url`. A database a test stops (its own stack, or a fault test's) tells
+ * connections it is shutting down (57P01), also ones the pool has just ended (end()
+ * resolves before they have closed): not a failure of the test. Anything else still
+ * surfaces, as an uncaught error.
+ */
+export function shutdownTolerantPool(url: string, max = 4): pg.Pool {
+  const pool = new pg.Pool({ connectionString: url, max });
+  const unlessShutdown = (error: Error) => {
+    if ((error as Error & { code?: string }).code !== '57P01') throw error;
+  };
+  pool.on('error', unlessShutdown);
+  pool.on('connect', (client) => client.on('error', unlessShutdown));
+  return pool;
+}
+
 // One pool per database: a test may point DATABASE_URL at a stack of its own (withEnv).
 const pools = new Map<string, pg.Pool>();
 export function db(): pg.Pool {
   const url = env('DATABASE_URL');
   let pool = pools.get(url);
   if (!pool) {
-    pool = new pg.Pool({ connectionString: url, max: 4 });
-    // A database a test stops (its own stack, or a fault test's) tells connections it is
-    // shutting down (57P01), also ones the pool has just ended: not a failure of the test.
-    // Anything else still surfaces, as an uncaught error.
-    const unlessShutdown = (error: Error) => {
-      if ((error as Error & { code?: string }).code !== '57P01') throw error;
-    };
-    pool.on('error', unlessShutdown);
-    pool.on('connect', (client) => client.on('error', unlessShutdown));
+    pool = shutdownTolerantPool(url);
     pools.set(url, pool);
   }
   return pool;
