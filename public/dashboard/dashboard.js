@@ -4,6 +4,8 @@
 // Checkout or the billing portal. The billing API calls are the seed's own `fetch`
 // snippets; nothing here needs a build.
 
+import { overageText } from './overage.js';
+
 const API = '/api/stripe';
 const SUPABASE_KEY = 'dashboard.supabaseUrl';
 const EMAIL_KEY = 'dashboard.email';
@@ -766,7 +768,8 @@ async function refresh() {
 /**
  * @typedef {{ limit: number | null, used: number | null }} LimitView
  * @typedef {{ used: number, included: number | null, window: { start: string, end: string },
- *   state: 'ok' | 'warning' | 'over' | 'grace' | 'locked', graceEndsAt: string | null }} UsageView
+ *   state: 'ok' | 'warning' | 'over' | 'grace' | 'locked', graceEndsAt: string | null,
+ *   overage?: { units: number, amount: number, currency: string } | null }} UsageView
  * @typedef {{ limits: Record<string, LimitView> | null, usage: Record<string, UsageView> | null }} UsageBody
  */
 
@@ -826,6 +829,8 @@ function meterItem(key, m) {
   state.append(Object.assign(document.createElement('strong'), { textContent: STATE_WORDS[m.state] ?? m.state }), `: ${stateText(key, m)}`);
   const resets = Object.assign(document.createElement('p'), { className: 'meter-window muted', textContent: `This usage window ends on ${day(m.window.end)}.` });
   item.append(state, resets);
+  const overage = overageText(m, money);
+  if (overage) item.append(Object.assign(document.createElement('p'), { id: `${id}-overage`, className: 'meter-overage', textContent: overage }));
   return item;
 }
 
