@@ -72,14 +72,11 @@ const MANAGED = { managed_by: 'billing:setup' };
 
 export const WEBHOOK_PATH = '/api/stripe/webhook';
 
-/** The events the endpoint receives: the handled ones, and for a catalog that bills a
- *  meter invoice.created (a metered invoice's draft, for the usage reporter to complete
- *  before Stripe finalizes it; acknowledged unhandled until that handler is in
- *  HANDLED_EVENT_TYPES). */
-export function webhookEvents(catalog: Catalog | null = null): Stripe.WebhookEndpointCreateParams.EnabledEvent[] {
-  const events = new Set<Stripe.WebhookEndpointCreateParams.EnabledEvent>(HANDLED_EVENT_TYPES);
-  if (catalog && billedMeterKeys(catalog).length > 0) events.add('invoice.created');
-  return [...events].sort();
+/** The events the endpoint receives: the handled ones (invoice.created among them: a
+ *  metered invoice's draft, which the usage reporter completes before Stripe finalizes
+ *  it; for a catalog that bills no meter it is acknowledged and skipped). */
+export function webhookEvents(): Stripe.WebhookEndpointCreateParams.EnabledEvent[] {
+  return [...HANDLED_EVENT_TYPES].sort();
 }
 
 export async function setupStripe(deps: SetupDeps, options: { dryRun?: boolean } = {}): Promise<SetupReport> {
@@ -239,7 +236,7 @@ export async function setupStripe(deps: SetupDeps, options: { dryRun?: boolean }
 
   // The webhook endpoint ----------------------------------------------------------------
   const url = new URL(WEBHOOK_PATH, deps.appUrl).href;
-  const events = webhookEvents(catalog);
+  const events = webhookEvents();
   const endpoints: Stripe.WebhookEndpoint[] = [];
   for await (const endpoint of stripe.webhookEndpoints.list({ limit: 100 })) endpoints.push(endpoint);
   const mine = endpoints.filter((e) => e.url === url);
