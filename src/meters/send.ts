@@ -139,12 +139,19 @@ async function sendOne(stripe: Stripe, row: MeterRow): Promise<Outcome> {
   }
 }
 
-/** A 429 waits; a 5xx, a 409 or no answer is sent again (same identifier); anything else
- *  (a 400: an unknown customer, a timestamp out of range) will not get better. */
-export function classify(error: unknown): Exclude<Outcome, { kind: 'sent' }> {
+/** Stripe's answer to an identifier it already holds (within its 24 hours): a 400 with
+ *  no error code, only this message ("An event already exists with identifier …"). */
+const ALREADY_RECORDED = /an event already exists with identifier/i;
+
+/** A 400 saying Stripe already holds the identifier means an earlier send got through
+ *  (its answer lost: a timeout, a crash before the record): sent. A 429 waits; a 5xx, a
+ *  409 or no answer is sent again (same identifier); any other 400 (an unknown customer,
+ *  a timestamp out of range) will not get better. */
+export function classify(error: unknown): Outcome {
   const message = error instanceof Error ? error.message : String(error);
   const type = error instanceof Error && 'type' in error ? error.type : undefined;
   const status = error instanceof Error && 'statusCode' in error ? error.statusCode : undefined;
+  if (status === 400 && ALREADY_RECORDED.test(message)) return { kind: 'sent' };
   if (type === 'StripeRateLimitError' || status === 429) return { kind: 'rate limit', error: message };
   if (type === 'StripeConnectionError' || type === 'StripeAPIError' || status === undefined) return { kind: 'server', error: message };
   if (typeof status === 'number' && (status >= 500 || status === 409)) return { kind: 'server', error: message };
