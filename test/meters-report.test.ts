@@ -2,7 +2,8 @@
 // docs/meters.md): the reporter, the invoice.created flush and the reconcile, against a
 // stack of its own (its catalog declares a billed meter, which is database-wide), with
 // stripe-mock behind the recording bridge: what we sent is read back from the bridge's
-// recorded requests; Stripe's meters and event summaries are answers the test posts.
+// recorded requests; the meter is the bridge's own, and Stripe's event summaries, where
+// a reconcile test needs them to differ from what was sent, are answers the test posts.
 
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
@@ -30,7 +31,8 @@ let logs: Record<string, unknown>[];
 
 const INCLUDED = 100;
 const HOUR = 3_600_000;
-const METER_ID = 'mtr_test_meters_pageviews';
+/** The meter billing:setup would have made: created on the bridge for the reconcile's tests. */
+let meterId = '';
 
 beforeAll(async () => {
   own = await startThrowawayStack('meters', { ownDatabase: true });
@@ -125,9 +127,9 @@ async function postObject(path: string, body: unknown): Promise<void> {
 
 /** Stripe's summaries of the meter for the customer: one, with this total. */
 async function stripeHolds(customer: string, total: number): Promise<void> {
-  await postObject(`/v1/billing/meters/${METER_ID}/event_summaries?customer=${customer}`, {
-    object: 'list', url: `/v1/billing/meters/${METER_ID}/event_summaries`, has_more: false,
-    data: [{ id: `mtrusg_${customer}`, object: 'billing.meter_event_summary', aggregated_value: total, start_time: 0, end_time: 0, livemode: false, meter: METER_ID }],
+  await postObject(`/v1/billing/meters/${meterId}/event_summaries?customer=${customer}`, {
+    object: 'list', url: `/v1/billing/meters/${meterId}/event_summaries`, has_more: false,
+    data: [{ id: `mtrusg_${customer}`, object: 'billing.meter_event_summary', aggregated_value: total, start_time: 0, end_time: 0, livemode: false, meter: meterId }],
   });
 }
 
@@ -313,10 +315,10 @@ describe('the reconcile', () => {
     recorded((r) => r.method === 'POST' && r.path === '/v1/billing/meter_event_adjustments' && r.params['cancel[identifier]'] === identifier);
 
   beforeAll(async () => {
-    await postObject('/v1/billing/meters', {
-      object: 'list', url: '/v1/billing/meters', has_more: false,
-      data: [{ id: METER_ID, object: 'billing.meter', event_name: 'pageviews', status: 'active' }],
-    });
+    meterId = (await stripe.billing.meters.create({
+      display_name: 'pageviews', event_name: 'pageviews', default_aggregation: { formula: 'sum' },
+      customer_mapping: { type: 'by_id', event_payload_key: 'stripe_customer_id' }, value_settings: { event_payload_key: 'value' },
+    })).id;
   });
 
   /** A subject whose 30 units of overage were reported, and Stripe holding `total`. */
