@@ -1,9 +1,12 @@
 // Meter usage reaches Stripe exactly once (src/meters, supabase/migrations/20261204800000_meters.sql,
 // docs/meters.md): the reporter, the invoice.created flush and the reconcile, against a
 // stack of its own (its catalog declares a billed meter, which is database-wide), with
-// stripe-mock behind the recording bridge: what we sent is read back from the bridge's
-// recorded requests; the meter is the bridge's own, and Stripe's event summaries, where
-// a reconcile test needs them to differ from what was sent, are answers the test posts.
+// stripe-mock behind the recording bridge, which keeps meters and meter events as Stripe
+// does (scripts/stack/bridge-meters.ts): what we sent is read back from the bridge's
+// recorded requests, what Stripe holds from its meter events. Where a test needs Stripe
+// to hold something other than what we sent, it changes Stripe's state as Stripe would
+// let anyone: by sending or canceling meter events itself, or by losing our sends with
+// the bridge's meter faults.
 
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
@@ -12,15 +15,17 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import meterReconcileFunction from '../netlify/functions/stripe-meter-reconcile.mts';
 import meterReportFunction from '../netlify/functions/stripe-meter-report.mts';
 import webhook from '../netlify/functions/stripe-webhook.mts';
+import type { RecordedMeterEvent } from '../scripts/stack/bridge-meters.ts';
 import type { RecordedStripeRequest } from '../scripts/stack/stripe-mock-bridge.ts';
 import { startThrowawayStack, type ThrowawayStack } from '../scripts/stack/throwaway.ts';
 import { loadJobConfig } from '../src/config.ts';
 import { createLogger } from '../src/log.ts';
 import { reconcileMeters } from '../src/meters/reconcile.ts';
 import { flushCustomerUsage, reportUsage, type ReportDeps } from '../src/meters/report.ts';
+import { classify } from '../src/meters/send.ts';
 import { createMeterStore, type MeterStore } from '../src/meters/store.ts';
 import { createStore } from '../src/store.ts';
-import { createStripe } from '../src/stripe-client.ts';
+import { createStripe, stripeOptions } from '../src/stripe-client.ts';
 import { freshEvent, withEnv } from './support/stack.ts';
 
 let own: ThrowawayStack;
@@ -31,8 +36,8 @@ let logs: Record<string, unknown>[];
 
 const INCLUDED = 100;
 const HOUR = 3_600_000;
-/** The meter billing:setup would have made: created on the bridge for the reconcile's tests. */
-let meterId = '';
+/** Where the tests' own meter events (Stripe's state, not our sends) start. */
+const STRIPE_SIDE = 'stripe_side_';
 
 beforeAll(async () => {
   own = await startThrowawayStack('meters', { ownDatabase: true });
@@ -50,8 +55,14 @@ beforeAll(async () => {
   })]);
   const config = loadJobConfig({ ...process.env, ...own.env });
   stripe = await createStripe(config.stripe);
+  oneTry = new Stripe(config.stripe.secretKey, { ...stripeOptions(config.stripe), maxNetworkRetries: 0 });
   store = createMeterStore(config.store);
   jobs = createStore(config.store);
+  // The meter billing:setup makes for the catalog's billed meter, on this stack's bridge.
+  await stripe.billing.meters.create({
+    display_name: 'pageviews', event_name: 'pageviews', default_aggregation: { formula: 'sum' },
+    customer_mapping: { type: 'by_id', event_payload_key: 'stripe_customer_id' }, value_settings: { event_payload_key: 'value' },
+  });
 });
 
 afterAll(async () => {
@@ -60,6 +71,8 @@ afterAll(async () => {
 });
 
 let jobs: ReturnType<typeof createStore>;
+/** The same client without the SDK's own retry: one request, one answer to classify. */
+let oneTry: Stripe;
 
 beforeEach(() => {
   logs = [];
@@ -107,8 +120,10 @@ async function recorded(filter: (r: RecordedStripeRequest) => boolean): Promise<
   return ((await response.json()) as RecordedStripeRequest[]).filter(filter);
 }
 
+/** The meter events we sent for the customer (every request, refused or not). */
 const meterEventsOf = (customer: string) =>
-  recorded((r) => r.method === 'POST' && r.path === '/v1/billing/meter_events' && r.params['payload[stripe_customer_id]'] === customer);
+  recorded((r) => r.method === 'POST' && r.path === '/v1/billing/meter_events' && r.params['payload[stripe_customer_id]'] === customer
+    && !r.params['identifier']?.startsWith(STRIPE_SIDE));
 
 const sent = (events: RecordedStripeRequest[]) =>
   events.map((e) => ({ identifier: e.params['identifier'], value: Number(e.params['payload[value]']), timestamp: Number(e.params['timestamp']) }));
@@ -120,18 +135,37 @@ async function rows(subject: string): Promise<{ identifier: string; state: strin
   return q('select identifier, state, value::text, kind from billing_meter_reports where subject_id = $1 order by hour, seq', [subject]);
 }
 
-async function postObject(path: string, body: unknown): Promise<void> {
-  const response = await fetch(`${own.bridge.url}/__bridge/objects`, { method: 'POST', body: JSON.stringify({ path, body }) });
+async function bridge(path: string, init?: RequestInit): Promise<unknown> {
+  const response = await fetch(`${own.bridge.url}${path}`, init);
   expect(response.ok).toBe(true);
+  return response.json();
 }
 
-/** Stripe's summaries of the meter for the customer: one, with this total. */
-async function stripeHolds(customer: string, total: number): Promise<void> {
-  await postObject(`/v1/billing/meters/${meterId}/event_summaries?customer=${customer}`, {
-    object: 'list', url: `/v1/billing/meters/${meterId}/event_summaries`, has_more: false,
-    data: [{ id: `mtrusg_${customer}`, object: 'billing.meter_event_summary', aggregated_value: total, start_time: 0, end_time: 0, livemode: false, meter: meterId }],
+/** The meter events Stripe recorded for the customer, oldest first. */
+const stripeEventsOf = async (customer: string) => (await bridge(`/__bridge/meter-events?customer=${customer}`)) as RecordedMeterEvent[];
+
+/** Stripe's total of the customer's counted events (not canceled, no meter error). */
+const stripeTotalOf = async (customer: string) =>
+  (await stripeEventsOf(customer)).filter((e) => !e.cancelled && e.error === null).reduce((sum, e) => sum + e.value, 0);
+
+/** Stripe takes an event we never sent: usage of the customer at `hour`. */
+async function stripeGets(customer: string, value: number, hour: Date): Promise<void> {
+  await stripe.billing.meterEvents.create({
+    event_name: 'pageviews', identifier: `${STRIPE_SIDE}${randomUUID()}`, timestamp: hour.getTime() / 1000,
+    payload: { stripe_customer_id: customer, value: String(value) },
   });
 }
+
+/** Stripe stops counting an event it holds (a cancel adjustment). */
+async function stripeDrops(identifier: string): Promise<void> {
+  await stripe.billing.meterEventAdjustments.create({ event_name: 'pageviews', type: 'cancel', cancel: { identifier } });
+}
+
+/** The next meter requests fail at the bridge as these faults say, until `meterFaultsOff`. */
+async function meterFaults(plan: { next?: string[]; rate?: number; kinds?: string[]; timeoutMs?: number }): Promise<void> {
+  await bridge('/__bridge/meter-faults', { method: 'POST', body: JSON.stringify(plan) });
+}
+const meterFaultsOff = () => bridge('/__bridge/meter-faults', { method: 'DELETE' });
 
 const run = (holder = `test-${randomUUID()}`, options: { leaseSeconds?: number } = {}) => reportUsage(deps(), { holder, ...options });
 
@@ -195,15 +229,26 @@ describe('the reporter', () => {
     expect(crashed.status).toBe('failed');
     expect(await rows(subject)).toEqual([{ identifier: idOf(subject, hourStart(2)), state: 'pending', value: '30', kind: 'usage' }]);
 
+    // Stripe has the event: it was accepted before the crash.
+    expect((await stripeEventsOf(customer)).map((e) => [e.identifier, e.value, e.cancelled, e.error])).toEqual([[idOf(subject, hourStart(2)), 30, false, null]]);
+
     // While the lease holds, another run leaves the row alone (and claims nothing new).
     expect(await run()).toMatchObject({ claimed: 0 });
-    await waitFor(async () => (await run()).resent === 1);
+    let resend: Awaited<ReturnType<typeof run>> | undefined;
+    await waitFor(async () => (resend = await run()).resent === 1);
+    // Stripe refuses the resend ("An event already exists with identifier …"): that
+    // answer means it holds the event, so the row is sent, not failed.
+    expect(resend).toMatchObject({ sent: 1, failed: 0, unsent: 0 });
     const events = sent(await meterEventsOf(customer));
     expect(events.map((e) => e.identifier)).toEqual([idOf(subject, hourStart(2)), idOf(subject, hourStart(2))]);
     expect(events.map((e) => e.value)).toEqual([30, 30]);
     expect(await rows(subject)).toEqual([{ identifier: idOf(subject, hourStart(2)), state: 'sent', value: '30', kind: 'usage' }]);
+    expect(logs.filter((l) => l['level'] === 'error')).toEqual([]);
     await run();
     expect(await meterEventsOf(customer)).toHaveLength(2);
+    // Counted once.
+    expect(await stripeEventsOf(customer)).toHaveLength(1);
+    expect(await stripeTotalOf(customer)).toBe(30);
   });
 
   it('never resends a pending row older than 23 h: it waits for the reconcile', async () => {
@@ -252,6 +297,43 @@ describe('the reporter', () => {
       expect((await run()).status).toBe('busy');
     } finally {
       await jobs.saveJob('stripe-meter-report', 'someone-else', {}, null, true);
+    }
+  });
+});
+
+describe("classify: Stripe's answer to a meter event, as the sender acts on it", () => {
+  const answerTo = async (params: Stripe.Billing.MeterEventCreateParams) => {
+    try {
+      await oneTry.billing.meterEvents.create(params);
+      return null;
+    } catch (error) {
+      return classify(error);
+    }
+  };
+  const event = (identifier = `classify_${randomUUID()}`, timestamp = Math.floor(Date.now() / 1000)): Stripe.Billing.MeterEventCreateParams =>
+    ({ event_name: 'pageviews', identifier, timestamp, payload: { stripe_customer_id: 'cus_classify', value: '1' } });
+
+  it('takes "an event already exists with identifier" for sent: Stripe has it (the resend after a lost answer or a crash)', async () => {
+    const first = event();
+    expect(await answerTo(first)).toBeNull();
+    expect(await answerTo(first)).toEqual({ kind: 'sent' });
+    // As real Stripe words it: a 400 with no error code, only the message.
+    const duplicate = await oneTry.billing.meterEvents.create(first).catch((error: unknown) => error);
+    expect(duplicate).toMatchObject({ statusCode: 400, type: 'StripeInvalidRequestError', message: `An event already exists with identifier ${first.identifier}.` });
+    expect((duplicate as Stripe.errors.StripeError).code).toBeUndefined();
+  });
+
+  it('refuses any other 400, waits on a 429, sends again after a 500 or no answer', async () => {
+    const tooOld = await answerTo(event(undefined, Math.floor(Date.now() / 1000) - 40 * 86_400));
+    expect(tooOld).toMatchObject({ kind: 'refused', error: expect.stringContaining('35') as unknown });
+    // Two lost: the SDK sends again once, whatever its retries, when a connection is reset.
+    await meterFaults({ next: ['429', '500', 'timeout-lost', 'timeout-lost'], timeoutMs: 100 });
+    try {
+      expect(await answerTo(event())).toMatchObject({ kind: 'rate limit' });
+      expect(await answerTo(event())).toMatchObject({ kind: 'server' });
+      expect(await answerTo(event())).toMatchObject({ kind: 'server' });
+    } finally {
+      await meterFaultsOff();
     }
   });
 });
@@ -314,31 +396,26 @@ describe('the reconcile', () => {
   const adjustmentsOf = (identifier: string) =>
     recorded((r) => r.method === 'POST' && r.path === '/v1/billing/meter_event_adjustments' && r.params['cancel[identifier]'] === identifier);
 
-  beforeAll(async () => {
-    meterId = (await stripe.billing.meters.create({
-      display_name: 'pageviews', event_name: 'pageviews', default_aggregation: { formula: 'sum' },
-      customer_mapping: { type: 'by_id', event_payload_key: 'stripe_customer_id' }, value_settings: { event_payload_key: 'value' },
-    })).id;
-  });
-
-  /** A subject whose 30 units of overage were reported, and Stripe holding `total`. */
-  async function reported(total: number): Promise<{ subject: string; customer: string }> {
+  /** A subject whose 30 units of overage were reported: Stripe holds them. */
+  async function reported(): Promise<{ subject: string; customer: string }> {
     const who = await subscriber();
     await track(who.subject, 130, hourStart(2));
     await run();
-    await stripeHolds(who.customer, total);
+    expect(await stripeTotalOf(who.customer)).toBe(30);
     return who;
   }
 
   it('leaves a window alone when Stripe holds what we sent', async () => {
-    const { customer } = await reported(30);
+    const { customer } = await reported();
     await reconcile();
     expect(await meterEventsOf(customer)).toHaveLength(1);
     expect(logs.filter((l) => l['customer'] === customer)).toEqual([]);
   });
 
   it('sends what Stripe lacks as a repair with a new identifier, then cancels the repair when the original turns up', async () => {
-    const { subject, customer } = await reported(0);
+    const { subject, customer } = await reported();
+    // Stripe does not count the original (yet).
+    await stripeDrops(idOf(subject, hourStart(2)));
     await reconcile();
     const events = sent(await meterEventsOf(customer));
     expect(events).toHaveLength(2);
@@ -346,36 +423,61 @@ describe('the reconcile', () => {
     expect(repair).toMatchObject({ identifier: idOf(subject, hourStart(2), 2), value: 30 });
     expect(logs).toContainEqual(expect.objectContaining({ level: 'warn', msg: expect.stringContaining('repair sent') as unknown, customer, stripe: 0, expected: 30, difference: -30 }));
     expect((await rows(subject)).map((r) => [r.kind, r.state])).toEqual([['usage', 'sent'], ['reconcile', 'sent']]);
+    expect(await stripeTotalOf(customer)).toBe(30);
 
-    // Still short (the repair was not counted either): no second repair while it is young.
+    // Still short (Stripe does not count the repair either): no second repair while it is young.
+    await stripeDrops(repair?.identifier ?? '');
     await reconcile();
     expect(await meterEventsOf(customer)).toHaveLength(2);
     expect(logs).toContainEqual(expect.objectContaining({ level: 'error', msg: expect.stringContaining('still lacks usage after a repair') as unknown, customer }));
 
-    // The original was only late in Stripe's summaries: it now holds both.
-    await stripeHolds(customer, 60);
+    // Both were only late at Stripe: it now counts the original's 30 and the repair's 30.
+    await stripeGets(customer, 30, hourStart(2));
+    await stripeGets(customer, 30, hourStart(2));
+    expect(await stripeTotalOf(customer)).toBe(60);
+    const adjustmentsBefore = (await adjustmentsOf(repair?.identifier ?? '')).length;
     await reconcile();
-    expect(await adjustmentsOf(repair?.identifier ?? '')).toHaveLength(1);
+    expect(await adjustmentsOf(repair?.identifier ?? '')).toHaveLength(adjustmentsBefore + 1);
     expect((await rows(subject)).map((r) => [r.kind, r.state])).toEqual([['usage', 'sent'], ['reconcile', 'void']]);
     expect(logs).toContainEqual(expect.objectContaining({ level: 'warn', msg: expect.stringContaining('repairs canceled') as unknown, customer, difference: 30 }));
   });
 
   it('logs at error what Stripe holds beyond what we sent when no repair of ours can be canceled', async () => {
-    const { customer } = await reported(37);
+    const { customer } = await reported();
+    // Stripe holds 37: 7 more than we sent, from no repair of ours.
+    await stripeGets(customer, 7, hourStart(2));
     const summary = await reconcile();
     expect(summary.excess).toBeGreaterThanOrEqual(1);
     expect(logs).toContainEqual(expect.objectContaining({ level: 'error', msg: expect.stringContaining('cannot take it back') as unknown, customer, excess: 7 }));
+    expect(await stripeTotalOf(customer)).toBe(37);
   });
 
   it('settles a row left pending past 23 h: arrived if Stripe holds it, else void and reported again under a new identifier', async () => {
-    const crashing: MeterStore = { ...store, sent: () => Promise.reject(new Error('killed')) };
     const arrived = await subscriber();
     const lost = await subscriber();
-    for (const who of [arrived, lost]) await track(who.subject, 130, hourStart(2));
+    const claimedADayAgo = (subject: string) =>
+      q(`update billing_meter_reports set claimed_at = claimed_at - interval '24 hours', lease_until = null where subject_id = $1`, [subject]);
+
+    // Lost: every send of its event is dropped on the way (no answer, nothing recorded).
+    await track(lost.subject, 130, hourStart(2));
+    await meterFaults({ rate: 1, kinds: ['timeout-lost'], timeoutMs: 100 });
+    try {
+      expect(await run()).toMatchObject({ sent: 0, unsent: 1 });
+    } finally {
+      await meterFaultsOff();
+    }
+    expect((await rows(lost.subject)).map((r) => r.state)).toEqual(['pending']);
+    expect(await stripeEventsOf(lost.customer)).toEqual([]);
+    await claimedADayAgo(lost.subject);
+
+    // Arrived: Stripe accepted it, and the process died before recording that.
+    await track(arrived.subject, 130, hourStart(2));
+    const crashing: MeterStore = { ...store, sent: () => Promise.reject(new Error('killed')) };
     await reportUsage(deps({ store: crashing }), { holder: 'crash-settle' });
-    await q(`update billing_meter_reports set claimed_at = claimed_at - interval '24 hours', lease_until = null where subject_id = any($1)`, [[arrived.subject, lost.subject]]);
-    await stripeHolds(arrived.customer, 30);
-    await stripeHolds(lost.customer, 0);
+    expect((await rows(arrived.subject)).map((r) => r.state)).toEqual(['pending']);
+    expect(await stripeTotalOf(arrived.customer)).toBe(30);
+    await claimedADayAgo(arrived.subject);
+
     const summary = await reconcile();
     expect(summary).toMatchObject({ confirmed: 1, voided: 1 });
     expect((await rows(arrived.subject)).map((r) => r.state)).toEqual(['sent']);
@@ -383,6 +485,7 @@ describe('the reconcile', () => {
 
     await run();
     expect(sent(await meterEventsOf(lost.customer)).at(-1)).toMatchObject({ identifier: idOf(lost.subject, hourStart(2), 2), value: 30 });
+    expect((await stripeEventsOf(lost.customer)).map((e) => [e.identifier, e.value])).toEqual([[idOf(lost.subject, hourStart(2), 2), 30]]);
     expect(sent(await meterEventsOf(arrived.customer))).toHaveLength(1);
   });
 });

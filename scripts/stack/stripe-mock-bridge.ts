@@ -318,13 +318,6 @@ export async function startStripeMockBridge(target: string, port = 0, options: B
         else json(res, 404, { error: { type: 'invalid_request_error', code: 'resource_missing', param: 'id', message: `No such event: '${id}'` } });
         return;
       }
-      // A canned answer a test posted (4) wins over what the bridge would answer itself:
-      // e.g. Stripe's event summaries as a reconcile test needs them.
-      const posted = req.method === 'GET' ? postedObject(objects, url) : undefined;
-      if (posted !== undefined) {
-        json(res, 200, posted);
-        return;
-      }
       if (meters.handles(req.method ?? 'GET', url.pathname)) {
         const answer = (a: Answer | Hang) => {
           // A timeout: the request is held past the client's patience, then dropped unanswered.
@@ -342,6 +335,11 @@ export async function startStripeMockBridge(target: string, port = 0, options: B
             forward: () => forward(targetUrl, req, body),
           })
           .then(answer, (error: unknown) => answer({ status: 502, body: { error: { type: 'api_error', message: `bridge: ${error instanceof Error ? error.message : String(error)}` } } }));
+        return;
+      }
+      const posted = req.method === 'GET' ? postedObject(objects, url) : undefined;
+      if (posted !== undefined) {
+        json(res, 200, posted);
         return;
       }
       const listed = req.method === 'GET' && url.pathname === '/v1/subscriptions' ? subscriptions.list(url.searchParams) : null;
