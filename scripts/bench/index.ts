@@ -1,13 +1,13 @@
 // npm run bench: cold starts, warm overhead, round trips and webhook throughput of the
 // billing functions, each beside its baseline, in one run against the real local stack.
-// Writes docs/benchmarks.md and docs/benchmarks.svg. See docs/benchmarks.md "Method".
+// Writes the figures of docs/benchmarks.md (between its markers). See its "Method".
 //
 // Knobs (environment):
 //   BENCH_RUNS=20     cold starts per function, per build (and of the no-op baseline)
 //   BENCH_ROUNDS=20   interleaved handler/direct rounds per warm measurement
 //   BENCH_SCALE=1     multiplies the warm batch sizes
 //   BENCH_PROBES=1    0 skips the import-cost probes (stripe, supabase-js, …)
-//   BENCH_OUT=docs/benchmarks.md   where the table goes (the chart goes beside it, .svg)
+//   BENCH_OUT=docs/benchmarks.md   where the tables go
 //   BENCH_VERBOSE=1   shows the stack's output
 
 import { spawn } from 'node:child_process';
@@ -148,8 +148,8 @@ async function main(): Promise<void> {
     totalSeconds: (performance.now() - started) / 1000,
     load: { start: loadAtStart, end: loadavg() },
   };
-  const { markdown, svg } = await writeReport(OUT, report, previous);
-  progress(`wrote ${path.relative(REPO_ROOT, markdown)} and ${path.relative(REPO_ROOT, svg)} (${elapsed()})`);
+  await writeReport(OUT, report, previous);
+  progress(`wrote ${path.relative(REPO_ROOT, OUT)} (${elapsed()})`);
 }
 
 /** Makes `userId` the owner of a new team, as the product's server would (service role). */
