@@ -7,7 +7,7 @@
 
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { cp, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, readFile, realpath, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -57,8 +57,10 @@ export async function netlifyBuild(
   if (opts.ownNodeModules) {
     const target = path.join(site, 'node_modules');
     await rm(target);
-    const linked = spawnSync('cp', ['-al', path.join(REPO_ROOT, 'node_modules'), target]);
-    if (linked.status !== 0) await cp(path.join(REPO_ROOT, 'node_modules'), target, { recursive: true, verbatimSymlinks: true });
+    // Its real path: in a git worktree node_modules may itself be a link.
+    const source = await realpath(path.join(REPO_ROOT, 'node_modules'));
+    const linked = spawnSync('cp', ['-al', source, target]);
+    if (linked.status !== 0) await cp(source, target, { recursive: true, verbatimSymlinks: true });
   }
   for (const [file, source] of Object.entries(opts.extraFunctions ?? {})) await writeFile(path.join(site, 'netlify/functions', file), source);
   if (opts.editToml) {
