@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { chmod, mkdir, readdir, readFile, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { connect, type PgClient, type PgError } from './pg.ts';
+import pg from 'pg';
 import { OutputTail, isAlive, registerKillOnExit, sleep, withTimeout, type LogFn } from './process.ts';
 
 /** Superuser of the embedded cluster. Local only; never reachable from outside 127.0.0.1. */
@@ -268,11 +268,11 @@ export async function bootstrapAndMigrate(
 }
 
 /** Runs a whole SQL file as one simple query; errors name the file and line. */
-async function runFile(client: PgClient, file: string, sql: string): Promise<void> {
+async function runFile(client: pg.Client, file: string, sql: string): Promise<void> {
   try {
     await client.query(sql);
   } catch (err) {
-    const e = err as PgError;
+    const e = err as pg.DatabaseError;
     const line = e.position ? `:${sql.slice(0, Number(e.position)).split('\n').length}` : '';
     const extra = [e.detail && `detail: ${e.detail}`, e.hint && `hint: ${e.hint}`].filter(Boolean).join('; ');
     throw new Error(`migration ${file}${line} failed: ${e.message}${extra ? ` (${extra})` : ''}`);
@@ -287,4 +287,12 @@ export function redact(databaseUrl: string): string {
   } catch {
     return '(unparseable URL)';
   }
+}
+
+/** A connected client; connection errors after connecting are logged, not thrown. */
+async function connect(connectionString: string, onError: (err: Error) => void): Promise<pg.Client> {
+  const client = new pg.Client({ connectionString, connectionTimeoutMillis: 10_000 });
+  client.on('error', onError);
+  await client.connect();
+  return client;
 }

@@ -4,6 +4,7 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export type LogFn = (line: string) => void;
 
@@ -145,9 +146,7 @@ export function spawnManaged(name: string, command: string, args: readonly strin
 
 // ---------------------------------------------------------------------------
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
+export { sleep };
 
 /** `promise`, or a rejection with `message` after `ms`; the timer never outlives it. */
 export async function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
