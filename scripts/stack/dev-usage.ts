@@ -25,11 +25,6 @@ export const DEV_CLOCK_PATH = '/__dev/clock';
 const MAX_AMOUNT = 1_000_000_000;
 const MAX_DAYS = 400;
 
-export interface DevClock {
-  now: string;
-  offsetSeconds: number;
-}
-
 export function createDevUsage(opts: DevRouteOptions): (req: IncomingMessage, res: ServerResponse) => void {
   const rest = createServiceRest(opts);
 
