@@ -28,12 +28,12 @@
 
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { loadavg, tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
+import { loadavg } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import { LOCAL_JWT_SECRET } from './lib/local-defaults.ts';
-import { startLocalStack } from './stack/index.ts';
+import { median } from './bench/stats.ts';
+import { startThrowawayStack } from './stack/throwaway.ts';
 
 const ROWS = Number(process.env['ROWS'] ?? 200_000);
 const USERS = 1_000;
@@ -73,16 +73,8 @@ function scans(node: PlanNode): string[] {
   return [...own, ...(node.Plans ?? []).flatMap(scans)];
 }
 
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? Number.NaN;
-
-const dataDir = await mkdtemp(path.join(tmpdir(), 'entitlements-bench-'));
-const stack = await startLocalStack({
-  dataDir,
-  ports: { postgres: 0, gateway: 0, postgrest: 0, stripeMock: 0 },
-  jwtSecret: LOCAL_JWT_SECRET,
-  migrationsDir: path.join(ROOT, 'supabase/migrations'),
-});
-const client = new pg.Client({ connectionString: stack.env.DATABASE_URL });
+const own = await startThrowawayStack('entitlements-bench', { ownDatabase: true });
+const client = new pg.Client({ connectionString: own.env['DATABASE_URL'] });
 await client.connect();
 // The server runs here: its backend's CPU time (Linux schedstat, nanoseconds) is what a
 // statement cost whatever else the machine runs, where the wall clock also counts the
@@ -419,6 +411,5 @@ try {
   console.log(lines.join('\n'));
 } finally {
   await client.end();
-  await stack.stop();
-  await rm(dataDir, { recursive: true, force: true });
+  await own.stop();
 }

@@ -20,6 +20,7 @@ import { loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
+import { median } from './bench/stats.ts';
 import { startThrowawayStack } from './stack/throwaway.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -43,7 +44,6 @@ const READING = [
   '',
 ].join('\n');
 
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? Number.NaN;
 const spread = (values: number[], digits = 0) => `${Math.min(...values).toFixed(digits)}–${Math.max(...values).toFixed(digits)}`;
 const us = (ms: number) => `${(ms * 1000).toFixed(1)} µs`;
 const fmt = (ms: number) => `${ms.toFixed(3)} ms`;
