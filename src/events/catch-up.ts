@@ -15,6 +15,7 @@
 import type Stripe from 'stripe';
 import type { Json } from '../database/database.types.ts';
 import type { ApplyOutcome } from '../database/store.ts';
+import { runLeasedPass, type PassSummary } from '../database/jobs.ts';
 import { HANDLED_EVENT_TYPES } from './reduce.ts';
 import { rateLimitDelayMs, isRateLimit } from './reconcile.ts';
 import { applyStripeEvent, eventFromStripe, type ApplyDeps } from './webhook.ts';
@@ -52,9 +53,7 @@ interface CatchUpState {
   startingAfter: string | null;
 }
 
-export interface CatchUpSummary {
-  /** 'busy': another run held the lease, and this one did nothing. */
-  status: 'done' | 'paused' | 'busy' | 'failed';
+export interface CatchUpSummary extends PassSummary {
   pages: number;
   seen: number;
   known: number;
@@ -67,8 +66,6 @@ export interface CatchUpSummary {
   rateLimitRetries: number;
   /** The oldest `created` this pass reads from (ISO 8601). */
   since: string | null;
-  error?: string;
-  durationMs: number;
 }
 
 const defaultSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -77,59 +74,40 @@ export async function catchUpEvents(deps: CatchUpDeps, options: CatchUpOptions):
   const now = options.now ?? (() => new Date());
   const sleep = options.sleep ?? defaultSleep;
   const budgetMs = options.budgetMs ?? DEFAULT_BUDGET_MS;
-  const started = performance.now();
   const summary: CatchUpSummary = {
     status: 'done', pages: 0, seen: 0, known: 0, applied: 0, stale: 0, duplicate: 0, ignored: 0, skipped: 0, failed: 0,
     rateLimitRetries: 0, since: null, durationMs: 0,
   };
-  const finish = (status: CatchUpSummary['status']) => {
-    summary.status = status;
-    summary.durationMs = Math.round(performance.now() - started);
-    return summary;
-  };
-
   // The lease outlives the budget by enough for the last page to finish.
-  const saved = await deps.store.acquireJob(CATCH_UP_JOB, options.holder, Math.ceil(budgetMs / 1000) + 60);
-  if (saved === null) return finish('busy');
-  const state = readState(saved);
-  const nowSeconds = Math.floor(now().getTime() / 1000);
-  if (state.passStartedAt === null) {
-    state.passStartedAt = nowSeconds;
-    state.startingAfter = null;
-  }
-  const since = (state.cursor ?? nowSeconds - FIRST_PASS_LOOKBACK_SECONDS) - CURSOR_OVERLAP_SECONDS;
-  summary.since = new Date(since * 1000).toISOString();
-
-  const save = (release: boolean) =>
-    deps.store.saveJob(CATCH_UP_JOB, options.holder, state as unknown as Json, release ? (summary as unknown as Json) : null, release);
-
-  try {
-    for (;;) {
-      const page = await listPage(deps.stripe, since, state.startingAfter, options, sleep, summary);
-      summary.pages += 1;
-      await applyPage(deps, page.data, summary);
-      const last = page.data.at(-1);
-      if (!page.has_more || !last) {
-        // The pass is complete: everything before it began has been seen.
-        state.cursor = state.passStartedAt;
-        state.passStartedAt = null;
-        state.startingAfter = null;
-        await save(true);
-        return finish('done');
-      }
-      state.startingAfter = last.id;
-      if (performance.now() - started > budgetMs) {
-        await save(true);
-        return finish('paused');
-      }
-      await save(false);
+  const job = { name: CATCH_UP_JOB, holder: options.holder, leaseSeconds: Math.ceil(budgetMs / 1000) + 60, budgetMs };
+  return runLeasedPass(deps.store, job, summary, (saved) => {
+    const state = readState(saved);
+    const nowSeconds = Math.floor(now().getTime() / 1000);
+    if (state.passStartedAt === null) {
+      state.passStartedAt = nowSeconds;
+      state.startingAfter = null;
     }
-  } catch (error) {
-    summary.error = error instanceof Error ? error.message : String(error);
-    // What was finished stays finished; the next run retries the rest.
-    await save(true).catch(() => {});
-    return finish('failed');
-  }
+    const since = (state.cursor ?? nowSeconds - FIRST_PASS_LOOKBACK_SECONDS) - CURSOR_OVERLAP_SECONDS;
+    summary.since = new Date(since * 1000).toISOString();
+    return {
+      state: () => state as unknown as Json,
+      async next() {
+        const page = await listPage(deps.stripe, since, state.startingAfter, options, sleep, summary);
+        summary.pages += 1;
+        await applyPage(deps, page.data, summary);
+        const last = page.data.at(-1);
+        if (!page.has_more || !last) {
+          // The pass is complete: everything before it began has been seen.
+          state.cursor = state.passStartedAt;
+          state.passStartedAt = null;
+          state.startingAfter = null;
+          return 'done';
+        }
+        state.startingAfter = last.id;
+        return 'more';
+      },
+    };
+  });
 }
 
 async function listPage(
