@@ -11,8 +11,8 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import plansEndpoint from '../netlify/functions/stripe-plans.mts';
 import { startThrowawayStack, type ThrowawayStack } from '../scripts/stack/throwaway.ts';
-import { CatalogError, parseCatalog } from '../src/billing/catalog.ts';
-import { storedCatalog } from '../src/billing/setup.ts';
+import { CatalogError, parseCatalog } from '../src/catalog/catalog.ts';
+import { storedCatalog } from '../src/setup/setup.ts';
 import { CATALOG_FILE } from './support/catalog.ts';
 import { newUser, shutdownTolerantPool, withEnv } from './support/stack.ts';
 
@@ -549,6 +549,23 @@ describe('the catalog: limits, meters, trial limits and free, through billing:se
     edit(catalog);
     return catalog;
   }
+
+  it('billing:setup of two sites on one database at once: concurrent billing_sync_catalog calls all succeed', async () => {
+    // Two catalogs with plans of their own and one free entry: each call replaces the
+    // free entry's rows, which a concurrent call is replacing too.
+    const other = { ...CATALOG, plans: [{ ...CATALOG.plans[1], plan: 'race', product_id: 'prod_usage_race' }], prices: [] };
+    try {
+      const rounds = await Promise.all(Array.from({ length: 5 }, () => Promise.allSettled([sync(CATALOG), sync(other), sync(CATALOG), sync(other)])));
+      expect(rounds.flat().filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason))).toEqual([]);
+      expect(await q('select key, value::int from billing_plan_limits where plan is null and kind = $1 order by key', ['limit'])).toEqual([
+        { key: 'members', value: null },
+        { key: 'sites', value: 1 },
+      ]);
+    } finally {
+      await q("delete from billing_plans where plan = 'race'");
+      await sync(CATALOG);
+    }
+  });
 
   it('parses them, refuses what is not a limit or a meter, and stores them as billing_sync_catalog expects', async () => {
     const raw = await shippedWith((c) => {

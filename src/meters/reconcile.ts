@@ -8,8 +8,7 @@
 // when it cannot be (Stripe takes no usage back after that). Every difference is logged.
 
 import type Stripe from 'stripe';
-import type { Json } from '../database.types.ts';
-import type { BillingStore } from '../store.ts';
+import { runLeasedPass, type JobStore, type PassSummary } from '../database/jobs.ts';
 import { ROW_LEASE_SECONDS, SEND_GRACE_MS, type MeterDeps } from './report.ts';
 import { addCounts, emptyCounts, sendRows, type SendCounts } from './send.ts';
 import type { ReconcileWindow } from './store.ts';
@@ -22,7 +21,7 @@ export const RECONCILE_PAGE = 50;
 export const SETTLE_SECONDS = 15 * 60;
 
 export interface ReconcileDeps extends MeterDeps {
-  jobs: Pick<BillingStore, 'acquireJob' | 'saveJob'>;
+  jobs: JobStore;
 }
 
 export interface ReconcileOptions {
@@ -34,8 +33,7 @@ export interface ReconcileOptions {
   sleep?: (ms: number) => Promise<void>;
 }
 
-export interface ReconcileSummary extends SendCounts {
-  status: 'done' | 'paused' | 'busy' | 'failed';
+export interface ReconcileSummary extends SendCounts, PassSummary {
   windows: number;
   /** Left for a later run: a row in flight, or sent too recently. */
   waiting: number;
@@ -50,68 +48,51 @@ export interface ReconcileSummary extends SendCounts {
   voided: number;
   /** Windows of a meter Stripe does not have (billing:setup not run for it). */
   noMeter: number;
-  error?: string;
-  durationMs: number;
 }
 
 export async function reconcileMeters(deps: ReconcileDeps, options: ReconcileOptions): Promise<ReconcileSummary> {
-  const started = performance.now();
   const budgetMs = options.budgetMs ?? RECONCILE_BUDGET_MS;
-  const deadline = started + budgetMs;
+  const pageSize = options.pageSize ?? RECONCILE_PAGE;
   const now = options.now ?? (() => new Date());
   const summary: ReconcileSummary = {
     status: 'done', windows: 0, waiting: 0, matched: 0, repaired: 0, canceled: 0, excess: 0, unrepaired: 0, confirmed: 0, voided: 0, noMeter: 0,
     ...emptyCounts(), durationMs: 0,
   };
-  const finish = (status: ReconcileSummary['status']) => {
-    summary.status = status;
-    summary.durationMs = Math.round(performance.now() - started);
-    return summary;
-  };
-  const saved = await deps.jobs.acquireJob(METER_RECONCILE_JOB, options.holder, Math.ceil(budgetMs / 1000) + 60);
-  if (saved === null) return finish('busy');
-  let after = typeof saved === 'object' && saved !== null && !Array.isArray(saved) && typeof saved['after'] === 'string' ? saved['after'] : null;
-  const save = (release: boolean) =>
-    deps.jobs.saveJob(METER_RECONCILE_JOB, options.holder, { after } satisfies Json, release ? (summary as unknown as Json) : null, release);
-
-  try {
-    const stripe = await deps.stripe();
-    const meterIds = await stripeMeterIds(stripe);
-    for (;;) {
-      const pageSize = options.pageSize ?? RECONCILE_PAGE;
-      const page = await deps.store.reconcileWindows({ settleSeconds: options.settleSeconds ?? SETTLE_SECONDS, after, limit: pageSize });
-      // A page is finished whole (its cursor is its last subject); pages are small.
-      for (const window of page.windows) {
-        summary.windows += 1;
-        if (window.inFlight || window.settling) {
-          summary.waiting += 1;
-          continue;
+  const job = { name: METER_RECONCILE_JOB, holder: options.holder, leaseSeconds: Math.ceil(budgetMs / 1000) + 60, budgetMs };
+  return runLeasedPass(deps.jobs, job, summary, (saved, deadline) => {
+    let after = typeof saved === 'object' && saved !== null && !Array.isArray(saved) && typeof saved['after'] === 'string' ? saved['after'] : null;
+    let client: Stripe | undefined;
+    let meterIdsOf: Map<string, string> | undefined;
+    return {
+      state: () => ({ after }),
+      async next() {
+        const stripe = (client ??= await deps.stripe());
+        const meterIds = (meterIdsOf ??= await stripeMeterIds(stripe));
+        const page = await deps.store.reconcileWindows({ settleSeconds: options.settleSeconds ?? SETTLE_SECONDS, after, limit: pageSize });
+        // A page is finished whole (its cursor is its last subject); pages are small.
+        for (const window of page.windows) {
+          summary.windows += 1;
+          if (window.inFlight || window.settling) {
+            summary.waiting += 1;
+            continue;
+          }
+          const meterId = meterIds.get(window.meter);
+          if (!meterId) {
+            summary.noMeter += 1;
+            deps.log.error('meter reconcile: Stripe has no meter for this event name', { meter: window.meter, subject: window.subject });
+            continue;
+          }
+          await reconcileWindow(deps, window, meterId, stripe, now(), options, summary, deadline);
         }
-        const meterId = meterIds.get(window.meter);
-        if (!meterId) {
-          summary.noMeter += 1;
-          deps.log.error('meter reconcile: Stripe has no meter for this event name', { meter: window.meter, subject: window.subject });
-          continue;
+        if (page.last === null || page.subjects < pageSize) {
+          after = null;
+          return 'done';
         }
-        await reconcileWindow(deps, window, meterId, stripe, now(), options, summary, deadline);
-      }
-      if (page.last === null || page.subjects < pageSize) {
-        after = null;
-        await save(true);
-        return finish('done');
-      }
-      after = page.last;
-      if (performance.now() > deadline) {
-        await save(true);
-        return finish('paused');
-      }
-      await save(false);
-    }
-  } catch (error) {
-    summary.error = error instanceof Error ? error.message : String(error);
-    await save(true).catch(() => {});
-    return finish('failed');
-  }
+        after = page.last;
+        return 'more';
+      },
+    };
+  });
 }
 
 async function reconcileWindow(

@@ -2,18 +2,19 @@
 // Billing Meters exactly once. This folder owns the meter outbox (billing_meter_reports),
 // the scheduled reporter, the invoice.created flush and the meter reconcile
 // (docs/meters.md). It may import config, log, store (the database client) and Stripe's
-// types; nothing of HTTP, and nothing of src/billing (the webhook calls in, not out).
+// types; nothing of HTTP, and nothing of src/events (the webhook calls in, not out).
 //
 // The reporter (netlify/functions/stripe-meter-report.mts) walks the subjects with a
 // Stripe customer in id order, a batch at a time: the database claims what each one's
 // completed hours owe (billing_meter_claim) and this module sends it. A pass may span
 // runs; its cursor lives in billing_jobs with the lease that keeps runs from overlapping.
 
-import type { StoreConfig, StripeConfig } from '../config.ts';
-import type { Json } from '../database.types.ts';
-import { createLogger, type Logger } from '../log.ts';
-import type { BillingStore } from '../store.ts';
-import type { StripeLoader } from '../stripe-client.ts';
+import type { StoreConfig, StripeConfig } from '../config/config.ts';
+import type Stripe from 'stripe';
+import type { Json } from '../database/database.types.ts';
+import { createLogger, type Logger } from '../core/log.ts';
+import { runLeasedPass, type JobStore, type PassSummary } from '../database/jobs.ts';
+import type { StripeLoader } from '../stripe/client.ts';
 import { addCounts, emptyCounts, sendRows, type SendCounts } from './send.ts';
 import { createMeterStore, type MeterStore } from './store.ts';
 
@@ -43,11 +44,11 @@ export function createMeterDeps(config: { store: StoreConfig; stripe: StripeConf
 
 /** A Stripe client whose SDK is loaded on first use: the webhook needs one only for an
  *  invoice.created of a customer with billed usage, and its cold start should not pay
- *  for evaluating the SDK (src/stripe-client.ts measures that cost). */
+ *  for evaluating the SDK (src/stripe/client.ts measures that cost). */
 function deferredStripe(config: StripeConfig): StripeLoader {
   let client: ReturnType<StripeLoader> | undefined;
   return () =>
-    (client ??= import('../stripe-client.ts').then(({ createStripe }) => createStripe(config)).catch((error: unknown) => {
+    (client ??= import('../stripe/client.ts').then(({ createStripe }) => createStripe(config)).catch((error: unknown) => {
       client = undefined;
       throw error;
     }));
@@ -55,7 +56,7 @@ function deferredStripe(config: StripeConfig): StripeLoader {
 
 export interface ReportDeps extends MeterDeps {
   /** billing_jobs: the run's lease and the pass's cursor. */
-  jobs: Pick<BillingStore, 'acquireJob' | 'saveJob'>;
+  jobs: JobStore;
 }
 
 export interface ReportOptions {
@@ -66,10 +67,8 @@ export interface ReportOptions {
   sleep?: (ms: number) => Promise<void>;
 }
 
-export interface ReportSummary extends SendCounts {
-  /** 'paused': out of budget mid-pass (the next run goes on); 'busy': another run held
-   *  the lease; 'failed': a database or Stripe failure stopped it (the rows stay pending). */
-  status: 'done' | 'paused' | 'busy' | 'failed';
+/** Its status 'failed': a database or Stripe failure stopped the run (the rows stay pending). */
+export interface ReportSummary extends SendCounts, PassSummary {
   batches: number;
   subjects: number;
   meters: number;
@@ -77,61 +76,43 @@ export interface ReportSummary extends SendCounts {
   claimed: number;
   resent: number;
   late: number;
-  error?: string;
-  durationMs: number;
 }
 
 export async function reportUsage(deps: ReportDeps, options: ReportOptions): Promise<ReportSummary> {
-  const started = performance.now();
   const budgetMs = options.budgetMs ?? REPORT_BUDGET_MS;
-  const deadline = started + budgetMs;
+  const batch = options.batch ?? REPORT_BATCH;
   const summary: ReportSummary = {
     status: 'done', batches: 0, subjects: 0, meters: 0, claimed: 0, resent: 0, late: 0, ...emptyCounts(), durationMs: 0,
   };
-  const finish = (status: ReportSummary['status']) => {
-    summary.status = status;
-    summary.durationMs = Math.round(performance.now() - started);
-    return summary;
-  };
-
-  const saved = await deps.jobs.acquireJob(METER_REPORT_JOB, options.holder, Math.ceil((budgetMs + SEND_GRACE_MS) / 1000) + 60);
-  if (saved === null) return finish('busy');
-  let after = cursorOf(saved);
-  const save = (release: boolean) =>
-    deps.jobs.saveJob(METER_REPORT_JOB, options.holder, { after } satisfies Json, release ? (summary as unknown as Json) : null, release);
-
-  try {
-    const stripe = await deps.stripe();
-    for (;;) {
-      const claim = await deps.store.claim({
-        holder: options.holder, leaseSeconds: options.leaseSeconds ?? ROW_LEASE_SECONDS, after, limit: options.batch ?? REPORT_BATCH,
-      });
-      summary.batches += 1;
-      summary.subjects += claim.subjects;
-      summary.meters += claim.meters;
-      summary.claimed += claim.rows.length;
-      summary.resent += claim.rows.filter((row) => row.attempts > 1).length;
-      summary.late += claim.rows.filter((row) => row.late).length;
-      addCounts(summary, await sendRows({ stripe, store: deps.store, log: deps.log }, claim.rows, {
-        deadline: Math.max(deadline, performance.now()) + SEND_GRACE_MS, ...(options.sleep && { sleep: options.sleep }),
-      }));
-      if (claim.last === null || claim.subjects < (options.batch ?? REPORT_BATCH)) {
-        after = null;
-        await save(true);
-        return finish('done');
-      }
-      after = claim.last;
-      if (performance.now() > deadline) {
-        await save(true);
-        return finish('paused');
-      }
-      await save(false);
-    }
-  } catch (error) {
-    summary.error = error instanceof Error ? error.message : String(error);
-    await save(true).catch(() => {});
-    return finish('failed');
-  }
+  const job = { name: METER_REPORT_JOB, holder: options.holder, leaseSeconds: Math.ceil((budgetMs + SEND_GRACE_MS) / 1000) + 60, budgetMs };
+  return runLeasedPass(deps.jobs, job, summary, (saved, deadline) => {
+    let after = cursorOf(saved);
+    let client: Stripe | undefined;
+    return {
+      state: () => ({ after }),
+      async next() {
+        const stripe = (client ??= await deps.stripe());
+        const claim = await deps.store.claim({
+          holder: options.holder, leaseSeconds: options.leaseSeconds ?? ROW_LEASE_SECONDS, after, limit: batch,
+        });
+        summary.batches += 1;
+        summary.subjects += claim.subjects;
+        summary.meters += claim.meters;
+        summary.claimed += claim.rows.length;
+        summary.resent += claim.rows.filter((row) => row.attempts > 1).length;
+        summary.late += claim.rows.filter((row) => row.late).length;
+        addCounts(summary, await sendRows({ stripe, store: deps.store, log: deps.log }, claim.rows, {
+          deadline: Math.max(deadline, performance.now()) + SEND_GRACE_MS, ...(options.sleep && { sleep: options.sleep }),
+        }));
+        if (claim.last === null || claim.subjects < batch) {
+          after = null;
+          return 'done';
+        }
+        after = claim.last;
+        return 'more';
+      },
+    };
+  });
 }
 
 export interface FlushResult extends SendCounts {

@@ -1,0 +1,80 @@
+// A scheduled job's paged pass (the event catch-up, the meter reporter and the meter
+// reconcile): a run holds the job's lease in billing_jobs, does a page at a time, saves
+// its cursor after each one and stops starting pages when its budget is spent, so that it
+// ends within a scheduled function's 30 s; the next run goes on from the saved cursor.
+
+import type { Json } from './database.types.ts';
+import type { BillingStore } from './store.ts';
+
+/** billing_jobs: a run's lease and the saved state of its pass. */
+export type JobStore = Pick<BillingStore, 'acquireJob' | 'saveJob'>;
+
+/** How a run ended, as every pass's summary says it. */
+export interface PassSummary {
+  /** 'paused': out of budget mid-pass (the next run goes on); 'busy': another run held
+   *  the lease, and this one did nothing; 'failed': an error stopped it. */
+  status: 'done' | 'paused' | 'busy' | 'failed';
+  error?: string;
+  durationMs: number;
+}
+
+export interface PassJob {
+  name: string;
+  /** Who runs, for the lease (e.g. the request id). */
+  holder: string;
+  leaseSeconds: number;
+  /** No page is started after this long. */
+  budgetMs: number;
+}
+
+/** A pass, once its run holds the lease. */
+export interface PassPages {
+  /** What is saved for the next run; read at each save. */
+  state(): Json;
+  /** Does the next page: 'done' when it was the pass's last. */
+  next(): Promise<'done' | 'more'>;
+}
+
+/** Runs a pass's pages under the job's lease. `open` reads the state the last run saved;
+ *  `deadline` is when the budget ends (on performance.now()'s clock). The state is saved
+ *  after every page; when the run ends (the pass is done, the budget is spent, or an error
+ *  stopped it) the summary is saved with it and the lease released. */
+export async function runLeasedPass<S extends PassSummary>(
+  jobs: JobStore,
+  job: PassJob,
+  summary: S,
+  open: (saved: Json, deadline: number) => PassPages,
+): Promise<S> {
+  const started = performance.now();
+  const deadline = started + job.budgetMs;
+  const finish = (status: PassSummary['status']) => {
+    summary.status = status;
+    summary.durationMs = Math.round(performance.now() - started);
+    return summary;
+  };
+
+  const saved = await jobs.acquireJob(job.name, job.holder, job.leaseSeconds);
+  if (saved === null) return finish('busy');
+  const pass = open(saved, deadline);
+  const save = (release: boolean) =>
+    jobs.saveJob(job.name, job.holder, pass.state(), release ? (summary as unknown as Json) : null, release);
+
+  try {
+    for (;;) {
+      if ((await pass.next()) === 'done') {
+        await save(true);
+        return finish('done');
+      }
+      if (performance.now() > deadline) {
+        await save(true);
+        return finish('paused');
+      }
+      await save(false);
+    }
+  } catch (error) {
+    summary.error = error instanceof Error ? error.message : String(error);
+    // What was finished stays finished; the next run retries the rest.
+    await save(true).catch(() => {});
+    return finish('failed');
+  }
+}
