@@ -4,16 +4,16 @@
 // Lists what the webhook received and what became of each event (the inbox,
 // stripe_events), newest first; and replays chosen events: each is fetched from
 // Stripe's Events API and applied through the webhook's own path, exactly once
-// (src/billing/inbox.ts). Configuration as for billing:reconcile (scripts/lib/job-cli.ts).
+// (src/events/inbox.ts). Configuration as for billing:reconcile (scripts/lib/job-cli.ts).
 //
 // The list goes to stdout, replay progress to stderr, then one summary line to stdout.
 // Exit status: 0 done, 1 a replay failed, 2 usage or configuration error.
 
 import { parseArgs } from 'node:util';
-import { failedEventIds, listInbox, replayEvents, type ReplayResult } from '../src/billing/inbox.ts';
+import { failedEventIds, listInbox, replayEvents, type ReplayResult } from '../src/events/inbox.ts';
 import { createMeterDeps } from '../src/meters/report.ts';
-import { createStore, type RecordedEvent } from '../src/store.ts';
-import { createStripe } from '../src/stripe-client.ts';
+import { createStore, type RecordedEvent } from '../src/database/store.ts';
+import { createStripe } from '../src/stripe/client.ts';
 import { fail, jobConfig, messageOf, UUID } from './lib/job-cli.ts';
 
 const USAGE = `usage: npm run billing:events -- [--failed] [--type <type>] [--since <time>] [--user <uuid>] [--limit <n>] [--local]

@@ -1,6 +1,6 @@
 // npm run billing:forget -- --user <uuid> [--local]
 //
-// Ends a user's billing when they delete their account (src/billing/forget.ts): their
+// Ends a user's billing when they delete their account (src/accounts/forget.ts): their
 // email removed from their subscriptions' and Checkout Sessions' metadata, their live
 // subscriptions canceled now, their Stripe customer deleted, their local link removed
 // (the subscription rows stay, reading as canceled); in the teams they bought for, their
@@ -11,9 +11,9 @@
 // One summary line to stdout. Exit status: 0 done, 1 failed, 2 usage or configuration error.
 
 import { parseArgs } from 'node:util';
-import { forgetSummary, forgetUser } from '../src/billing/forget.ts';
-import { createStore } from '../src/store.ts';
-import { createStripe } from '../src/stripe-client.ts';
+import { forgetSummary, forgetUser } from '../src/accounts/forget.ts';
+import { createStore } from '../src/database/store.ts';
+import { createStripe } from '../src/stripe/client.ts';
 import { fail, jobConfig, messageOf, UUID } from './lib/job-cli.ts';
 
 const USAGE = 'usage: npm run billing:forget -- --user <uuid> [--local]';

@@ -4,7 +4,7 @@
 // of STRIPE_SECRET_KEY, test or live, and stores it in the database (SUPABASE_URL,
 // SUPABASE_SERVICE_ROLE_KEY): features, products, prices, the billing portal, the
 // webhook endpoint for <URL>/api/stripe/webhook. Safe to run twice: the second run
-// changes nothing (src/billing/setup.ts). --dry-run prints what would change and
+// changes nothing (src/setup/setup.ts). --dry-run prints what would change and
 // writes nothing.
 //
 // --add-metered-items, after setup: gives each active, trialing and past_due
@@ -16,10 +16,10 @@
 // or configuration error.
 
 import { parseArgs } from 'node:util';
-import { addMeteredItems, setupStripe } from '../src/billing/setup.ts';
-import { ConfigError, loadSetupConfig } from '../src/config.ts';
-import { createStore } from '../src/store.ts';
-import { createStripe } from '../src/stripe-client.ts';
+import { addMeteredItems, setupStripe } from '../src/setup/setup.ts';
+import { ConfigError, loadSetupConfig } from '../src/config/config.ts';
+import { createStore } from '../src/database/store.ts';
+import { createStripe } from '../src/stripe/client.ts';
 
 const USAGE = 'usage: npm run billing:setup [-- --dry-run] [--add-metered-items]';
 

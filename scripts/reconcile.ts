@@ -2,7 +2,7 @@
 //
 // Re-reads every subscription from Stripe (or one user's) and applies each one through
 // the same ordered write as a webhook, recovering state a missed webhook left behind.
-// Safe to run while webhooks arrive and safe to run again (src/billing/reconcile.ts).
+// Safe to run while webhooks arrive and safe to run again (src/events/reconcile.ts).
 //
 // Configuration comes from the environment: STRIPE_SECRET_KEY, STRIPE_API_BASE
 // (optional), SUPABASE_URL, SUPABASE_SERVICE_ROLE_KEY. --local fills them in with the
@@ -13,9 +13,9 @@
 // subscriptions (or a page) failed, 2 usage or configuration error.
 
 import { parseArgs } from 'node:util';
-import { customerOfUser, reconcileSubscriptions, type ReconcileProgress, type ReconcileReport } from '../src/billing/reconcile.ts';
-import { createStore } from '../src/store.ts';
-import { createStripe } from '../src/stripe-client.ts';
+import { customerOfUser, reconcileSubscriptions, type ReconcileProgress, type ReconcileReport } from '../src/events/reconcile.ts';
+import { createStore } from '../src/database/store.ts';
+import { createStripe } from '../src/stripe/client.ts';
 import { fail, jobConfig, UUID } from './lib/job-cli.ts';
 
 const USAGE = 'usage: npm run billing:reconcile [-- [--user <uuid>] [--dry-run] [--local]]';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { canStartCheckout, SUBSCRIPTION_STATUSES, type AccessFacts, type SubscriptionStatus } from '../src/billing/access.ts';
+import { canStartCheckout, SUBSCRIPTION_STATUSES, type AccessFacts, type SubscriptionStatus } from '../src/database/access.ts';
 import { query } from './support/stack.ts';
 
 const now = new Date('2026-11-25T12:00:00Z');

@@ -5,9 +5,9 @@
 import { readFileSync } from 'node:fs';
 import type Stripe from 'stripe';
 import { describe, expect, it } from 'vitest';
-import { catalogScope, parseCatalog } from '../src/billing/catalog.ts';
-import { HANDLED_EVENT_TYPES, reduceEvent } from '../src/billing/events.ts';
-import { productScope } from '../src/billing/product-scope.ts';
+import { catalogScope, parseCatalog } from '../src/catalog/catalog.ts';
+import { HANDLED_EVENT_TYPES, reduceEvent } from '../src/events/reduce.ts';
+import { productScope } from '../src/catalog/product-scope.ts';
 import { CATALOG_FILE } from './support/catalog.ts';
 import { API_VERSIONS, FIXTURE_IDS, fixtureEvent, PINNED_API_VERSION, renderInVersion, type ApiVersion } from '../scripts/lib/stripe-events.ts';
 import { deliverConcurrently, deliveries, expectStored, generateHistory, random, renderHistory, type History } from './support/histories.ts';

@@ -27,7 +27,7 @@ import {
   type NetlifyBuild,
   type Unpacked,
 } from '../scripts/lib/netlify-artifact.ts';
-import { CONFIG_VARIABLES } from '../src/config.ts';
+import { CONFIG_VARIABLES } from '../src/config/config.ts';
 import { CORS_EXPECTED, env, freshEvent, newUser, openStripeEventLog, query } from './support/stack.ts';
 
 /** Every function of the site, as Netlify finds them. */

@@ -5,9 +5,9 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import jwt from 'jsonwebtoken';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { bearerToken, createTokenVerifier, JWKS_MIN_REFRESH_MS, JWKS_TTL_MS, MAX_TOKEN_BYTES, type TokenVerifier } from '../src/auth.ts';
-import type { AuthConfig } from '../src/config.ts';
-import { ForbiddenError, UnauthorizedError } from '../src/errors.ts';
+import { bearerToken, createTokenVerifier, JWKS_MIN_REFRESH_MS, JWKS_TTL_MS, MAX_TOKEN_BYTES, type TokenVerifier } from '../src/http/auth.ts';
+import type { AuthConfig } from '../src/config/config.ts';
+import { ForbiddenError, UnauthorizedError } from '../src/core/errors.ts';
 
 const secret = 'a-test-secret-of-some-length-0123456789';
 const issuer = 'https://abcd.supabase.co/auth/v1';

@@ -11,11 +11,11 @@ import { randomBytes } from 'node:crypto';
 import type Stripe from 'stripe';
 import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import catchUpFunction from '../netlify/functions/stripe-catch-up.mts';
-import { catchUpEvents, CATCH_UP_JOB, type CatchUpDeps } from '../src/billing/catch-up.ts';
-import { loadJobConfig } from '../src/config.ts';
+import { catchUpEvents, CATCH_UP_JOB, type CatchUpDeps } from '../src/events/catch-up.ts';
+import { loadJobConfig } from '../src/config/config.ts';
 import { createMeterDeps } from '../src/meters/report.ts';
-import { createStore } from '../src/store.ts';
-import { createStripe } from '../src/stripe-client.ts';
+import { createStore } from '../src/database/store.ts';
+import { createStripe } from '../src/stripe/client.ts';
 import { deliverConcurrently, expectStored, generateHistory, random, renderHistory, type History } from './support/histories.ts';
 import { clearStripeEvents, newUser, openStripeEventLog, postStripeEvents, query, rateLimitStripeEvents } from './support/stack.ts';
 

@@ -1,6 +1,6 @@
 import { describe, expect, it, vi } from 'vitest';
 import checkout from '../netlify/functions/stripe-checkout.mts';
-import { customerIdempotencyKey } from '../src/billing/checkout.ts';
+import { customerIdempotencyKey } from '../src/accounts/checkout.ts';
 import { authedPost, expectCors, newUser, query, stripeRequests } from './support/stack.ts';
 
 const URL_ = 'http://localhost/api/stripe/checkout';

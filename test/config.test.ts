@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { LOCAL_STRIPE_WEBHOOK_SECRET as LOCAL_DEVELOPMENT_WEBHOOK_SECRET } from '../scripts/lib/local-defaults.ts';
 import { exampleEnv } from './support/stack.ts';
-import { ConfigError, loadCheckoutConfig, loadPortalConfig, loadStatusConfig, loadSyncConfig, loadWebhookConfig } from '../src/config.ts';
+import { ConfigError, loadCheckoutConfig, loadPortalConfig, loadStatusConfig, loadSyncConfig, loadWebhookConfig } from '../src/config/config.ts';
 
 const EXAMPLE_WEBHOOK_SECRET = exampleEnv('STRIPE_WEBHOOK_SECRET');
 
@@ -142,7 +142,7 @@ describe('.env.example', () => {
     const { readFile } = await import('node:fs/promises');
     const text = await readFile(new URL('../.env.example', import.meta.url), 'utf8');
     const names = [...text.matchAll(/^([A-Z_]+)=/gm)].map((m) => m[1]);
-    const { CONFIG_VARIABLES } = await import('../src/config.ts');
+    const { CONFIG_VARIABLES } = await import('../src/config/config.ts');
     expect(names).toEqual([...CONFIG_VARIABLES]);
   });
 

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import subscription from '../netlify/functions/stripe-subscription.mts';
-import type { AccessFacts } from '../src/billing/access.ts';
+import type { AccessFacts } from '../src/database/access.ts';
 import { ACCESS_CASES, GRACE_DAYS, type AccessCase } from './support/access-cases.ts';
 import { catalogEnv } from './support/catalog.ts';
 import { asUser, newUser, query, withEnv, type TestUser } from './support/stack.ts';

@@ -1,7 +1,7 @@
 import type Stripe from 'stripe';
 import { describe, expect, it } from 'vitest';
-import { reduceEvent as reduceWithScope, type EventEnvelope } from '../src/billing/events.ts';
-import { productScope } from '../src/billing/product-scope.ts';
+import { reduceEvent as reduceWithScope, type EventEnvelope } from '../src/events/reduce.ts';
+import { productScope } from '../src/catalog/product-scope.ts';
 import { FIXTURE_IDS } from '../scripts/lib/stripe-events.ts';
 import { loadEvent } from './support/stack.ts';
 

@@ -1,4 +1,4 @@
-// Account deletion (src/billing/forget.ts, npm run billing:forget) against stripe-mock
+// Account deletion (src/accounts/forget.ts, npm run billing:forget) against stripe-mock
 // and the real database. The mock is stateless: it lists one fixture subscription for
 // any customer and deletes any id, so the test asserts what was sent to Stripe, and
 // what the database holds after one run and after a second. A team's customer, its
@@ -9,10 +9,10 @@ import { describe, expect, it } from 'vitest';
 import checkout from '../netlify/functions/stripe-checkout.mts';
 import status from '../netlify/functions/stripe-subscription.mts';
 import webhook from '../netlify/functions/stripe-webhook.mts';
-import { forgetSummary, forgetUser } from '../src/billing/forget.ts';
-import { loadJobConfig } from '../src/config.ts';
-import { createStore } from '../src/store.ts';
-import { createStripe } from '../src/stripe-client.ts';
+import { forgetSummary, forgetUser } from '../src/accounts/forget.ts';
+import { loadJobConfig } from '../src/config/config.ts';
+import { createStore } from '../src/database/store.ts';
+import { createStripe } from '../src/stripe/client.ts';
 import { subscriptionEvent } from './support/events.ts';
 import { authedPost, newUser, postStripeList, postStripeObject, query, signedDelivery, stripeRequests, type TestUser } from './support/stack.ts';
 import { team } from './support/teams.ts';

@@ -6,8 +6,8 @@ import checkout from '../netlify/functions/stripe-checkout.mts';
 import portal from '../netlify/functions/stripe-portal.mts';
 import status from '../netlify/functions/stripe-subscription.mts';
 import webhook from '../netlify/functions/stripe-webhook.mts';
-import { customerIdempotencyKey } from '../src/billing/checkout.ts';
-import { SUBSCRIPTION_STATUSES } from '../src/billing/access.ts';
+import { customerIdempotencyKey } from '../src/accounts/checkout.ts';
+import { SUBSCRIPTION_STATUSES } from '../src/database/access.ts';
 import {
   checkoutCompletedEvent,
   customerDeletedEvent,

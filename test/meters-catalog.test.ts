@@ -32,10 +32,10 @@ import {
   parseCatalog,
   type HeldPrice,
   type MeteredPriceInPlan,
-} from '../src/billing/catalog.ts';
-import { addMeteredItems, storedCatalog, webhookEvents } from '../src/billing/setup.ts';
-import { loadSetupConfig } from '../src/config.ts';
-import { createStripe } from '../src/stripe-client.ts';
+} from '../src/catalog/catalog.ts';
+import { addMeteredItems, storedCatalog, webhookEvents } from '../src/setup/setup.ts';
+import { loadSetupConfig } from '../src/config/config.ts';
+import { createStripe } from '../src/stripe/client.ts';
 import { CATALOG_FILE } from './support/catalog.ts';
 import { newUser, withEnv, type TestUser } from './support/stack.ts';
 

@@ -10,11 +10,11 @@ import pg from 'pg';
 import Stripe from 'stripe';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startThrowawayStack, type ThrowawayStack } from '../scripts/stack/throwaway.ts';
-import { loadJobConfig } from '../src/config.ts';
-import { createLogger } from '../src/log.ts';
+import { loadJobConfig } from '../src/config/config.ts';
+import { createLogger } from '../src/core/log.ts';
 import { reportUsage, type ReportDeps } from '../src/meters/report.ts';
 import { createMeterStore, type MeterStore } from '../src/meters/store.ts';
-import { createStore } from '../src/store.ts';
+import { createStore } from '../src/database/store.ts';
 
 const SUBJECTS = 50;
 const INCLUDED = 100;

@@ -18,14 +18,14 @@ import webhook from '../netlify/functions/stripe-webhook.mts';
 import type { RecordedMeterEvent } from '../scripts/stack/bridge-meters.ts';
 import type { RecordedStripeRequest } from '../scripts/stack/stripe-mock-bridge.ts';
 import { startThrowawayStack, type ThrowawayStack } from '../scripts/stack/throwaway.ts';
-import { loadJobConfig } from '../src/config.ts';
-import { createLogger } from '../src/log.ts';
+import { loadJobConfig } from '../src/config/config.ts';
+import { createLogger } from '../src/core/log.ts';
 import { reconcileMeters } from '../src/meters/reconcile.ts';
 import { flushCustomerUsage, reportUsage, type ReportDeps } from '../src/meters/report.ts';
 import { classify } from '../src/meters/send.ts';
 import { createMeterStore, type MeterStore } from '../src/meters/store.ts';
-import { createStore } from '../src/store.ts';
-import { createStripe, stripeOptions } from '../src/stripe-client.ts';
+import { createStore } from '../src/database/store.ts';
+import { createStripe, stripeOptions } from '../src/stripe/client.ts';
 import { freshEvent, withEnv } from './support/stack.ts';
 
 let own: ThrowawayStack;

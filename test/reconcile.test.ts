@@ -1,4 +1,4 @@
-// Reconciliation (src/billing/reconcile.ts) against stripe-mock and the real database.
+// Reconciliation (src/events/reconcile.ts) against stripe-mock and the real database.
 // stripe-mock is stateless: subscriptions.list always answers the same one fixture
 // subscription, so every test here resets that subscription's rows and links a fresh
 // user to its customer first. The tests of one file run one after another.
@@ -18,13 +18,13 @@ import {
   type ReconcileDeps,
   type ReconcileOptions,
   type ReconcileProgress,
-} from '../src/billing/reconcile.ts';
-import { snapshotOf } from '../src/billing/events.ts';
-import { productScope } from '../src/billing/product-scope.ts';
-import { readSubscription } from '../src/billing/stripe-objects.ts';
-import { ConfigError, loadJobConfig, type StripeConfig } from '../src/config.ts';
-import { createStore } from '../src/store.ts';
-import { stripeOptions } from '../src/stripe-client.ts';
+} from '../src/events/reconcile.ts';
+import { snapshotOf } from '../src/database/snapshot.ts';
+import { productScope } from '../src/catalog/product-scope.ts';
+import { readSubscription } from '../src/stripe/objects.ts';
+import { ConfigError, loadJobConfig, type StripeConfig } from '../src/config/config.ts';
+import { createStore } from '../src/database/store.ts';
+import { stripeOptions } from '../src/stripe/client.ts';
 import { subscriptionEvent, type Ids } from './support/events.ts';
 import { env, newUser, query, signedDelivery, stripeRequests, type TestUser } from './support/stack.ts';
 

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import checkout from '../netlify/functions/stripe-checkout.mts';
 import portal from '../netlify/functions/stripe-portal.mts';
 import sync from '../netlify/functions/stripe-sync.mts';
-import { REQUEST_LIMITS, type LimitedAction } from '../src/billing/request-limits.ts';
+import { REQUEST_LIMITS, type LimitedAction } from '../src/http/request-limits.ts';
 import { checkoutCompletedEvent, subscriptionEvent, type Ids } from './support/events.ts';
 import { asUser, authedPost, expectCors, newUser, postStripeObject, query, stripeRequests, type TestUser } from './support/stack.ts';
 

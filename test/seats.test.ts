@@ -19,10 +19,10 @@ import seatSync from '../netlify/functions/stripe-seat-sync.mts';
 import seatsEndpoint from '../netlify/functions/stripe-seats.mts';
 import status from '../netlify/functions/stripe-subscription.mts';
 import webhook from '../netlify/functions/stripe-webhook.mts';
-import { reconcileSubscriptions } from '../src/billing/reconcile.ts';
-import { loadJobConfig } from '../src/config.ts';
-import { createStore } from '../src/store.ts';
-import { stripeOptions } from '../src/stripe-client.ts';
+import { reconcileSubscriptions } from '../src/events/reconcile.ts';
+import { loadJobConfig } from '../src/config/config.ts';
+import { createStore } from '../src/database/store.ts';
+import { stripeOptions } from '../src/stripe/client.ts';
 import { seatIdempotencyKey } from '../src/teams/seats.ts';
 import { priceIdOf, runSetup, uniqueCatalog } from './support/catalog.ts';
 import { checkoutCompletedEvent, subscriptionEvent, type Ids } from './support/events.ts';
@@ -176,7 +176,7 @@ const updatesOf = (subscriptionId: string) => stripeRequests((r) => r.method ===
 /** The events Stripe logged for this subscription (on this file's key), by type: events of
  *  one second have no order in the log. */
 async function stripeEventsOf(subscriptionId: string): Promise<Stripe.Event[]> {
-  const stripe = new Stripe(KEY, stripeOptions({ secretKey: KEY, mode: 'test', apiBase: new URL(process.env['STRIPE_API_BASE'] ?? '') }));
+  const stripe = new Stripe(KEY, stripeOptions({ secretKey: KEY, apiBase: new URL(process.env['STRIPE_API_BASE'] ?? '') }));
   const all = await stripe.events.list({ limit: 100 }).autoPagingToArray({ limit: 10_000 });
   const order = ['customer.subscription.updated', 'invoiceitem.created', 'invoice.created', 'invoice.finalized', 'invoice.paid'];
   return all.filter((event) => JSON.stringify(event.data.object).includes(subscriptionId)).sort((a, b) => order.indexOf(a.type) - order.indexOf(b.type));

@@ -1,7 +1,7 @@
 // Our signature check agrees with Stripe's own signer and verifier.
 import Stripe from 'stripe';
 import { describe, expect, it } from 'vitest';
-import { checkStripeSignature } from '../src/billing/signature.ts';
+import { checkStripeSignature } from '../src/stripe/signature.ts';
 
 const secret = 'whsec_test_secret_for_signatures';
 const payload = JSON.stringify({ id: 'evt_1', object: 'event', type: 'invoice.paid' });

@@ -11,8 +11,8 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import plansEndpoint from '../netlify/functions/stripe-plans.mts';
 import { startThrowawayStack, type ThrowawayStack } from '../scripts/stack/throwaway.ts';
-import { CatalogError, parseCatalog } from '../src/billing/catalog.ts';
-import { storedCatalog } from '../src/billing/setup.ts';
+import { CatalogError, parseCatalog } from '../src/catalog/catalog.ts';
+import { storedCatalog } from '../src/setup/setup.ts';
 import { CATALOG_FILE } from './support/catalog.ts';
 import { newUser, shutdownTolerantPool, withEnv } from './support/stack.ts';
 

@@ -152,7 +152,7 @@ describe('POST /api/stripe/webhook', () => {
 describe('README: the webhook endpoint to create', () => {
   it('lists exactly the event types the webhook handles', async () => {
     const { readFile } = await import('node:fs/promises');
-    const { HANDLED_EVENT_TYPES } = await import('../src/billing/events.ts');
+    const { HANDLED_EVENT_TYPES } = await import('../src/events/reduce.ts');
     const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8');
     const listed = [...readme.matchAll(/enabled_events\[\]=([a-z_.]+)/g)].map((m) => m[1]);
     expect(listed.sort()).toEqual([...HANDLED_EVENT_TYPES].sort());

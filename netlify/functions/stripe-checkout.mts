@@ -1,12 +1,12 @@
 // POST /api/stripe/checkout: a Stripe Checkout URL for the signed-in user's subscription.
-import { bearerToken, createTokenVerifier } from '../../src/auth.ts';
-import { parseCheckoutBody, startCheckout } from '../../src/billing/checkout.ts';
-import { catalogPrices } from '../../src/billing/prices.ts';
-import { CONFIG_VARIABLES, loadCheckoutConfig } from '../../src/config.ts';
+import { bearerToken, createTokenVerifier } from '../../src/http/auth.ts';
+import { parseCheckoutBody, startCheckout } from '../../src/accounts/checkout.ts';
+import { catalogPrices } from '../../src/catalog/prices.ts';
+import { CONFIG_VARIABLES, loadCheckoutConfig } from '../../src/config/config.ts';
 import { readTextWithin } from '../../src/http/body.ts';
 import { defineEndpoint } from '../../src/http/endpoint.ts';
-import { createStore } from '../../src/store.ts';
-import { lazyStripe } from '../../src/stripe-client.ts';
+import { createStore } from '../../src/database/store.ts';
+import { lazyStripe } from '../../src/stripe/client.ts';
 
 /** `{"price": "<lookup key>"}` is tiny; anything far bigger is not a checkout request. */
 const MAX_CHECKOUT_BODY_BYTES = 4096;

@@ -2,11 +2,11 @@
 // event summaries hold with the usage Stripe accepted from us, and repairs, cancels or
 // logs each difference (src/meters/reconcile.ts).
 import type { Config } from '@netlify/functions';
-import { loadJobConfig } from '../../src/config.ts';
+import { loadJobConfig } from '../../src/config/config.ts';
 import { defineScheduledJob } from '../../src/http/scheduled.ts';
 import { reconcileMeters } from '../../src/meters/reconcile.ts';
 import { createMeterDeps } from '../../src/meters/report.ts';
-import { createStore } from '../../src/store.ts';
+import { createStore } from '../../src/database/store.ts';
 
 export default defineScheduledJob({
   name: 'meter-reconcile',

@@ -3,10 +3,10 @@
 // the outbox (src/meters/report.ts), so usage reaches Stripe once, within minutes of its
 // hour, whatever fails on the way.
 import type { Config } from '@netlify/functions';
-import { loadJobConfig } from '../../src/config.ts';
+import { loadJobConfig } from '../../src/config/config.ts';
 import { defineScheduledJob } from '../../src/http/scheduled.ts';
 import { createMeterDeps, reportUsage } from '../../src/meters/report.ts';
-import { createStore } from '../../src/store.ts';
+import { createStore } from '../../src/database/store.ts';
 
 export default defineScheduledJob({
   name: 'meter-report',

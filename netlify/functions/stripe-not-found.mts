@@ -1,6 +1,6 @@
 // Any other path under /api/stripe/ (netlify.toml sends them here): a 404 in the API's
 // error shape, with CORS, instead of the site's HTML 404 page.
-import { NotFoundError } from '../../src/errors.ts';
+import { NotFoundError } from '../../src/core/errors.ts';
 import { defineEndpoint } from '../../src/http/endpoint.ts';
 
 export default defineEndpoint({

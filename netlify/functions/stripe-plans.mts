@@ -1,10 +1,10 @@
 // GET /api/stripe/plans: the catalog's plans and prices, for a pricing table. No auth;
 // cacheable for as long as the prices are (one Stripe read per period at most).
-import { listPlans } from '../../src/billing/plans.ts';
-import { catalogPrices, PRICES_TTL_MS } from '../../src/billing/prices.ts';
-import { CONFIG_VARIABLES, loadPlansConfig } from '../../src/config.ts';
+import { listPlans } from '../../src/accounts/plans.ts';
+import { catalogPrices, PRICES_TTL_MS } from '../../src/catalog/prices.ts';
+import { CONFIG_VARIABLES, loadPlansConfig } from '../../src/config/config.ts';
 import { defineEndpoint } from '../../src/http/endpoint.ts';
-import { lazyStripe } from '../../src/stripe-client.ts';
+import { lazyStripe } from '../../src/stripe/client.ts';
 
 const CACHE_CONTROL = `public, max-age=${PRICES_TTL_MS / 1000}`;
 

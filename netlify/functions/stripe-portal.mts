@@ -1,12 +1,12 @@
 // POST /api/stripe/portal (optional {"team": "<uuid>"}): a Stripe billing portal URL for
 // the signed-in user's billing, or for that of a team they manage.
-import { bearerToken, createTokenVerifier } from '../../src/auth.ts';
-import { openPortal, parsePortalBody } from '../../src/billing/portal.ts';
-import { CONFIG_VARIABLES, loadPortalConfig } from '../../src/config.ts';
+import { bearerToken, createTokenVerifier } from '../../src/http/auth.ts';
+import { openPortal, parsePortalBody } from '../../src/accounts/portal.ts';
+import { CONFIG_VARIABLES, loadPortalConfig } from '../../src/config/config.ts';
 import { readTextWithin } from '../../src/http/body.ts';
 import { defineEndpoint } from '../../src/http/endpoint.ts';
-import { createStore } from '../../src/store.ts';
-import { lazyStripe } from '../../src/stripe-client.ts';
+import { createStore } from '../../src/database/store.ts';
+import { lazyStripe } from '../../src/stripe/client.ts';
 
 /** `{"team": "<uuid>"}` is tiny. */
 const MAX_BODY_BYTES = 4096;

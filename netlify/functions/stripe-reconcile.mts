@@ -1,12 +1,12 @@
 // Scheduled, hourly: the full reconcile once a day, paged across runs
-// (reconcileOnSchedule in src/billing/reconcile.ts), so state a webhook never brought,
+// (reconcileOnSchedule in src/events/reconcile.ts), so state a webhook never brought,
 // and the catch-up could not (older than Stripe's 30 days of events), is recovered.
 import type { Config } from '@netlify/functions';
-import { reconcileOnSchedule } from '../../src/billing/reconcile.ts';
-import { loadJobConfig } from '../../src/config.ts';
+import { reconcileOnSchedule } from '../../src/events/reconcile.ts';
+import { loadJobConfig } from '../../src/config/config.ts';
 import { defineScheduledJob } from '../../src/http/scheduled.ts';
-import { createStore } from '../../src/store.ts';
-import { lazyStripe } from '../../src/stripe-client.ts';
+import { createStore } from '../../src/database/store.ts';
+import { lazyStripe } from '../../src/stripe/client.ts';
 
 export default defineScheduledJob({
   name: 'reconcile',

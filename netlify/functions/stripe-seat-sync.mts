@@ -2,10 +2,10 @@
 // team's member count it does not match (src/teams/seats.ts), so a change whose POST
 // /api/stripe/seats never came, or failed, is billed within two minutes.
 import type { Config } from '@netlify/functions';
-import { loadJobConfig } from '../../src/config.ts';
+import { loadJobConfig } from '../../src/config/config.ts';
 import { defineScheduledJob } from '../../src/http/scheduled.ts';
-import { createStore } from '../../src/store.ts';
-import { lazyStripe } from '../../src/stripe-client.ts';
+import { createStore } from '../../src/database/store.ts';
+import { lazyStripe } from '../../src/stripe/client.ts';
 import { syncDueSeats } from '../../src/teams/seats.ts';
 
 export default defineScheduledJob({

@@ -2,12 +2,12 @@
 // sets its per-seat subscription's Stripe quantity to the member count (src/teams/seats.ts)
 // and answers {"seats": {"billed", "members"}}. Any member of the team may call it.
 import { randomUUID } from 'node:crypto';
-import { bearerToken, createTokenVerifier } from '../../src/auth.ts';
-import { CONFIG_VARIABLES, loadSeatsConfig } from '../../src/config.ts';
+import { bearerToken, createTokenVerifier } from '../../src/http/auth.ts';
+import { CONFIG_VARIABLES, loadSeatsConfig } from '../../src/config/config.ts';
 import { readTextWithin } from '../../src/http/body.ts';
 import { defineEndpoint } from '../../src/http/endpoint.ts';
-import { createStore } from '../../src/store.ts';
-import { lazyStripe } from '../../src/stripe-client.ts';
+import { createStore } from '../../src/database/store.ts';
+import { lazyStripe } from '../../src/stripe/client.ts';
 import { parseSeatsBody, updateSeats } from '../../src/teams/seats.ts';
 
 /** `{"team": "<uuid>"}` is tiny. */

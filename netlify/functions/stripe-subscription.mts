@@ -1,12 +1,12 @@
 // GET /api/stripe/subscription[?team=<uuid>]: the signed-in user's subscription, or that
 // of a team they are in, and whether it gives access now. Needs no Stripe client: it
 // only reads the store.
-import { bearerToken, createTokenVerifier } from '../../src/auth.ts';
-import { subscriptionStatus } from '../../src/billing/status.ts';
+import { bearerToken, createTokenVerifier } from '../../src/http/auth.ts';
+import { subscriptionStatus } from '../../src/accounts/status.ts';
 import { teamIdFrom } from '../../src/teams/subject.ts';
-import { CONFIG_VARIABLES, loadStatusConfig } from '../../src/config.ts';
+import { CONFIG_VARIABLES, loadStatusConfig } from '../../src/config/config.ts';
 import { defineEndpoint } from '../../src/http/endpoint.ts';
-import { createStore } from '../../src/store.ts';
+import { createStore } from '../../src/database/store.ts';
 
 export default defineEndpoint({
   name: 'subscription',

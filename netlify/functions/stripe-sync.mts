@@ -1,12 +1,12 @@
 // POST /api/stripe/sync {"sessionId": "cs_…"}: the signed-in user's just-paid Checkout
 // Session, read from Stripe and applied now, answered with their subscription status.
-import { bearerToken, createTokenVerifier } from '../../src/auth.ts';
-import { sessionIdFrom, syncCheckoutSession } from '../../src/billing/sync.ts';
-import { CONFIG_VARIABLES, loadSyncConfig } from '../../src/config.ts';
+import { bearerToken, createTokenVerifier } from '../../src/http/auth.ts';
+import { sessionIdFrom, syncCheckoutSession } from '../../src/accounts/sync.ts';
+import { CONFIG_VARIABLES, loadSyncConfig } from '../../src/config/config.ts';
 import { readTextWithin } from '../../src/http/body.ts';
 import { defineEndpoint } from '../../src/http/endpoint.ts';
-import { createStore } from '../../src/store.ts';
-import { lazyStripe } from '../../src/stripe-client.ts';
+import { createStore } from '../../src/database/store.ts';
+import { lazyStripe } from '../../src/stripe/client.ts';
 
 /** `{"sessionId": "cs_…"}` is about 100 bytes. */
 const MAX_BODY_BYTES = 4096;

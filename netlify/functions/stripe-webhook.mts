@@ -1,10 +1,10 @@
 // POST /api/stripe/webhook: Stripe's event deliveries, verified and applied at most once.
-import { applyStripeEvent, MAX_EVENT_BYTES, verifyStripeEvent } from '../../src/billing/webhook.ts';
-import { CONFIG_VARIABLES, loadWebhookConfig } from '../../src/config.ts';
+import { applyStripeEvent, MAX_EVENT_BYTES, verifyStripeEvent } from '../../src/events/webhook.ts';
+import { CONFIG_VARIABLES, loadWebhookConfig } from '../../src/config/config.ts';
 import { readBytesWithin } from '../../src/http/body.ts';
 import { defineEndpoint } from '../../src/http/endpoint.ts';
 import { createMeterDeps } from '../../src/meters/report.ts';
-import { createStore } from '../../src/store.ts';
+import { createStore } from '../../src/database/store.ts';
 
 export default defineEndpoint({
   name: 'webhook',
@@ -12,7 +12,7 @@ export default defineEndpoint({
   envVars: CONFIG_VARIABLES,
   deps: (env) => {
     const config = loadWebhookConfig(env);
-    // Verifying a delivery needs only the secret (src/billing/signature.ts); the Stripe
+    // Verifying a delivery needs only the secret (src/stripe/signature.ts); the Stripe
     // client is built only when an invoice.created flushes meter usage.
     return { config, store: createStore(config.store), meters: createMeterDeps(config, 'webhook') };
   },

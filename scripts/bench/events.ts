@@ -17,7 +17,7 @@ import {
   type Parties,
   type SubscriptionState,
 } from '../lib/stripe-events.ts';
-import { HANDLED_EVENT_TYPES } from '../../src/billing/events.ts';
+import { HANDLED_EVENT_TYPES } from '../../src/events/reduce.ts';
 
 /** The handled types the bench measures: all but the entitlement summary, which only a
  *  catalog's deploy applies (the bench runs without one, as the seed's deploy does), and

@@ -6,7 +6,7 @@
 //    (one RPC either way); what the inbox adds is a call for a delivery that is not
 //    applied (skipped, failed), which before it wrote nothing. The same signed
 //    deliveries of an unhandled type go through the webhook's lib path (verify +
-//    apply, src/billing/webhook.ts) with the store as it is, and with a store whose
+//    apply, src/events/webhook.ts) with the store as it is, and with a store whose
 //    recordEvent does nothing (as before), alternating per round; applied deliveries
 //    are timed beside them for scale.
 // 2. Catch-up throughput: N events of new customers in Stripe's log (the bridge serves
@@ -20,12 +20,12 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { catchUpEvents } from '../../src/billing/catch-up.ts';
-import { applyStripeEvent, verifyStripeEvent, type WebhookDeps } from '../../src/billing/webhook.ts';
-import { loadWebhookConfig } from '../../src/config.ts';
+import { catchUpEvents } from '../../src/events/catch-up.ts';
+import { applyStripeEvent, verifyStripeEvent, type WebhookDeps } from '../../src/events/webhook.ts';
+import { loadWebhookConfig } from '../../src/config/config.ts';
 import { createMeterDeps } from '../../src/meters/report.ts';
-import { createStore } from '../../src/store.ts';
-import { createStripe } from '../../src/stripe-client.ts';
+import { createStore } from '../../src/database/store.ts';
+import { createStripe } from '../../src/stripe/client.ts';
 import { LOCAL_JWT_SECRET, LOCAL_STRIPE_ENV, LOCAL_STRIPE_WEBHOOK_SECRET } from '../lib/local-defaults.ts';
 import { startLocalStack, type LocalStack } from '../stack/index.ts';
 import { startStripeMockBridge, type StripeMockBridge } from '../stack/stripe-mock-bridge.ts';

@@ -14,12 +14,12 @@ import { writeFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import { loadJobConfig } from '../../src/config.ts';
-import { createLogger } from '../../src/log.ts';
+import { loadJobConfig } from '../../src/config/config.ts';
+import { createLogger } from '../../src/core/log.ts';
 import { reportUsage, REPORT_BUDGET_MS, type ReportSummary } from '../../src/meters/report.ts';
 import { createMeterStore } from '../../src/meters/store.ts';
-import { createStore } from '../../src/store.ts';
-import { createStripe } from '../../src/stripe-client.ts';
+import { createStore } from '../../src/database/store.ts';
+import { createStripe } from '../../src/stripe/client.ts';
 import { startThrowawayStack } from '../stack/throwaway.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');

@@ -3,8 +3,8 @@
 //
 // For each endpoint it calls the function's default export in process (the netlify
 // bundle, warm: deps built and connections open) and, interleaved, a "direct" baseline
-// that makes the same backend calls with the same clients (src/store.ts createStore,
-// src/stripe-client.ts createStripe) and no handler around them. It also counts, per
+// that makes the same backend calls with the same clients (src/database/store.ts createStore,
+// src/stripe/client.ts createStripe) and no handler around them. It also counts, per
 // request, the database and Stripe calls each endpoint makes.
 //
 // Logging: the functions' log lines are built as in production (JSON.stringify of every
@@ -17,12 +17,12 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { pathToFileURL } from 'node:url';
 import type Stripe from 'stripe';
 import { issuerFor, mintAccessToken } from '../lib/tokens.ts';
-import { reduceEvent } from '../../src/billing/events.ts';
-import { REQUEST_LIMITS, type LimitedAction } from '../../src/billing/request-limits.ts';
-import { dashboardUrl } from '../../src/billing/urls.ts';
-import { loadCheckoutConfig, loadWebhookConfig, type CheckoutConfig } from '../../src/config.ts';
-import { createStore, type BillingStore, type EventToApply } from '../../src/store.ts';
-import { createStripe } from '../../src/stripe-client.ts';
+import { reduceEvent } from '../../src/events/reduce.ts';
+import { REQUEST_LIMITS, type LimitedAction } from '../../src/http/request-limits.ts';
+import { dashboardUrl } from '../../src/accounts/urls.ts';
+import { loadCheckoutConfig, loadWebhookConfig, type CheckoutConfig } from '../../src/config/config.ts';
+import { createStore, type BillingStore, type EventToApply } from '../../src/database/store.ts';
+import { createStripe } from '../../src/stripe/client.ts';
 import { EventFactory, HANDLED_TYPES, newCustomer, payloadOf, signPayload, UNHANDLED_TYPE, type Customer, type StripeEventShape } from './events.ts';
 import type { PairedMeasure, RoundTrip, SeedUser, Side, WarmConfig, WarmResult } from './protocol.ts';
 import { quantile, spread } from './stats.ts';
@@ -44,7 +44,7 @@ console.warn = silent;
 console.error = silent;
 
 // Count database calls: the store talks to PostgREST through node:http's request()
-// (src/node-fetch.ts), read when called, so this wrapper sees the functions' calls and
+// (src/core/node-fetch.ts), read when called, so this wrapper sees the functions' calls and
 // the baseline's alike (both pay for it equally).
 const supabaseOrigin = new URL(config.env['SUPABASE_URL'] ?? '').origin;
 const dbCalls: string[] = [];
@@ -97,7 +97,7 @@ const statusRequest = (user: SeedUser) => authed('subscription', 'GET', user.tok
 const delivery = (payload: string, signature = signPayload(payload, webhookSecret)) =>
   new Request(`${base}/webhook`, { method: 'POST', headers: { 'stripe-signature': signature, 'content-type': 'application/json' }, body: payload });
 
-// The direct baseline: the calls src/billing/{checkout,portal,status}.ts make ---------
+// The direct baseline: the calls src/accounts/{checkout,portal,status}.ts make ---------
 
 /** The one database call an endpoint makes before Stripe (src/teams/subject.ts). */
 const context = (user: SeedUser, action: LimitedAction | null) =>
@@ -132,7 +132,7 @@ async function directStatus(user: SeedUser): Promise<void> {
 }
 
 /** A batch sends a seeded user far more requests a minute than the request limit allows
- *  (src/billing/request-limits.ts), which is the point of the limit; the bench measures
+ *  (src/http/request-limits.ts), which is the point of the limit; the bench measures
  *  the answers below it, so each batch starts with the counts cleared. */
 async function clearRequestCounts(): Promise<void> {
   const key = config.env['SUPABASE_SERVICE_ROLE_KEY'] ?? '';

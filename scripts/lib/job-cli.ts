@@ -5,7 +5,7 @@
 // --local fills in the values of the local stack only when SUPABASE_URL is not set, so
 // it can never quietly point a production environment at local defaults.
 
-import { ConfigError, loadJobConfig, type Env, type JobConfig } from '../../src/config.ts';
+import { ConfigError, loadJobConfig, type Env, type JobConfig } from '../../src/config/config.ts';
 import { DEV_PORTS, LOCAL_JWT_SECRET, LOCAL_STRIPE_PRICE_ID, LOCAL_STRIPE_PRODUCT_ID, LOCAL_STRIPE_SECRET_KEY } from './local-defaults.ts';
 import { serviceRoleKey } from './tokens.ts';
 

@@ -4,10 +4,10 @@
 // `npm run dev` and the tests run it at start; it is idempotent.
 
 import { fileURLToPath } from 'node:url';
-import { setupStripe, type SetupReport } from '../../src/billing/setup.ts';
-import { loadSetupConfig } from '../../src/config.ts';
-import { createStore } from '../../src/store.ts';
-import { createStripe } from '../../src/stripe-client.ts';
+import { setupStripe, type SetupReport } from '../../src/setup/setup.ts';
+import { loadSetupConfig } from '../../src/config/config.ts';
+import { createStore } from '../../src/database/store.ts';
+import { createStripe } from '../../src/stripe/client.ts';
 
 export const SHIPPED_CATALOG = fileURLToPath(new URL('../../billing-catalog.json', import.meta.url));
 

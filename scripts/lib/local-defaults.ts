@@ -8,7 +8,7 @@ export const LOCAL_STRIPE_SECRET_KEY = 'sk_test_123';
 export const LOCAL_STRIPE_PRICE_ID = 'price_local_monthly';
 /** The product of the fixtures' prices (test/fixtures/events): any of its prices counts as ours. */
 export const LOCAL_STRIPE_PRODUCT_ID = 'prod_TUq1Analytics';
-/** Published, so a deployed webhook refuses it (src/config.ts, PUBLISHED_WEBHOOK_SECRET_DIGESTS). */
+/** Published, so a deployed webhook refuses it (src/config/config.ts, PUBLISHED_WEBHOOK_SECRET_DIGESTS). */
 export const LOCAL_STRIPE_WEBHOOK_SECRET = 'whsec_local_development_only';
 
 export const DEV_PORTS = { netlify: 8888, gateway: 54321, postgres: 54322, postgrest: 54323, stripeMock: 12111, stripeBridge: 12110 };

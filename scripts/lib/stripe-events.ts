@@ -8,7 +8,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type Stripe from 'stripe';
-import { PINNED_API_VERSION } from '../../src/billing/api-version.ts';
+import { PINNED_API_VERSION } from '../../src/stripe/api-version.ts';
 
 type Obj = Record<string, unknown>;
 
@@ -68,7 +68,7 @@ export interface Parties {
   quantity?: number;
 }
 
-/** The metadata our checkout puts on sessions and subscriptions (src/billing/checkout.ts). */
+/** The metadata our checkout puts on sessions and subscriptions (src/accounts/checkout.ts). */
 function metadataOf(parties: Parties): Record<string, string> {
   return { userId: parties.userId, ...(parties.email && { email: parties.email }), ...(parties.teamId && { teamId: parties.teamId }) };
 }

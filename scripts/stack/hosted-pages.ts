@@ -14,7 +14,7 @@ import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import pg from 'pg';
 import Stripe from 'stripe';
-import { allPrices, parseCatalog } from '../../src/billing/catalog.ts';
+import { allPrices, parseCatalog } from '../../src/catalog/catalog.ts';
 import { LOCAL_STRIPE_SECRET_KEY } from '../lib/local-defaults.ts';
 import { invoiceWithUsage, itemId, type UsageLine } from '../lib/stripe-events.ts';
 import type { BridgeMeters, MeteredUsage } from './bridge-meters.ts';

@@ -1,4 +1,4 @@
-import { InvalidRequestError, PayloadTooLargeError } from '../errors.ts';
+import { InvalidRequestError, PayloadTooLargeError } from '../core/errors.ts';
 
 /**
  * The request body's bytes, exactly as sent, refusing (413) one larger than `limitBytes`

@@ -1,9 +1,9 @@
 // The one place where HTTP meets the billing lib: preflight, method check, lazy
 // dependencies, the error-to-JSON mapping and one log line per request.
 
-import { ConfigError, type Env } from '../config.ts';
-import { HttpError, MethodNotAllowedError } from '../errors.ts';
-import { createLogger, describeError, type LogFields, type Logger } from '../log.ts';
+import { ConfigError, type Env } from '../config/config.ts';
+import { HttpError, MethodNotAllowedError } from '../core/errors.ts';
+import { createLogger, describeError, type LogFields, type Logger } from '../core/log.ts';
 import { createCors, type Cors, type HttpMethod } from './cors.ts';
 
 export interface RequestScope {

@@ -4,8 +4,8 @@
 // the answer, so the log line is what an on-call engineer sees.
 
 import { randomUUID } from 'node:crypto';
-import type { Env } from '../config.ts';
-import { createLogger, describeError, type LogFields } from '../log.ts';
+import type { Env } from '../config/config.ts';
+import { createLogger, describeError, type LogFields } from '../core/log.ts';
 import type { FunctionHandler } from './endpoint.ts';
 
 export interface ScheduledJobSpec<Deps, Summary extends { status: string }> {

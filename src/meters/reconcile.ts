@@ -8,8 +8,8 @@
 // when it cannot be (Stripe takes no usage back after that). Every difference is logged.
 
 import type Stripe from 'stripe';
-import type { Json } from '../database.types.ts';
-import type { BillingStore } from '../store.ts';
+import type { Json } from '../database/database.types.ts';
+import type { BillingStore } from '../database/store.ts';
 import { ROW_LEASE_SECONDS, SEND_GRACE_MS, type MeterDeps } from './report.ts';
 import { addCounts, emptyCounts, sendRows, type SendCounts } from './send.ts';
 import type { ReconcileWindow } from './store.ts';

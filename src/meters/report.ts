@@ -2,18 +2,18 @@
 // Billing Meters exactly once. This folder owns the meter outbox (billing_meter_reports),
 // the scheduled reporter, the invoice.created flush and the meter reconcile
 // (docs/meters.md). It may import config, log, store (the database client) and Stripe's
-// types; nothing of HTTP, and nothing of src/billing (the webhook calls in, not out).
+// types; nothing of HTTP, and nothing of src/events (the webhook calls in, not out).
 //
 // The reporter (netlify/functions/stripe-meter-report.mts) walks the subjects with a
 // Stripe customer in id order, a batch at a time: the database claims what each one's
 // completed hours owe (billing_meter_claim) and this module sends it. A pass may span
 // runs; its cursor lives in billing_jobs with the lease that keeps runs from overlapping.
 
-import type { StoreConfig, StripeConfig } from '../config.ts';
-import type { Json } from '../database.types.ts';
-import { createLogger, type Logger } from '../log.ts';
-import type { BillingStore } from '../store.ts';
-import type { StripeLoader } from '../stripe-client.ts';
+import type { StoreConfig, StripeConfig } from '../config/config.ts';
+import type { Json } from '../database/database.types.ts';
+import { createLogger, type Logger } from '../core/log.ts';
+import type { BillingStore } from '../database/store.ts';
+import type { StripeLoader } from '../stripe/client.ts';
 import { addCounts, emptyCounts, sendRows, type SendCounts } from './send.ts';
 import { createMeterStore, type MeterStore } from './store.ts';
 
@@ -43,11 +43,11 @@ export function createMeterDeps(config: { store: StoreConfig; stripe: StripeConf
 
 /** A Stripe client whose SDK is loaded on first use: the webhook needs one only for an
  *  invoice.created of a customer with billed usage, and its cold start should not pay
- *  for evaluating the SDK (src/stripe-client.ts measures that cost). */
+ *  for evaluating the SDK (src/stripe/client.ts measures that cost). */
 function deferredStripe(config: StripeConfig): StripeLoader {
   let client: ReturnType<StripeLoader> | undefined;
   return () =>
-    (client ??= import('../stripe-client.ts').then(({ createStripe }) => createStripe(config)).catch((error: unknown) => {
+    (client ??= import('../stripe/client.ts').then(({ createStripe }) => createStripe(config)).catch((error: unknown) => {
       client = undefined;
       throw error;
     }));

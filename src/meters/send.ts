@@ -5,7 +5,7 @@
 // deduplicates: a unit is neither lost nor counted twice.
 
 import type Stripe from 'stripe';
-import type { Logger } from '../log.ts';
+import type { Logger } from '../core/log.ts';
 import type { MeterRow, MeterStore } from './store.ts';
 
 /** Stripe allows 1,000 meter event calls a second per account (v1); this many at once

@@ -2,10 +2,10 @@
 // SQL decides what is due, what a window's difference with Stripe means, and every
 // state change of a row; this file only calls it and shapes what it returns.
 
-import type { StoreConfig } from '../config.ts';
-import type { Json } from '../database.types.ts';
-import { nodeFetch } from '../node-fetch.ts';
-import { createDatabaseClient, eventArgs, StoreError, type EventReceipt } from '../store.ts';
+import type { StoreConfig } from '../config/config.ts';
+import type { Json } from '../database/database.types.ts';
+import { nodeFetch } from '../core/node-fetch.ts';
+import { createDatabaseClient, eventArgs, StoreError, type EventReceipt } from '../database/store.ts';
 
 /** A meter event to send, as its outbox row holds it. */
 export interface MeterRow {

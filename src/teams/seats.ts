@@ -9,16 +9,16 @@
 // billed. No HTTP here.
 
 import type Stripe from 'stripe';
-import type { AuthUser } from '../auth.ts';
-import { planOfProduct, type Catalog, type Plan } from '../billing/catalog.ts';
-import { snapshotOf } from '../billing/events.ts';
-import type { ProductScope } from '../billing/product-scope.ts';
-import { readSubscription } from '../billing/stripe-objects.ts';
-import type { SeatsConfig } from '../config.ts';
+import type { AuthUser } from '../http/auth.ts';
+import { planOfProduct, type Catalog, type Plan } from '../catalog/catalog.ts';
+import { snapshotOf } from '../database/snapshot.ts';
+import type { ProductScope } from '../catalog/product-scope.ts';
+import { readSubscription } from '../stripe/objects.ts';
+import type { SeatsConfig } from '../config/config.ts';
 import { jsonObjectBody } from '../http/body.ts';
-import { InvalidRequestError, NoPerSeatSubscriptionError } from '../errors.ts';
-import type { BillingStore, SeatPlanMins, SeatState } from '../store.ts';
-import type { StripeLoader } from '../stripe-client.ts';
+import { InvalidRequestError, NoPerSeatSubscriptionError } from '../core/errors.ts';
+import type { BillingStore, SeatPlanMins, SeatState } from '../database/store.ts';
+import type { StripeLoader } from '../stripe/client.ts';
 import { openSubject, teamIdFrom, type Subject } from './subject.ts';
 
 /** Longer than any run holds it (a request's 10 s, a scheduled run's 30 s): a holder that

@@ -4,11 +4,11 @@
 // manage it. One database round trip (billing_request_context) counts the request
 // against the caller's limit, checks their role and reads the subject's account.
 
-import type { AuthUser } from '../auth.ts';
-import { ForbiddenError, InvalidRequestError, TooManyRequestsError } from '../errors.ts';
-import { REQUEST_LIMITS, type LimitedAction } from '../billing/request-limits.ts';
-import type { AccessDecision } from '../billing/access.ts';
-import type { BillingAccount, BillingStore, TeamRole } from '../store.ts';
+import type { AuthUser } from '../http/auth.ts';
+import { ForbiddenError, InvalidRequestError, TooManyRequestsError } from '../core/errors.ts';
+import { REQUEST_LIMITS, type LimitedAction } from '../http/request-limits.ts';
+import type { AccessDecision } from '../database/access.ts';
+import type { BillingAccount, BillingStore, TeamRole } from '../database/store.ts';
 import type { LimitView, UsageView } from '../usage/view.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

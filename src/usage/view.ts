@@ -1,7 +1,7 @@
 // Limits and usage as the status body shows them: the database's numbers for the subject,
 // read in the request's one round trip (billing_request_context), never recomputed here.
 
-import type { Limits } from './catalog.ts';
+import type { Limits } from '../catalog/limits.ts';
 
 /** A limit key the catalog declares: the subject's limit now (null: unlimited) and how
  *  many it stores (null when no table is attached for the key: nothing counts it). */

@@ -3,7 +3,7 @@
 // accounts (test/entitlements.test.ts). Times are days from "now"; none is within half a
 // day of a boundary, so a slow machine cannot move a case across one.
 
-import type { AccessReason, SubscriptionStatus } from '../../src/billing/access.ts';
+import type { AccessReason, SubscriptionStatus } from '../../src/database/access.ts';
 
 export interface AccessCase {
   name: string;

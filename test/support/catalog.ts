@@ -10,8 +10,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import Stripe from 'stripe';
 import { pushCatalog, SHIPPED_CATALOG } from '../../scripts/lib/local-catalog.ts';
-import type { Interval } from '../../src/billing/catalog.ts';
-import type { SetupReport } from '../../src/billing/setup.ts';
+import type { Interval } from '../../src/catalog/catalog.ts';
+import type { SetupReport } from '../../src/setup/setup.ts';
 
 export const CATALOG_FILE = SHIPPED_CATALOG;
 
