@@ -102,7 +102,7 @@ describe('netlify dev routes /api/stripe/* to the functions', () => {
 
 // netlify dev runs every invocation in a new worker thread that loads the function afresh
 // (a cold start per request: ~150 ms each here, a preflight too), so a burst is as many
-// cold starts at once and crawls (README, Performance). `npm run dev -- --warm` serves the
+// cold starts at once and crawls (docs/performance.md). `npm run dev -- --warm` serves the
 // same build with each function loaded once; this is the burst it must hold.
 describe('npm run dev -- --warm (scripts/lib/warm-site.ts)', () => {
   let warm: WarmSite;

@@ -2,7 +2,7 @@
 // the warm server (npm run dev -- --warm), in one run against one local stack: 50
 // concurrent checkouts of new users, then 100 concurrent signed webhook deliveries, and
 // a few sequential preflights (what one invocation costs each server when idle).
-// Prints a markdown table; README's Performance section quotes a run.
+// Prints a markdown table; docs/performance.md quotes a run.
 //
 // Knobs: BURST_CHECKOUTS=50, BURST_DELIVERIES=100.
 

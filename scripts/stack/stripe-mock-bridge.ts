@@ -5,7 +5,7 @@
 //    parameter we send differs: Checkout's `allowed_payment_method_types` (endive)
 //    replaced `payment_method_types` (clover), and the mock rejects the new name.
 //    The bridge renames it back, so the mock still validates the values. Every other
-//    parameter we send exists in both versions (checked; see README "stripe-mock").
+//    parameter we send exists in both versions (checked; see docs/testing.md, "stripe-mock").
 // 2. Recorder. stripe-mock is stateless and does not echo metadata or honour
 //    idempotency keys, so tests assert on what we sent: the bridge keeps the last
 //    requests and serves them at GET /__bridge/requests (DELETE clears them).

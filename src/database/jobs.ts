@@ -59,22 +59,24 @@ export async function runLeasedPass<S extends PassSummary>(
   const save = (release: boolean) =>
     jobs.saveJob(job.name, job.holder, pass.state(), release ? (summary as unknown as Json) : null, release);
 
+  // The summary is complete (status, duration) before the releasing save stores it.
+  const end = async (status: PassSummary['status']) => {
+    finish(status);
+    await save(true);
+    return summary;
+  };
+
   try {
     for (;;) {
-      if ((await pass.next()) === 'done') {
-        await save(true);
-        return finish('done');
-      }
-      if (performance.now() > deadline) {
-        await save(true);
-        return finish('paused');
-      }
+      if ((await pass.next()) === 'done') return await end('done');
+      if (performance.now() > deadline) return await end('paused');
       await save(false);
     }
   } catch (error) {
     summary.error = error instanceof Error ? error.message : String(error);
     // What was finished stays finished; the next run retries the rest.
+    finish('failed');
     await save(true).catch(() => {});
-    return finish('failed');
+    return summary;
   }
 }
