@@ -556,7 +556,7 @@ describe('the catalog: limits, meters, trial limits and free, through billing:se
     const other = { ...CATALOG, plans: [{ ...CATALOG.plans[1], plan: 'race', product_id: 'prod_usage_race' }], prices: [] };
     try {
       const rounds = await Promise.all(Array.from({ length: 5 }, () => Promise.allSettled([sync(CATALOG), sync(other), sync(CATALOG), sync(other)])));
-      expect(rounds.flat().filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason))).toEqual([]);
+      expect(rounds.flat().filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => String(r.reason))).toEqual([]);
       expect(await q('select key, value::int from billing_plan_limits where plan is null and kind = $1 order by key', ['limit'])).toEqual([
         { key: 'members', value: null },
         { key: 'sites', value: 1 },
