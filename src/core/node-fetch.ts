@@ -28,11 +28,13 @@ export const nodeFetch: typeof fetch = (input, init = {}) => {
       res.once('error', fail);
       res.once('end', () => {
         signal?.removeEventListener('abort', onAbort);
-        const status = res.statusCode ?? 0;
-        const responseHeaders = new Headers();
-        for (let i = 0; i + 1 < res.rawHeaders.length; i += 2) responseHeaders.append(res.rawHeaders[i] ?? '', res.rawHeaders[i + 1] ?? '');
-        const empty = method === 'HEAD' || status === 204 || status === 304;
-        resolve(new Response(empty ? null : Buffer.concat(chunks), { status, statusText: res.statusMessage ?? '', headers: responseHeaders }));
+        // Whatever the answer holds, it settles the promise: a throw in this listener
+        // would be uncaught and end the process.
+        try {
+          resolve(toResponse(method, res, chunks));
+        } catch (error) {
+          fail(error);
+        }
       });
     });
     function fail(error: unknown): void {
@@ -48,3 +50,16 @@ export const nodeFetch: typeof fetch = (input, init = {}) => {
     request.end(body ?? undefined);
   });
 };
+
+/** Statuses whose answer has no body (the Fetch standard's null body statuses). */
+const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
+
+/** The Response for an answer; throws for one a Response cannot hold. */
+function toResponse(method: string, res: http.IncomingMessage, chunks: Buffer[]): Response {
+  const status = res.statusCode ?? 0;
+  if (status < 200 || status > 599) throw new RangeError(`the server answered with HTTP status ${status}, outside 200–599`);
+  const headers = new Headers();
+  for (let i = 0; i + 1 < res.rawHeaders.length; i += 2) headers.append(res.rawHeaders[i] ?? '', res.rawHeaders[i + 1] ?? '');
+  const empty = method === 'HEAD' || NULL_BODY_STATUSES.has(status);
+  return new Response(empty ? null : Buffer.concat(chunks), { status, statusText: res.statusMessage ?? '', headers });
+}
