@@ -71,6 +71,27 @@ describe('config', () => {
     expect(error.message).not.toContain('pk_test_publishable');
   });
 
+  it.each([
+    ['a newline', 'sk_live_abc\nX-Injected: 1'],
+    ['a carriage return', 'rk_test_abc\rdef'],
+    ['a space', 'sk_test_abc def'],
+    ['a NUL', 'sk_test_abc\u0000'],
+    ['a non-ASCII letter', 'sk_test_abcé'],
+    ['punctuation', 'sk_test_abc-def'],
+  ])('refuses a STRIPE_SECRET_KEY holding %s (a header cannot carry it), naming the variable but not the key', (_what, key) => {
+    const error = configError(() => loadCheckoutConfig({ ...complete, STRIPE_SECRET_KEY: key }));
+    expect(error.variables).toEqual(['STRIPE_SECRET_KEY']);
+    expect(error.message).toContain('letters, digits and _');
+    expect(error.message).not.toContain(key.trim());
+    expect(error.message).not.toContain('abc');
+  });
+
+  it('takes the keys the local stack and the tests use (letters, digits and _ after the prefix)', () => {
+    for (const key of ['sk_test_123', 'sk_test_catchup0a1b2c3d4e5f', 'rk_live_51Abc_DEF', 'sk_live_abc']) {
+      expect(loadCheckoutConfig({ ...complete, STRIPE_SECRET_KEY: key }).stripe.secretKey).toBe(key);
+    }
+  });
+
   it('asks each endpoint only for what it uses', () => {
     const { SUPABASE_JWT_SECRET: _jwt, URL: _url, ...webhookOnly } = complete;
     expect(loadWebhookConfig(webhookOnly).webhookSecrets).toEqual(['whsec_fake+endpoint+secret+for+config+tests=']);

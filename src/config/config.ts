@@ -198,6 +198,11 @@ const UNSET_URL = new URL('http://unset.invalid');
 function readStripe(r: Reader): StripeConfig {
   const secretKey = r.required('STRIPE_SECRET_KEY');
   r.prefixed('STRIPE_SECRET_KEY', secretKey, ['sk_test_', 'sk_live_', 'rk_test_', 'rk_live_']);
+  // Stripe's keys are letters, digits and _; anything else (a newline pasted with it) makes
+  // the Authorization header unbuildable, and the error that says so quotes the key.
+  if (secretKey && !/^[A-Za-z0-9_]+$/.test(secretKey)) {
+    r.problems.push({ variable: 'STRIPE_SECRET_KEY', problem: 'holds a character other than letters, digits and _ (a stray space, quote or line break?)' });
+  }
   return {
     secretKey,
     mode: /^[sr]k_live_/.test(secretKey) ? 'live' : 'test',

@@ -10,7 +10,8 @@
 // unless Stripe-Should-Retry says false (true retries anything); a connection closed under
 // the first attempt (ECONNRESET, EPIPE: a stale keep-alive socket) is sent again even with
 // retries off. A failure throws StripeRequestError with the HTTP status and Stripe's
-// error message, type and code, which src/meters/send.ts classify reads. Not kept: the
+// error message, type and code, which src/meters/send.ts classify reads; a request fetch
+// refuses to make (a header it cannot carry) is neither retried nor quoted. Not kept: the
 // SDK's timeout is the socket's idle time, this one bounds the whole attempt.
 
 import { randomUUID } from 'node:crypto';
@@ -112,9 +113,9 @@ export function createMeterEventSender(connection: StripeConnection, options: Me
   };
 }
 
-/** As the SDK's _shouldRetry. */
+/** As the SDK's _shouldRetry; a request that could not be built is not sent again. */
 function shouldRetry(answer: Attempt, retries: number, maxRetries: number): boolean {
-  if ('failure' in answer) return (retries === 0 && closedConnection(answer.failure)) || retries < maxRetries;
+  if ('failure' in answer) return networkFailure(answer.failure) && ((retries === 0 && closedConnection(answer.failure)) || retries < maxRetries);
   if (retries >= maxRetries) return false;
   const advice = answer.headers.get('stripe-should-retry');
   if (advice === 'false') return false;
@@ -134,7 +135,20 @@ function closedConnection(failure: unknown): boolean {
   return false;
 }
 
+/** No answer on the way (fetch's TypeError 'fetch failed', a timeout, an abort), as
+ *  opposed to a request fetch refused to make: Headers' TypeError for a value it cannot
+ *  carry quotes the value, and so may quote the key. */
+function networkFailure(failure: unknown): boolean {
+  if (!(failure instanceof Error)) return false;
+  return (failure instanceof TypeError && failure.message === 'fetch failed') || failure.name === 'TimeoutError' || failure.name === 'AbortError';
+}
+
 function connectionError(failure: unknown, timeoutMs: number, retries: number): StripeRequestError {
+  // Neither its message nor its cause: they may hold a header's value.
+  if (!networkFailure(failure)) {
+    const kind = failure instanceof Error ? failure.name : typeof failure;
+    return new StripeRequestError(`The request to Stripe was not made: fetch refused it (${kind}; its message is withheld, as it may quote a header, the key's included)`);
+  }
   const timedOut = failure instanceof Error && failure.name === 'TimeoutError';
   const message = timedOut
     ? `Request aborted due to timeout being reached (${timeoutMs}ms)`
