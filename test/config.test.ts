@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { LOCAL_STRIPE_WEBHOOK_SECRET as LOCAL_DEVELOPMENT_WEBHOOK_SECRET } from '../scripts/lib/local-defaults.ts';
 import { exampleEnv } from './support/stack.ts';
-import { ConfigError, loadCheckoutConfig, loadPortalConfig, loadStatusConfig, loadSyncConfig, loadWebhookConfig } from '../src/config/config.ts';
+import { ConfigError, loadCheckoutConfig, loadJobConfig, loadPlansConfig, loadPortalConfig, loadSeatsConfig, loadStatusConfig, loadSyncConfig, loadWebhookConfig } from '../src/config/config.ts';
 
 const EXAMPLE_WEBHOOK_SECRET = exampleEnv('STRIPE_WEBHOOK_SECRET');
 
@@ -149,6 +149,41 @@ describe('config', () => {
   it('SUPABASE_URL must be https, but for a Supabase on this machine', () => {
     expect(configError(() => loadStatusConfig({ ...complete, SUPABASE_URL: 'http://abcd.supabase.co' })).variables).toEqual(['SUPABASE_URL']);
     expect(loadStatusConfig({ ...complete, SUPABASE_URL: 'http://127.0.0.1:54321' }).auth.jwksUrl.protocol).toBe('http:');
+  });
+
+  describe('STRIPE_API_BASE: the secret key travels to it, so a deploy sends it over TLS only', () => {
+    const local = { ...complete, SUPABASE_URL: 'http://127.0.0.1:54321' };
+    const mock = 'http://stripe-mock.internal:12111';
+    const loaders = [loadCheckoutConfig, loadPortalConfig, loadSyncConfig, loadWebhookConfig, loadJobConfig, loadPlansConfig, loadSeatsConfig];
+
+    it.each(loaders.map((load) => [load.name, load] as const))('%s: on a deploy (SUPABASE_URL off this machine) refuses plain http off loopback, naming the variable', (_name, load) => {
+      const error = configError(() => load({ ...complete, STRIPE_API_BASE: mock }));
+      expect(error.variables).toEqual(['STRIPE_API_BASE']);
+      expect(error.message).toContain('https');
+      expect(error.message).not.toContain('sk_test_abc');
+    });
+
+    it('with a live key, even on a local Supabase, and even without SUPABASE_URL (plans)', () => {
+      const live = { ...local, STRIPE_SECRET_KEY: 'sk_live_abc' };
+      expect(configError(() => loadCheckoutConfig({ ...live, STRIPE_API_BASE: mock })).variables).toEqual(['STRIPE_API_BASE']);
+      expect(configError(() => loadPlansConfig({ STRIPE_SECRET_KEY: 'sk_live_abc', STRIPE_API_BASE: mock })).variables).toEqual(['STRIPE_API_BASE']);
+      expect(configError(() => loadPlansConfig({ STRIPE_SECRET_KEY: 'sk_test_abc', STRIPE_API_BASE: mock })).variables).toEqual(['STRIPE_API_BASE']);
+    });
+
+    it('takes https anywhere, and plain http on loopback, whatever the key', () => {
+      for (const env of [complete, local, { ...complete, STRIPE_SECRET_KEY: 'rk_live_abc' }]) {
+        expect(loadCheckoutConfig({ ...env, STRIPE_API_BASE: 'https://stripe-proxy.example.com' }).stripe.apiBase?.protocol).toBe('https:');
+        for (const host of ['http://127.0.0.1:12111', 'http://localhost:12111', 'http://[::1]:12111']) {
+          expect(loadCheckoutConfig({ ...env, STRIPE_API_BASE: host }).stripe.apiBase?.protocol).toBe('http:');
+        }
+      }
+      // A host that merely looks local is not.
+      expect(configError(() => loadCheckoutConfig({ ...complete, STRIPE_API_BASE: 'http://127.0.0.1.example.com' })).variables).toEqual(['STRIPE_API_BASE']);
+    });
+
+    it('a local stack (SUPABASE_URL on loopback, a test key) may reach a stripe-mock on another host over plain http', () => {
+      expect(loadCheckoutConfig({ ...local, STRIPE_API_BASE: mock }).stripe.apiBase?.host).toBe('stripe-mock.internal:12111');
+    });
   });
 
   it('knows live keys from test keys, and reads STRIPE_API_BASE', () => {

@@ -48,7 +48,8 @@ export interface StripeConfig {
   secretKey: string;
   /** Whether the key is a live or a test key; events of the other mode are not applied. */
   mode: StripeMode;
-  /** STRIPE_API_BASE: optional; another API host, e.g. stripe-mock at http://localhost:12111. */
+  /** STRIPE_API_BASE: optional; another API host, e.g. stripe-mock at http://localhost:12111.
+   *  On a deploy https://, or plain http on loopback. */
   apiBase: URL | undefined;
 }
 
@@ -182,6 +183,16 @@ class Reader {
     return (value ?? '').split(',').map((entry) => entry.trim()).filter((entry) => entry !== '');
   }
 
+  /** SUPABASE_URL names a Supabase on this machine (npm run dev, the tests); unset or
+   *  malformed is no proof of that. Read by loaders that do not otherwise need it. */
+  localSupabase(): boolean {
+    try {
+      return isLoopback(new URL(this.optional('SUPABASE_URL') ?? ''));
+    } catch {
+      return false;
+    }
+  }
+
   /** A variable that must no longer be set (see RETIRED_VARIABLES). */
   retired(name: keyof typeof RETIRED_VARIABLES): void {
     if (this.optional(name) !== undefined) this.problems.push({ variable: name, problem: RETIRED_VARIABLES[name] });
@@ -203,11 +214,18 @@ function readStripe(r: Reader): StripeConfig {
   if (secretKey && !/^[A-Za-z0-9_]+$/.test(secretKey)) {
     r.problems.push({ variable: 'STRIPE_SECRET_KEY', problem: 'holds a character other than letters, digits and _ (a stray space, quote or line break?)' });
   }
-  return {
-    secretKey,
-    mode: /^[sr]k_live_/.test(secretKey) ? 'live' : 'test',
-    apiBase: r.url('STRIPE_API_BASE', r.optional('STRIPE_API_BASE')),
-  };
+  const mode = /^[sr]k_live_/.test(secretKey) ? 'live' : 'test';
+  const apiBase = r.url('STRIPE_API_BASE', r.optional('STRIPE_API_BASE'));
+  // The key travels to it in every request. On a deploy (the rule of the webhook secrets:
+  // any live key, or SUPABASE_URL off this machine) only over TLS; plain http stays for a
+  // stripe-mock on this machine, where nothing crosses a network.
+  if (apiBase && apiBase.protocol !== 'https:' && !isLoopback(apiBase) && (mode === 'live' || !r.localSupabase())) {
+    r.problems.push({
+      variable: 'STRIPE_API_BASE',
+      problem: 'must be https:// on a deploy (a live key, or SUPABASE_URL off this machine): the secret key travels to it; plain http only for a host on this machine',
+    });
+  }
+  return { secretKey, mode, apiBase };
 }
 
 function readStore(r: Reader): StoreConfig {
