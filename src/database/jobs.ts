@@ -27,6 +27,10 @@ export interface PassJob {
   budgetMs: number;
 }
 
+/** The error of a run that found another holder of its lease at a save: it stops, and
+ *  its summary is not stored (the job is the other run's now). */
+export const LEASE_LOST = 'lease lost';
+
 /** A pass, once its run holds the lease. */
 export interface PassPages {
   /** What is saved for the next run; read at each save. */
@@ -38,7 +42,8 @@ export interface PassPages {
 /** Runs a pass's pages under the job's lease. `open` reads the state the last run saved;
  *  `deadline` is when the budget ends (on performance.now()'s clock). The state is saved
  *  after every page; when the run ends (the pass is done, the budget is spent, or an error
- *  stopped it) the summary is saved with it and the lease released. */
+ *  stopped it) the summary is saved with it and the lease released. A save that finds the
+ *  lease taken ends the run 'failed' with LEASE_LOST, no page after it. */
 export async function runLeasedPass<S extends PassSummary>(
   jobs: JobStore,
   job: PassJob,
@@ -55,22 +60,30 @@ export async function runLeasedPass<S extends PassSummary>(
 
   const saved = await jobs.acquireJob(job.name, job.holder, job.leaseSeconds);
   if (saved === null) return finish('busy');
-  const pass = open(saved, deadline);
+  let pass: PassPages | null = null;
+  /** False: another run holds the lease now (ours ran out and was taken). */
   const save = (release: boolean) =>
-    jobs.saveJob(job.name, job.holder, pass.state(), release ? (summary as unknown as Json) : null, release);
+    jobs.saveJob(job.name, job.holder, pass ? pass.state() : saved, release ? (summary as unknown as Json) : null, release);
+  const leaseLost = () => {
+    summary.error = LEASE_LOST;
+    return finish('failed');
+  };
 
   // The summary is complete (status, duration) before the releasing save stores it.
   const end = async (status: PassSummary['status']) => {
     finish(status);
-    await save(true);
-    return summary;
+    return (await save(true)) ? summary : leaseLost();
   };
 
   try {
+    // Inside the try: a state it cannot open (a corrupt cursor) ends the run like any
+    // failure, its summary saved and the lease released, the saved state kept.
+    pass = open(saved, deadline);
     for (;;) {
       if ((await pass.next()) === 'done') return await end('done');
       if (performance.now() > deadline) return await end('paused');
-      await save(false);
+      // Its next page would run beside the run that holds the lease now.
+      if (!(await save(false))) return leaseLost();
     }
   } catch (error) {
     summary.error = error instanceof Error ? error.message : String(error);
