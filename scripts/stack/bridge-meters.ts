@@ -23,7 +23,9 @@
 //   events left out, paged by id;
 // * faults (POST /__bridge/meter-faults): meter event and adjustment requests answer 429
 //   (Stripe's rate limiter, before anything is kept), 500 (api_error, nothing kept, the
-//   answer kept under the idempotency key), or hang past the client's timeout and are
+//   answer kept under the idempotency key), 401, 403 or 404 (what Stripe answers a
+//   revoked or rolled key, a restricted key without the meter event permission, and a
+//   path it does not know; nothing kept), or hang past the client's timeout and are
 //   then dropped, after recording the event (timeout-recorded: Stripe got it, the answer
 //   was lost) or without (timeout-lost);
 // * a clock tests can move (POST /__bridge/clock), from which deduplication, the window,
@@ -79,7 +81,7 @@ interface Meter {
 }
 
 /** How a meter request fails: see the header. `timeout` is either timeout, by the seeded draw. */
-const FAULT_KINDS = ['429', '500', 'timeout-recorded', 'timeout-lost', 'timeout'] as const;
+const FAULT_KINDS = ['429', '500', '401', '403', '404', 'timeout-recorded', 'timeout-lost', 'timeout'] as const;
 type FaultKind = (typeof FAULT_KINDS)[number];
 
 interface FaultPlan {
@@ -365,6 +367,7 @@ export function createBridgeMeters(): BridgeMeters {
       if (fault === '429') {
         return { status: 429, body: { error: { type: 'invalid_request_error', code: 'rate_limit', message: 'Too many requests (the bridge, as Stripe would)' } } };
       }
+      if (fault === '401' || fault === '403' || fault === '404') return refusedKeyOrPath(fault, request);
       const answerKey = request.idempotencyKey && request.method === 'POST' ? `${request.apiKey ?? ''} ${request.idempotencyKey}` : null;
       const before = answerKey ? saved.get(answerKey) : undefined;
       if (before && before.at > now() - DAY) {
@@ -451,4 +454,18 @@ export function createBridgeMeters(): BridgeMeters {
       };
     },
   };
+}
+
+/** Stripe's answers to a request it refuses before looking at it, as Stripe words them:
+ *  the key shown masked but for its last 4 characters. */
+function refusedKeyOrPath(status: '401' | '403' | '404', request: MeterRequest): Answer {
+  const key = request.apiKey ?? '';
+  const prefix = /^[sr]k_(?:test|live)_/.exec(key)?.[0] ?? '';
+  const masked = `${prefix}${'*'.repeat(Math.max(key.length - prefix.length - 4, 0))}${key.slice(-4)}`;
+  const message = {
+    '401': `Expired API Key provided: ${masked}`,
+    '403': `The provided key '${masked}' does not have the required permissions for this endpoint on account 'acct_bridge'. Having the 'rak_billing_meter_event_write' permission would allow this request to continue.`,
+    '404': `Unrecognized request URL (${request.method}: ${request.path}). Please see https://stripe.com/docs or we can help at https://support.stripe.com/.`,
+  }[status];
+  return { status: Number(status), body: { error: { type: 'invalid_request_error', message } } };
 }
