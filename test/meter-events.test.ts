@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { inspect } from 'node:util';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { nodeFetch } from '../src/core/node-fetch.ts';
+import { classify } from '../src/meters/send.ts';
 import { createMeterEventSender, StripeRequestError } from '../src/stripe/meter-events.ts';
 
 /** What the server answers next: a status and a body. */
@@ -70,3 +71,40 @@ describe('the meter event sender', () => {
     expect(((error as StripeRequestError).cause as TypeError).message).toBe('fetch failed');
   });
 });
+
+describe('what a Stripe answer means to the sender', () => {
+  const send = () => createMeterEventSender({ secretKey: 'sk_test_abc', apiBase }, { fetch: nodeFetch, timeoutMs: 1_000, maxNetworkRetries: 0 })(params);
+
+  it.each([
+    [200, '{"object":"billing.meter_event"}'],
+    [200, '{"error": null}'],
+    [200, '{"error": {"message": "odd"}}'],
+    [201, ''],
+    [202, 'not json'],
+    [204, ''],
+    [205, '{}'],
+  ])('takes any 2xx for accepted: %i %s', async (status, body) => {
+    answer = { status, body };
+    await expect(send()).resolves.toBeUndefined();
+    expect(requests).toBe(1);
+  });
+
+  it.each([
+    [401, 'Expired API Key provided: sk_live_****************abcd'],
+    [403, "The provided key 'rk_live_****abcd' does not have the required permissions for this endpoint"],
+    [404, 'Unrecognized request URL (POST: /v1/billing/meter_events).'],
+  ])('a %i is about the key or the host, not the row: classify keeps the row for the next run, masking any key in the message', async (status, message) => {
+    answer = { status, body: JSON.stringify({ error: { type: 'invalid_request_error', message } }) };
+    const error = await send().then(() => null, (caught: unknown) => caught);
+    expect(error).toMatchObject({ statusCode: status, type: 'invalid_request_error', message });
+    const outcome = classify(error);
+    expect(outcome).toMatchObject({ kind: 'configuration', status });
+    expect(JSON.stringify(outcome)).not.toMatch(/[sr]k_live_/);
+  });
+
+  it('any other 400 is the row\'s: refused for good', async () => {
+    answer = { status: 400, body: JSON.stringify({ error: { type: 'invalid_request_error', message: 'No such customer', param: 'payload' } }) };
+    expect(classify(await send().then(() => null, (caught: unknown) => caught))).toMatchObject({ kind: 'refused' });
+  });
+});
+

@@ -285,6 +285,38 @@ describe('the reporter', () => {
     expect(logs).toContainEqual(expect.objectContaining({ level: 'warn', msg: expect.stringContaining('older than Stripe takes') as unknown, subject, value: 40 }));
   });
 
+  it.each([
+    ['401', 'a revoked or rolled key', 'Expired API Key provided'],
+    ['403', 'a restricted key without the meter event permission', 'does not have the required permissions'],
+    ['404', 'an API host that does not know the path', 'Unrecognized request URL'],
+  ])('a %s (%s) refuses no row for good: every row stays pending for the next run, the run stops failed, one error log with the status and Stripe\'s message, never the key', async (status, _why, stripeSays) => {
+    const first = await subscriber();
+    const second = await subscriber();
+    await track(first.subject, 130, hourStart(2));
+    await track(second.subject, 150, hourStart(3));
+    await meterFaults({ rate: 1, kinds: [status] });
+    let refused: Awaited<ReturnType<typeof run>>;
+    try {
+      refused = await run();
+    } finally {
+      await meterFaultsOff();
+    }
+    expect(refused).toMatchObject({ status: 'failed', sent: 0, failed: 0, serverRetries: 0, error: expect.stringContaining(status) as unknown });
+    for (const who of [first, second]) expect((await rows(who.subject)).map((r) => r.state)).toEqual(['pending']);
+    // Not sent again within the run: the answer will not change before the key does.
+    for (const who of [first, second]) expect((await meterEventsOf(who.customer)).length).toBeLessThanOrEqual(1);
+    const errors = logs.filter((l) => l['level'] === 'error');
+    expect(errors).toEqual([expect.objectContaining({ status: Number(status), error: expect.stringContaining(stripeSays) as unknown })]);
+    expect(JSON.stringify(logs)).not.toContain(stripeConnection.secretKey);
+    expect(JSON.stringify(await q('select error from billing_meter_reports where subject_id = any($1)', [[first.subject, second.subject]]))).not.toContain(stripeConnection.secretKey);
+
+    // The key fixed: the next run sends them.
+    expect(await run()).toMatchObject({ status: 'done', failed: 0 });
+    for (const who of [first, second]) expect((await rows(who.subject)).map((r) => r.state)).toEqual(['sent']);
+    expect(await stripeTotalOf(first.customer)).toBe(30);
+    expect(await stripeTotalOf(second.customer)).toBe(50);
+  });
+
   it('runs as Netlify starts the scheduled functions: one summary line, the usage sent', async () => {
     const { subject, customer } = await subscriber();
     await track(subject, 111, hourStart(2));
@@ -488,6 +520,22 @@ describe('invoice.created', () => {
     const failing = { ...deps(), sendMeterEvent: meterEventSender({ secretKey: 'sk_test_unreachable', apiBase: new URL('http://127.0.0.1:9') }, { maxNetworkRetries: 0, timeoutMs: 500 }) };
     await expect(flushCustomerUsage(failing, customer, { holder: 'flush-down', budgetMs: 1_500, sleep: () => Promise.resolve() })).rejects.toThrow(/unsent/);
     expect((await rows(subject))[0]?.state).toBe('pending');
+  });
+
+  it('answers 500 when Stripe refuses the key (403), so that Stripe delivers it again once the key is fixed: the usage is not refused for good', async () => {
+    const { subject, customer } = await subscriber();
+    await track(subject, 150, hourStart(1));
+    await meterFaults({ rate: 1, kinds: ['403'] });
+    try {
+      const { status, row } = await deliver(customer);
+      expect(status).toBe(500);
+      expect(row?.outcome).toBe('failed');
+    } finally {
+      await meterFaultsOff();
+    }
+    expect((await rows(subject)).map((r) => r.state)).toEqual(['pending']);
+    expect(await deliver(customer)).toMatchObject({ status: 200, row: { outcome: 'applied' } });
+    expect((await rows(subject)).map((r) => r.state)).toEqual(['sent']);
   });
 });
 

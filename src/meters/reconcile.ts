@@ -13,7 +13,7 @@ import type Stripe from 'stripe';
 import { runLeasedPass, type JobStore, type PassSummary } from '../database/jobs.ts';
 import type { StripeLoader } from '../stripe/client.ts';
 import { ROW_LEASE_SECONDS, SEND_GRACE_MS, type MeterDeps } from './report.ts';
-import { addCounts, emptyCounts, sendRows, type SendCounts } from './send.ts';
+import { addCounts, emptyCounts, newSendRun, sendRows, type SendCounts, type SendRun } from './send.ts';
 import type { ReconcileWindow } from './store.ts';
 
 export const METER_RECONCILE_JOB = 'stripe-meter-reconcile';
@@ -64,6 +64,7 @@ export async function reconcileMeters(deps: ReconcileDeps, options: ReconcileOpt
     ...emptyCounts(), durationMs: 0,
   };
   const job = { name: METER_RECONCILE_JOB, holder: options.holder, leaseSeconds: Math.ceil(budgetMs / 1000) + 60, budgetMs };
+  const sends = newSendRun();
   return runLeasedPass(deps.jobs, job, summary, (saved, deadline) => {
     let after = typeof saved === 'object' && saved !== null && !Array.isArray(saved) && typeof saved['after'] === 'string' ? saved['after'] : null;
     let client: Stripe | undefined;
@@ -87,7 +88,7 @@ export async function reconcileMeters(deps: ReconcileDeps, options: ReconcileOpt
             deps.log.error('meter reconcile: Stripe has no meter for this event name', { meter: window.meter, subject: window.subject });
             continue;
           }
-          await reconcileWindow(deps, window, meterId, stripe, now(), options, summary, deadline);
+          await reconcileWindow(deps, window, meterId, stripe, now(), options, summary, deadline, sends);
         }
         if (page.last === null || page.subjects < pageSize) {
           after = null;
@@ -109,6 +110,7 @@ async function reconcileWindow(
   options: ReconcileOptions,
   summary: ReconcileSummary,
   deadline: number,
+  sends: SendRun,
 ): Promise<void> {
   const stripeTotal = await summarized(stripe, meterId, window, now);
   const decision = await deps.store.reconcileDecide(window, stripeTotal, options.holder, ROW_LEASE_SECONDS);
@@ -134,8 +136,10 @@ async function reconcileWindow(
       deps.log.warn('meter reconcile: Stripe lacks usage, repair sent', { ...about, identifier: decision.repair.identifier, value: decision.repair.value });
       // Left unsent, it is pending: the reporter's next claim sends it (same identifier).
       addCounts(summary, await sendRows(deps, [decision.repair], {
-        deadline: Math.max(deadline, performance.now()) + SEND_GRACE_MS, ...(options.sleep && { sleep: options.sleep }),
+        deadline: Math.max(deadline, performance.now()) + SEND_GRACE_MS, run: sends, ...(options.sleep && { sleep: options.sleep }),
       }));
+      // A 401, 403 or 404: the key or the host, so every repair after it would fail too.
+      if (sends.refused) throw new Error(`Stripe refused the meter events (${sends.refused.status}): ${sends.refused.error}`);
       return;
     }
     case 'cancel':

@@ -18,7 +18,7 @@ import { nodeFetch } from '../core/node-fetch.ts';
 import { runLeasedPass, type JobStore, type PassSummary } from '../database/jobs.ts';
 import type { StripeConnection } from '../stripe/connection.ts';
 import { createMeterEventSender, type MeterEventSender } from '../stripe/meter-events.ts';
-import { addCounts, emptyCounts, sendRows, type SendCounts } from './send.ts';
+import { addCounts, emptyCounts, newSendRun, sendRows, type SendCounts } from './send.ts';
 import { createMeterStore, type MeterStore } from './store.ts';
 
 export const METER_REPORT_JOB = 'stripe-meter-report';
@@ -64,7 +64,8 @@ export interface ReportOptions {
   sleep?: (ms: number) => Promise<void>;
 }
 
-/** Its status 'failed': a database or Stripe failure stopped the run (the rows stay pending). */
+/** Its status 'failed': a database or Stripe failure stopped the run (the rows stay pending),
+ *  a 401, 403 or 404 from Stripe among them (the key or the host, not the rows). */
 export interface ReportSummary extends SendCounts, PassSummary {
   batches: number;
   subjects: number;
@@ -82,6 +83,7 @@ export async function reportUsage(deps: ReportDeps, options: ReportOptions): Pro
     status: 'done', batches: 0, subjects: 0, meters: 0, claimed: 0, resent: 0, late: 0, ...emptyCounts(), durationMs: 0,
   };
   const job = { name: METER_REPORT_JOB, holder: options.holder, leaseSeconds: Math.ceil((budgetMs + SEND_GRACE_MS) / 1000) + 60, budgetMs };
+  const sends = newSendRun();
   return runLeasedPass(deps.jobs, job, summary, (saved, deadline) => {
     let after = cursorOf(saved);
     return {
@@ -97,8 +99,10 @@ export async function reportUsage(deps: ReportDeps, options: ReportOptions): Pro
         summary.resent += claim.rows.filter((row) => row.attempts > 1).length;
         summary.late += claim.rows.filter((row) => row.late).length;
         addCounts(summary, await sendRows(deps, claim.rows, {
-          deadline: Math.max(deadline, performance.now()) + SEND_GRACE_MS, ...(options.sleep && { sleep: options.sleep }),
+          deadline: Math.max(deadline, performance.now()) + SEND_GRACE_MS, run: sends, ...(options.sleep && { sleep: options.sleep }),
         }));
+        // Every later batch would get the same answer; this one is claimed again next run.
+        if (sends.refused) throw new Error(`Stripe refused the meter events (${sends.refused.status}): ${sends.refused.error}`);
         if (claim.last === null || claim.subjects < batch) {
           after = null;
           return 'done';

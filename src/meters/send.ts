@@ -32,13 +32,26 @@ export interface SendOptions {
   deadline: number;
   sleep?: (ms: number) => Promise<void>;
   concurrency?: number;
+  /** Shared by the sends of one run; a fresh one per call if left out. */
+  run?: SendRun;
+}
+
+/** What the sends of one run learned: set by the first 401, 403 or 404, after which the
+ *  run sends nothing more (every send would get the same answer) and logs it once. */
+export interface SendRun {
+  refused: { status: number; error: string } | null;
+}
+
+export function newSendRun(): SendRun {
+  return { refused: null };
 }
 
 export interface SendCounts {
   sent: number;
   /** Left pending for the next run (out of tries or time). */
   unsent: number;
-  /** Refused by Stripe (a 400): not retried, logged at error. */
+  /** Refused by Stripe (a 400): not retried, logged at error. A 401, 403 or 404 is about
+   *  the key or the host, not the row: it stays pending (unsent). */
   failed: number;
   rateLimitRetries: number;
   serverRetries: number;
@@ -46,7 +59,11 @@ export interface SendCounts {
   units: number;
 }
 
-type Outcome = { kind: 'sent' } | { kind: 'rate limit' | 'server'; error: string } | { kind: 'refused'; error: string };
+type Outcome =
+  | { kind: 'sent' }
+  | { kind: 'rate limit' | 'server'; error: string }
+  | { kind: 'refused'; error: string }
+  | { kind: 'configuration'; status: number; error: string };
 
 const defaultSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
@@ -72,6 +89,7 @@ export function meterEventParams(row: MeterRow): MeterEventParams {
  *  the accepted ones sent. */
 export async function sendRows(deps: SendDeps, rows: readonly MeterRow[], options: SendOptions): Promise<SendCounts> {
   const sleep = options.sleep ?? defaultSleep;
+  const run = options.run ?? newSendRun();
   const counts = emptyCounts();
   const accepted: string[] = [];
   // One backoff for all workers: a 429 is about the account, not the row.
@@ -96,9 +114,18 @@ export async function sendRows(deps: SendDeps, rows: readonly MeterRow[], option
       for (let send = 1; send <= MAX_SENDS_PER_RUN; send += 1) {
         const wait = pauseUntil - performance.now();
         if (wait > 0) await sleep(wait);
-        if (performance.now() > options.deadline) break;
+        if (performance.now() > options.deadline || run.refused) break;
         last = await sendOne(deps.sendMeterEvent, row);
         if (last.kind === 'sent' || last.kind === 'refused') break;
+        if (last.kind === 'configuration') {
+          if (!run.refused) {
+            run.refused = { status: last.status, error: last.error };
+            deps.log.error('meter events refused by Stripe for the key or the API host: rows stay pending until it is fixed (STRIPE_SECRET_KEY, STRIPE_API_BASE)', {
+              status: last.status, error: last.error,
+            });
+          }
+          break;
+        }
         if (last.kind === 'rate limit') {
           counts.rateLimitRetries += 1;
           rateLimits += 1;
@@ -120,7 +147,8 @@ export async function sendRows(deps: SendDeps, rows: readonly MeterRow[], option
       } else {
         counts.unsent += 1;
         // Pending still: the next run resends the same identifier.
-        await deps.store.release(row.identifier, last?.error ?? 'out of time', false, RETRY_AFTER_SECONDS);
+        const why = last?.error ?? (run.refused ? `not sent: Stripe answered ${run.refused.status} in this run` : 'out of time');
+        await deps.store.release(row.identifier, why, false, RETRY_AFTER_SECONDS);
       }
     }
   };
@@ -145,8 +173,11 @@ const ALREADY_RECORDED = /an event already exists with identifier/i;
 
 /** A 400 saying Stripe already holds the identifier means an earlier send got through
  *  (its answer lost: a timeout, a crash before the record): sent. A 429 waits; a 5xx, a
- *  409, an api_error or no answer is sent again (same identifier); any other 400 (an
- *  unknown customer, a timestamp out of range) will not get better. Reads the sender's
+ *  409, an api_error or no answer is sent again (same identifier); a 401 (a revoked or
+ *  rolled key), a 403 (a restricted key without the meter event permission) or a 404 (an
+ *  API host without the path) is about the configuration, not the row: it stays pending
+ *  for a run after the fix; any other 400 (an unknown customer, a timestamp out of range)
+ *  will not get better. Reads the sender's
  *  StripeRequestError (src/stripe/meter-events.ts: Stripe's error type, e.g. api_error)
  *  and the SDK's errors alike (the SDK's class name, e.g. StripeAPIError). */
 export function classify(error: unknown): Outcome {
@@ -155,7 +186,14 @@ export function classify(error: unknown): Outcome {
   const status = error instanceof Error && 'statusCode' in error ? error.statusCode : undefined;
   if (status === 400 && ALREADY_RECORDED.test(message)) return { kind: 'sent' };
   if (type === 'StripeRateLimitError' || status === 429) return { kind: 'rate limit', error: message };
+  if (status === 401 || status === 403 || status === 404) return { kind: 'configuration', status, error: withoutKeys(message) };
   if (type === 'StripeConnectionError' || type === 'StripeAPIError' || type === 'api_error' || status === undefined) return { kind: 'server', error: message };
   if (typeof status === 'number' && (status >= 500 || status === 409)) return { kind: 'server', error: message };
   return { kind: 'refused', error: message };
+}
+
+/** Stripe's messages about a key quote it masked but for its last characters; logged and
+ *  stored, they show none of it. */
+function withoutKeys(message: string): string {
+  return message.replace(/\b[sr]k_(?:test|live)_[\w*]*/g, '[key]');
 }

@@ -156,8 +156,10 @@ function connectionError(failure: unknown, timeoutMs: number, retries: number): 
   return new StripeRequestError(message, {}, { cause: failure });
 }
 
-/** Resolves for a 2xx; throws Stripe's error for anything else. */
+/** Resolves for a 2xx, whatever its body says (the status is Stripe's verdict; the
+ *  meter event it echoes is not read); throws Stripe's error for anything else. */
 function accepted(answer: { status: number; headers: Headers; text: string }): void {
+  if (answer.status >= 200 && answer.status < 300) return;
   const requestId = answer.headers.get('request-id') ?? undefined;
   let json: unknown;
   try {
@@ -167,7 +169,6 @@ function accepted(answer: { status: number; headers: Headers; text: string }): v
     throw new StripeRequestError('Invalid JSON received from the Stripe API', { statusCode: answer.status, type: 'api_error', requestId });
   }
   const error = typeof json === 'object' && json !== null && 'error' in json ? json.error : undefined;
-  if (answer.status >= 200 && answer.status < 300 && error === undefined) return;
   const fields = typeof error === 'object' && error !== null ? (error as Record<string, unknown>) : {};
   const text = (key: string) => (typeof fields[key] === 'string' ? fields[key] : undefined);
   throw new StripeRequestError(text('message') ?? `Stripe answered ${answer.status}`, {
