@@ -16,13 +16,29 @@ function allowedImports(folder: string): string[] {
   return line === 'nothing of ours.' ? [] : line.replace(/\.$/, '').split(', ');
 }
 
-/** The src/ folders a file's imports reach, other than its own. */
+/** The source files of a capability folder, its subfolders' included, relative to it. */
+function sourceFiles(folder: string): string[] {
+  return readdirSync(path.join(SRC, folder), { recursive: true, encoding: 'utf8' })
+    .filter((file) => /\.[cm]?[jt]sx?$/.test(file))
+    .sort();
+}
+
+/** A relative import's path in quotes of any kind: `from '…'`, `from "…"`, `import('…')`,
+ *  `` import(`…`) ``, `import '…'` (side effects only), `require('…')`. */
+const RELATIVE_IMPORT = /(?:\bfrom|\bimport|\brequire)\s*\(?\s*(['"`])(\.[^'"`]*)\1/g;
+
+/** The src/ folders a file's imports reach, other than its own; a path built at run time
+ *  (`${…}` in a template) cannot be checked, and is reported as such. */
 function importedFolders(folder: string, file: string): string[] {
   const text = readFileSync(path.join(SRC, folder, file), 'utf8');
-  const specs = [...text.matchAll(/(?:from|import)\s*\(?\s*'(\.[^']+)'/g)].map((m) => m[1] ?? '');
+  const specs = [...text.matchAll(RELATIVE_IMPORT)].map((m) => m[2] ?? '');
   return specs
-    .map((spec) => path.relative(SRC, path.resolve(SRC, folder, spec)).split(path.sep))
-    .map((parts) => (parts[0] === '..' || parts.length < 2 ? `outside:${parts.join('/')}` : parts[0] ?? ''))
+    .map((spec) => (spec.includes('${') ? `unresolvable:${spec}` : path.relative(SRC, path.resolve(SRC, folder, path.dirname(file), spec)).split(path.sep).join('/')))
+    .map((target) => {
+      if (target.startsWith('unresolvable:')) return target;
+      const parts = target.split('/');
+      return parts[0] === '..' || parts.length < 2 ? `outside:${target}` : parts[0] ?? '';
+    })
     .filter((target) => target !== folder);
 }
 
@@ -38,13 +54,19 @@ describe('src/ by capability', () => {
     expect(readme).toMatch(/^Owns .{20,}/m);
     const allowed = allowedImports(folder);
     for (const name of allowed) expect(folders, `src/${folder} may import ${name}`).toContain(name);
-    const files = readdirSync(path.join(SRC, folder)).filter((f) => f.endsWith('.ts'));
+    const files = sourceFiles(folder);
     expect(files.length).toBeGreaterThan(0);
     for (const file of files) {
       for (const target of importedFolders(folder, file)) {
         expect(allowed, `src/${folder}/${file} imports src/${target}`).toContain(target);
       }
     }
+  });
+
+  it('reads every kind of relative import, from a file in a subfolder too', () => {
+    expect([...`import a from "../core/log.ts"; import b from '../core/errors.ts'; const c = await import(\`../database/store.ts\`);
+      const d = await import(\`../\${name}/x.ts\`); export * from "./own.ts"; import '../http/x.ts'; const e = require('../usage/view.ts');`
+      .matchAll(RELATIVE_IMPORT)].map((m) => m[2])).toEqual(['../core/log.ts', '../core/errors.ts', '../database/store.ts', '../${name}/x.ts', './own.ts', '../http/x.ts', '../usage/view.ts']);
   });
 
   it('layers: no folder reaches itself through what it may import', () => {
