@@ -46,10 +46,15 @@ function headingIds(markdown: string): Set<string> {
   return ids;
 }
 
-/** The inline links' targets, outside code. */
+/** The links' targets, outside code: inline (`[text](target)`) and the definitions of
+ *  reference-style links (`[label]: target "title"`, up to 3 spaces in, `<target>` too). */
 function linkTargets(markdown: string): string[] {
-  const prose = withoutCodeBlocks(markdown).replace(/`[^`\n]*`/g, '');
-  return [...prose.matchAll(/\]\(([^)\s]+)(?:\s+"[^"]*")?\)/g)].map((m) => m[1] ?? '');
+  const prose = withoutCodeBlocks(markdown);
+  const inline = prose.replace(/`[^`\n]*`/g, '');
+  return [
+    ...[...inline.matchAll(/\]\(([^)\s]+)(?:\s+"[^"]*")?\)/g)].map((m) => m[1] ?? ''),
+    ...[...prose.matchAll(/^ {0,3}\[[^\]\n]+\]:[ \t]*(?:<([^>\n]+)>|(\S+))/gm)].map((m) => m[1] ?? m[2] ?? ''),
+  ];
 }
 
 interface Link {
@@ -102,6 +107,21 @@ describe('README.md and docs/', () => {
     expect(mentions.length).toBeGreaterThan(10);
     const missing = mentions.filter(({ mention }) => !existsSync(path.join(ROOT, mention))).map(({ page, mention }) => `${page}: ${mention}`);
     expect(missing).toEqual([]);
+  });
+});
+
+describe('linkTargets', () => {
+  it('reads inline links and reference-style definitions, not code', () => {
+    expect(linkTargets([
+      'See [the docs](docs/api.md#auth) and [r][ref].',
+      '[ref]: docs/missing.md',
+      '  [other]: <docs/with space.md> "Title"',
+      '[x]: https://example.com',
+      '`[code](not-a-link.md)`',
+      '```',
+      '[fenced]: docs/not-a-link.md',
+      '```',
+    ].join('\n'))).toEqual(['docs/api.md#auth', 'docs/missing.md', 'docs/with space.md', 'https://example.com']);
   });
 });
 
