@@ -94,7 +94,7 @@ const ids = values.replay
   : await failedEventIds(store, since).catch((error: unknown) => fail(`could not read the inbox: ${messageOf(error)}`, 1));
 const stripe = await createStripe(config.stripe);
 console.error(`replaying ${ids.length} event(s) from Stripe (${config.stripe.mode} mode)`);
-const results = await replayEvents({ config, store, stripe, meters: createMeterDeps(config, 'billing-events', () => Promise.resolve(stripe)) }, ids, (r: ReplayResult) =>
+const results = await replayEvents({ config, store, stripe, meters: createMeterDeps(config, 'billing-events') }, ids, (r: ReplayResult) =>
   console.error(`${r.eventId} ${r.eventType ?? '?'}: ${r.outcome}${r.reason ? ` (${r.reason})` : ''}`),
 );
 const count = (outcome: string) => results.filter((r) => r.outcome === outcome).length;

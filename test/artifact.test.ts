@@ -8,12 +8,13 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { build } from 'esbuild';
 import Stripe from 'stripe';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FUNCTIONS_OUT, functionBuildOptions } from '../scripts/lib/build.ts';
+import { FUNCTIONS_OUT, functionBuildOptions, functionEntries } from '../scripts/lib/build.ts';
 import { LOCAL_JWT_SECRET, LOCAL_STRIPE_WEBHOOK_SECRET } from '../scripts/lib/local-defaults.ts';
 import {
   invoke,
@@ -38,6 +39,16 @@ const bundleIn = (name: string) => `${FUNCTIONS_OUT}/${name}.mjs`;
 const SITE = 'https://billing.example.com';
 /** The most a function's zip may weigh beyond the no-op's (stripe-not-found answers without doing anything). */
 const MAX_EXTRA_BYTES = 300 * 1024;
+/** The functions that call Stripe through no SDK, so that their cold start does not load
+ *  it: the webhook verifies signatures with node:crypto (src/stripe/signature.ts) and
+ *  sends an invoice.created flush's meter events with fetch (src/stripe/meter-events.ts),
+ *  as the meter reporter does; status and not-found call no Stripe at all. */
+const WITHOUT_STRIPE_SDK = ['stripe-meter-report', 'stripe-not-found', 'stripe-subscription', 'stripe-webhook'];
+/** Only the Stripe SDK's code holds this (its User-Agent, `Stripe/v1 NodeBindings/…`). */
+const STRIPE_SDK_MARKER = 'NodeBindings';
+/** The webhook's bundle measured 63 KB without the SDK, 308 KB with it (the SDK's
+ *  modules are 240 KB of that): this bound fails if the SDK, or any large part of it, is back. */
+const MAX_WEBHOOK_BUNDLE_BYTES = 100 * 1024;
 
 let built: NetlifyBuild;
 let root: string;
@@ -129,6 +140,13 @@ describe('netlify build --offline', () => {
     }
   });
 
+  it('ships the Stripe SDK only in the functions that call it: none in the webhook, the meter reporter, status and not-found', async () => {
+    for (const [name, { dir }] of unpacked) {
+      const bundle = await readFile(path.join(dir, bundleIn(name)), 'utf8');
+      expect(bundle.includes(STRIPE_SDK_MARKER), `${name} holds the Stripe SDK`).toBe(!WITHOUT_STRIPE_SDK.includes(name));
+    }
+  });
+
   it('unpacks outside the project, with no node_modules above a function', () => {
     for (const { dir } of unpacked.values()) expect(nodeModulesAbove(dir), dir).toEqual([]);
   });
@@ -148,6 +166,23 @@ describe('netlify build --offline', () => {
 });
 
 describe('npm run build', () => {
+  it('bundles no module of the stripe package into the webhook, the meter reporter, status or not-found, as esbuild lists its inputs', async () => {
+    // Not written (write: false): only the metafile is read.
+    const result = await build({ ...functionBuildOptions(await functionEntries(), path.join(tmpdir(), 'billing-build-inputs')), write: false });
+    const outputs = Object.entries(result.metafile?.outputs ?? {}).map(([file, output]) => ({
+      name: path.basename(file, '.mjs'),
+      bytes: output.bytes,
+      stripeInputs: Object.keys(output.inputs).filter((input) => /(^|\/)node_modules\/stripe\//.test(input)),
+    }));
+    expect(outputs.map((o) => o.name).sort()).toEqual(FUNCTIONS);
+    for (const { name, stripeInputs } of outputs) {
+      if (WITHOUT_STRIPE_SDK.includes(name)) expect(stripeInputs, name).toEqual([]);
+      else expect(stripeInputs.length, `${name} calls Stripe through the SDK`).toBeGreaterThan(0);
+    }
+    const webhook = outputs.find((o) => o.name === 'stripe-webhook');
+    expect(webhook?.bytes).toBeLessThanOrEqual(MAX_WEBHOOK_BUNDLE_BYTES);
+  });
+
   it("answers jsonwebtoken's Node version checks without semver, as the package's own files do", async () => {
     const dir = await unpackRoot('billing-build-check-');
     try {

@@ -24,7 +24,7 @@ const KEY = `sk_test_catchup${randomBytes(6).toString('hex')}`;
 async function deps(): Promise<CatchUpDeps> {
   const config = loadJobConfig(process.env);
   const stripe = await createStripe(config.stripe);
-  return { config, store: createStore(config.store), stripe, meters: createMeterDeps(config, 'catch-up', () => Promise.resolve(stripe)) };
+  return { config, store: createStore(config.store), stripe, meters: createMeterDeps(config, 'catch-up') };
 }
 
 /** A history whose events happened in the last hours, as Stripe's log holds them: its

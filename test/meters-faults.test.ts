@@ -12,14 +12,14 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startThrowawayStack, type ThrowawayStack } from '../scripts/stack/throwaway.ts';
 import { loadJobConfig } from '../src/config/config.ts';
 import { createLogger } from '../src/core/log.ts';
-import { reportUsage, type ReportDeps } from '../src/meters/report.ts';
+import { meterEventSender, reportUsage, type ReportDeps } from '../src/meters/report.ts';
 import { createMeterStore, type MeterStore } from '../src/meters/store.ts';
 import { createStore } from '../src/database/store.ts';
 
 const SUBJECTS = 50;
 const INCLUDED = 100;
 const HOUR = 3_600_000;
-/** The client gives up on an answer after this; the bridge's timeouts hold longer. */
+/** The sender gives up on an answer after this; the bridge's timeouts hold longer. */
 const CLIENT_TIMEOUT_MS = 1_500;
 
 let own: ThrowawayStack;
@@ -100,7 +100,12 @@ it('10,000 units, 50 subjects, three hours, 20% of meter requests failing and a 
       return store.sent(identifiers);
     },
   };
-  const deps: ReportDeps = { store: crashing, stripe: () => Promise.resolve(stripe), log: createLogger({ fn: 'meter-faults' }, () => {}), jobs: createStore(config.store) };
+  const deps: ReportDeps = {
+    store: crashing,
+    sendMeterEvent: meterEventSender(config.stripe, { timeoutMs: CLIENT_TIMEOUT_MS, maxNetworkRetries: 0 }),
+    log: createLogger({ fn: 'meter-faults' }, () => {}),
+    jobs: createStore(config.store),
+  };
 
   let runs = 0;
   for (; runs < 60; runs++) {

@@ -20,12 +20,14 @@ import type { RecordedStripeRequest } from '../scripts/stack/stripe-mock-bridge.
 import { startThrowawayStack, type ThrowawayStack } from '../scripts/stack/throwaway.ts';
 import { loadJobConfig } from '../src/config/config.ts';
 import { createLogger } from '../src/core/log.ts';
-import { reconcileMeters } from '../src/meters/reconcile.ts';
-import { flushCustomerUsage, reportUsage, type ReportDeps } from '../src/meters/report.ts';
+import { reconcileMeters, type ReconcileDeps } from '../src/meters/reconcile.ts';
+import { flushCustomerUsage, meterEventSender, reportUsage } from '../src/meters/report.ts';
 import { classify } from '../src/meters/send.ts';
 import { createMeterStore, type MeterStore } from '../src/meters/store.ts';
 import { createStore } from '../src/database/store.ts';
+import { PINNED_API_VERSION } from '../src/stripe/api-version.ts';
 import { createStripe, stripeOptions } from '../src/stripe/client.ts';
+import { StripeRequestError, type MeterEventParams, type MeterEventSender } from '../src/stripe/meter-events.ts';
 import { freshEvent, withEnv } from './support/stack.ts';
 
 let own: ThrowawayStack;
@@ -58,6 +60,8 @@ beforeAll(async () => {
   oneTry = new Stripe(config.stripe.secretKey, { ...stripeOptions(config.stripe), maxNetworkRetries: 0 });
   store = createMeterStore(config.store);
   jobs = createStore(config.store);
+  stripeConnection = config.stripe;
+  sendMeterEvent = meterEventSender(config.stripe);
   // The meter billing:setup makes for the catalog's billed meter, on this stack's bridge.
   await stripe.billing.meters.create({
     display_name: 'pageviews', event_name: 'pageviews', default_aggregation: { formula: 'sum' },
@@ -73,6 +77,9 @@ afterAll(async () => {
 let jobs: ReturnType<typeof createStore>;
 /** The same client without the SDK's own retry: one request, one answer to classify. */
 let oneTry: Stripe;
+/** What the functions send meter events with (src/stripe/meter-events.ts, no SDK). */
+let sendMeterEvent: MeterEventSender;
+let stripeConnection: ReturnType<typeof loadJobConfig>['stripe'];
 
 beforeEach(() => {
   logs = [];
@@ -82,9 +89,10 @@ async function q<Row extends pg.QueryResultRow>(sql: string, params: unknown[] =
   return (await pool.query<Row>(sql, params)).rows;
 }
 
-function deps(overrides: Partial<ReportDeps> = {}): ReportDeps {
+function deps(overrides: Partial<ReconcileDeps> = {}): ReconcileDeps {
   return {
     store,
+    sendMeterEvent,
     stripe: () => Promise.resolve(stripe),
     log: createLogger({ fn: 'test' }, (line) => logs.push(JSON.parse(line) as Record<string, unknown>)),
     jobs,
@@ -338,6 +346,102 @@ describe("classify: Stripe's answer to a meter event, as the sender acts on it",
   });
 });
 
+describe('the meter event sender (no SDK): the request the SDK made, and the errors classify reads', () => {
+  const CUSTOMER = 'cus_sender';
+  const event = (identifier = `sender_${randomUUID()}`, timestamp = Math.floor(Date.now() / 1000)): MeterEventParams =>
+    ({ event_name: 'pageviews', identifier, timestamp, payload: { stripe_customer_id: CUSTOMER, value: '1' } });
+  const requestsFor = (identifier: string | undefined) =>
+    recorded((r) => r.method === 'POST' && r.path === '/v1/billing/meter_events' && r.params['identifier'] === identifier);
+  /** As the fault test runs it: no retry of its own, one answer to classify. */
+  const oneTrySender = (timeoutMs?: number) => meterEventSender(stripeConnection, { maxNetworkRetries: 0, ...(timeoutMs !== undefined && { timeoutMs }) });
+  const failureOf = (send: MeterEventSender, params: MeterEventParams) => send(params).then(() => null, (error: unknown) => error);
+
+  it('sends what the SDK sent: the same parameters, the pinned Stripe-Version, an Idempotency-Key; Stripe holds the event', async () => {
+    const ours = event();
+    const bySdk = { ...ours, identifier: `sender_sdk_${randomUUID()}` };
+    await sendMeterEvent(ours);
+    await oneTry.billing.meterEvents.create(bySdk);
+    const [sent] = await requestsFor(ours.identifier);
+    const [sdkSent] = await requestsFor(bySdk.identifier);
+    expect(sdkSent?.stripeVersion).toBe(PINNED_API_VERSION);
+    expect(sent).toEqual({
+      method: 'POST', path: '/v1/billing/meter_events', stripeVersion: PINNED_API_VERSION, idempotencyKey: expect.any(String) as unknown,
+      params: { ...sdkSent?.params, identifier: ours.identifier },
+    });
+    expect((await stripeEventsOf(CUSTOMER)).filter((e) => e.identifier === ours.identifier)).toMatchObject([{ value: 1, timestamp: ours.timestamp, error: null }]);
+  });
+
+  it('takes "an event already exists with identifier" for sent: a 400 with Stripe\'s message and no code, not sent again', async () => {
+    const first = event();
+    await sendMeterEvent(first);
+    const duplicate = await failureOf(sendMeterEvent, first);
+    expect(duplicate).toBeInstanceOf(StripeRequestError);
+    expect(duplicate).toMatchObject({ statusCode: 400, type: 'invalid_request_error', message: `An event already exists with identifier ${first.identifier}.` });
+    expect((duplicate as StripeRequestError).code).toBeUndefined();
+    expect(classify(duplicate)).toEqual({ kind: 'sent' });
+    expect(await requestsFor(first.identifier)).toHaveLength(2);
+  });
+
+  it('refuses any other 400, waits on a 429, sends again after a 500 or no answer; a connection closed on the first try is tried once more', async () => {
+    const tooOld = await failureOf(oneTrySender(), event(undefined, Math.floor(Date.now() / 1000) - 40 * 86_400));
+    expect(tooOld).toMatchObject({ statusCode: 400, type: 'invalid_request_error', param: 'timestamp' });
+    expect(classify(tooOld)).toMatchObject({ kind: 'refused', error: expect.stringContaining('35') as unknown });
+    await meterFaults({ next: ['429', '500', 'timeout-lost', 'timeout-lost'], timeoutMs: 100 });
+    try {
+      expect(classify(await failureOf(oneTrySender(), event()))).toMatchObject({ kind: 'rate limit' });
+      expect(classify(await failureOf(oneTrySender(), event()))).toMatchObject({ kind: 'server' });
+      // Closed twice without an answer: sent again once with retries off, as the SDK does.
+      const lost = event();
+      const closed = await failureOf(oneTrySender(), lost);
+      expect(closed).toMatchObject({ statusCode: undefined, message: 'An error occurred with our connection to Stripe. Request was retried 1 times.' });
+      expect(classify(closed)).toMatchObject({ kind: 'server' });
+      const attempts = await requestsFor(lost.identifier);
+      expect(attempts).toHaveLength(2);
+      expect(attempts[1]?.idempotencyKey).toBe(attempts[0]?.idempotencyKey);
+    } finally {
+      await meterFaultsOff();
+    }
+  });
+
+  it('sends again what got no answer, under the same Idempotency-Key, and takes Stripe\'s replay of the first answer; with retries off the timeout is the answer', async () => {
+    // Stripe recorded the event and its answer was lost: the sender gives up after 300 ms
+    // and sends again (its one retry); Stripe answers with the first answer, kept under the key.
+    await meterFaults({ next: ['timeout-recorded'], timeoutMs: 2_000 });
+    const params = event();
+    try {
+      await meterEventSender(stripeConnection, { timeoutMs: 300 })(params);
+    } finally {
+      await meterFaultsOff();
+    }
+    const attempts = await requestsFor(params.identifier);
+    expect(attempts).toHaveLength(2);
+    expect(attempts[1]?.idempotencyKey).toBe(attempts[0]?.idempotencyKey);
+    expect((await stripeEventsOf(CUSTOMER)).filter((e) => e.identifier === params.identifier)).toHaveLength(1);
+
+    await meterFaults({ next: ['timeout-lost'], timeoutMs: 2_000 });
+    try {
+      const timedOut = await failureOf(oneTrySender(300), event());
+      expect(timedOut).toMatchObject({ statusCode: undefined, message: 'Request aborted due to timeout being reached (300ms)' });
+      expect(classify(timedOut)).toMatchObject({ kind: 'server' });
+    } finally {
+      await meterFaultsOff();
+    }
+  });
+
+  it('does not retry a 500 whose Stripe-Should-Retry says false: an api_error, sent again by the outbox', async () => {
+    await meterFaults({ next: ['500'] });
+    const params = event();
+    try {
+      const failed = await failureOf(sendMeterEvent, params);
+      expect(failed).toMatchObject({ statusCode: 500, type: 'api_error' });
+      expect(classify(failed)).toMatchObject({ kind: 'server' });
+    } finally {
+      await meterFaultsOff();
+    }
+    expect(await requestsFor(params.identifier)).toHaveLength(1);
+  });
+});
+
 describe('invoice.created', () => {
   const deliver = async (customer: string) => {
     const event = freshEvent('invoice.created', (invoice) => {
@@ -381,7 +485,7 @@ describe('invoice.created', () => {
   it('answers 500 when the usage cannot be sent, so that Stripe delivers it again', async () => {
     const { subject, customer } = await subscriber();
     await track(subject, 150, hourStart(1));
-    const failing = { ...deps(), stripe: () => Promise.resolve(new Stripe('sk_test_unreachable', { host: '127.0.0.1', port: 9, protocol: 'http', maxNetworkRetries: 0, timeout: 500 })) };
+    const failing = { ...deps(), sendMeterEvent: meterEventSender({ secretKey: 'sk_test_unreachable', apiBase: new URL('http://127.0.0.1:9') }, { maxNetworkRetries: 0, timeoutMs: 500 }) };
     await expect(flushCustomerUsage(failing, customer, { holder: 'flush-down', budgetMs: 1_500, sleep: () => Promise.resolve() })).rejects.toThrow(/unsent/);
     expect((await rows(subject))[0]?.state).toBe('pending');
   });

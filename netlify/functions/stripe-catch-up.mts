@@ -13,7 +13,7 @@ export default defineScheduledJob({
   deps: (env) => {
     const config = loadJobConfig(env);
     const stripe = lazyStripe(config.stripe);
-    return { config, store: createStore(config.store), stripe, meters: createMeterDeps(config, 'catch-up', stripe) };
+    return { config, store: createStore(config.store), stripe, meters: createMeterDeps(config, 'catch-up') };
   },
   run: async (deps, { holder }) => catchUpEvents({ ...deps, stripe: await deps.stripe() }, { holder }),
 });

@@ -7,12 +7,13 @@ import { defineScheduledJob } from '../../src/http/scheduled.ts';
 import { reconcileMeters } from '../../src/meters/reconcile.ts';
 import { createMeterDeps } from '../../src/meters/report.ts';
 import { createStore } from '../../src/database/store.ts';
+import { lazyStripe } from '../../src/stripe/client.ts';
 
 export default defineScheduledJob({
   name: 'meter-reconcile',
   deps: (env) => {
     const config = loadJobConfig(env);
-    return { ...createMeterDeps(config, 'meter-reconcile'), jobs: createStore(config.store) };
+    return { ...createMeterDeps(config, 'meter-reconcile'), stripe: lazyStripe(config.stripe), jobs: createStore(config.store) };
   },
   run: (deps, { holder }) => reconcileMeters(deps, { holder }),
 });

@@ -16,10 +16,8 @@ import path from 'node:path';
 import pg from 'pg';
 import { loadJobConfig } from '../../src/config/config.ts';
 import { createLogger } from '../../src/core/log.ts';
-import { reportUsage, REPORT_BUDGET_MS, type ReportSummary } from '../../src/meters/report.ts';
-import { createMeterStore } from '../../src/meters/store.ts';
+import { createMeterDeps, reportUsage, REPORT_BUDGET_MS, type ReportSummary } from '../../src/meters/report.ts';
 import { createStore } from '../../src/database/store.ts';
-import { createStripe } from '../../src/stripe/client.ts';
 import { startThrowawayStack } from '../stack/throwaway.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -67,10 +65,8 @@ try {
   progress(`seeded in ${((performance.now() - seeded) / 1000).toFixed(1)} s`);
 
   const config = loadJobConfig({ ...process.env, ...own.env });
-  const stripe = await createStripe(config.stripe);
   const deps = {
-    store: createMeterStore(config.store),
-    stripe: () => Promise.resolve(stripe),
+    ...createMeterDeps(config, 'bench'),
     log: createLogger({ fn: 'bench' }, () => {}),
     jobs: createStore(config.store),
   };

@@ -6,9 +6,12 @@
 // as a repair event with a new identifier; what it has too much of is canceled with
 // meter event adjustments while our repairs are younger than 24 h, and logged at error
 // when it cannot be (Stripe takes no usage back after that). Every difference is logged.
+// Repairs go out through the meter event sender, as every meter event does; the reads and
+// the adjustments use the SDK (this function's bundle carries it, the webhook's does not).
 
 import type Stripe from 'stripe';
 import { runLeasedPass, type JobStore, type PassSummary } from '../database/jobs.ts';
+import type { StripeLoader } from '../stripe/client.ts';
 import { ROW_LEASE_SECONDS, SEND_GRACE_MS, type MeterDeps } from './report.ts';
 import { addCounts, emptyCounts, sendRows, type SendCounts } from './send.ts';
 import type { ReconcileWindow } from './store.ts';
@@ -22,6 +25,8 @@ export const SETTLE_SECONDS = 15 * 60;
 
 export interface ReconcileDeps extends MeterDeps {
   jobs: JobStore;
+  /** For the meters, their event summaries and cancel adjustments. */
+  stripe: StripeLoader;
 }
 
 export interface ReconcileOptions {
@@ -128,7 +133,7 @@ async function reconcileWindow(
       summary.repaired += 1;
       deps.log.warn('meter reconcile: Stripe lacks usage, repair sent', { ...about, identifier: decision.repair.identifier, value: decision.repair.value });
       // Left unsent, it is pending: the reporter's next claim sends it (same identifier).
-      addCounts(summary, await sendRows({ stripe, store: deps.store, log: deps.log }, [decision.repair], {
+      addCounts(summary, await sendRows(deps, [decision.repair], {
         deadline: Math.max(deadline, performance.now()) + SEND_GRACE_MS, ...(options.sleep && { sleep: options.sleep }),
       }));
       return;

@@ -3,6 +3,8 @@
 // the scheduled reporter, the invoice.created flush and the meter reconcile
 // (docs/meters.md). It may import config, log, store (the database client) and Stripe's
 // types; nothing of HTTP, and nothing of src/events (the webhook calls in, not out).
+// Meter events go out through the SDK-free sender (src/stripe/meter-events.ts): the
+// webhook bundles this module, and a bundle holds whatever it may import, even lazily.
 //
 // The reporter (netlify/functions/stripe-meter-report.mts) walks the subjects with a
 // Stripe customer in id order, a batch at a time: the database claims what each one's
@@ -10,11 +12,12 @@
 // runs; its cursor lives in billing_jobs with the lease that keeps runs from overlapping.
 
 import type { StoreConfig, StripeConfig } from '../config/config.ts';
-import type Stripe from 'stripe';
 import type { Json } from '../database/database.types.ts';
 import { createLogger, type Logger } from '../core/log.ts';
+import { nodeFetch } from '../core/node-fetch.ts';
 import { runLeasedPass, type JobStore, type PassSummary } from '../database/jobs.ts';
-import type { StripeLoader } from '../stripe/client.ts';
+import type { StripeConnection } from '../stripe/connection.ts';
+import { createMeterEventSender, type MeterEventSender } from '../stripe/meter-events.ts';
 import { addCounts, emptyCounts, sendRows, type SendCounts } from './send.ts';
 import { createMeterStore, type MeterStore } from './store.ts';
 
@@ -33,25 +36,19 @@ export const FLUSH_BUDGET_MS = 6_000;
 
 export interface MeterDeps {
   store: MeterStore;
-  stripe: StripeLoader;
+  sendMeterEvent: MeterEventSender;
   log: Logger;
 }
 
-/** The outbox, a Stripe client built on first use, and a logger named for `fn`. */
-export function createMeterDeps(config: { store: StoreConfig; stripe: StripeConfig }, fn: string, stripe?: StripeLoader): MeterDeps {
-  return { store: createMeterStore(config.store), stripe: stripe ?? deferredStripe(config.stripe), log: createLogger({ fn }) };
+/** The outbox, the meter event sender and a logger named for `fn`. */
+export function createMeterDeps(config: { store: StoreConfig; stripe: StripeConfig }, fn: string): MeterDeps {
+  return { store: createMeterStore(config.store), sendMeterEvent: meterEventSender(config.stripe), log: createLogger({ fn }) };
 }
 
-/** A Stripe client whose SDK is loaded on first use: the webhook needs one only for an
- *  invoice.created of a customer with billed usage, and its cold start should not pay
- *  for evaluating the SDK (src/stripe/client.ts measures that cost). */
-function deferredStripe(config: StripeConfig): StripeLoader {
-  let client: ReturnType<StripeLoader> | undefined;
-  return () =>
-    (client ??= import('../stripe/client.ts').then(({ createStripe }) => createStripe(config)).catch((error: unknown) => {
-      client = undefined;
-      throw error;
-    }));
+/** Meter events over node:http (core/node-fetch.ts), as the store talks to PostgREST: a
+ *  cold webhook's flush does not compile undici's parser for its first send. */
+export function meterEventSender(config: StripeConnection, options: { timeoutMs?: number; maxNetworkRetries?: number } = {}): MeterEventSender {
+  return createMeterEventSender(config, { fetch: nodeFetch, ...options });
 }
 
 export interface ReportDeps extends MeterDeps {
@@ -87,11 +84,9 @@ export async function reportUsage(deps: ReportDeps, options: ReportOptions): Pro
   const job = { name: METER_REPORT_JOB, holder: options.holder, leaseSeconds: Math.ceil((budgetMs + SEND_GRACE_MS) / 1000) + 60, budgetMs };
   return runLeasedPass(deps.jobs, job, summary, (saved, deadline) => {
     let after = cursorOf(saved);
-    let client: Stripe | undefined;
     return {
       state: () => ({ after }),
       async next() {
-        const stripe = (client ??= await deps.stripe());
         const claim = await deps.store.claim({
           holder: options.holder, leaseSeconds: options.leaseSeconds ?? ROW_LEASE_SECONDS, after, limit: batch,
         });
@@ -101,7 +96,7 @@ export async function reportUsage(deps: ReportDeps, options: ReportOptions): Pro
         summary.claimed += claim.rows.length;
         summary.resent += claim.rows.filter((row) => row.attempts > 1).length;
         summary.late += claim.rows.filter((row) => row.late).length;
-        addCounts(summary, await sendRows({ stripe, store: deps.store, log: deps.log }, claim.rows, {
+        addCounts(summary, await sendRows(deps, claim.rows, {
           deadline: Math.max(deadline, performance.now()) + SEND_GRACE_MS, ...(options.sleep && { sleep: options.sleep }),
         }));
         if (claim.last === null || claim.subjects < batch) {
@@ -140,7 +135,7 @@ export async function flushCustomerUsage(
   const deadline = performance.now() + (options.budgetMs ?? FLUSH_BUDGET_MS);
   const claim = await deps.store.claim({ holder: options.holder, leaseSeconds: ROW_LEASE_SECONDS, after: null, limit: 1, customer: customerId });
   if (claim.rows.length === 0) return { meters: claim.meters, claimed: 0, ...emptyCounts() };
-  const counts = await sendRows({ stripe: await deps.stripe(), store: deps.store, log: deps.log }, claim.rows, {
+  const counts = await sendRows(deps, claim.rows, {
     deadline, ...(options.sleep && { sleep: options.sleep }),
   });
   if (counts.unsent > 0) throw new MeterFlushError(customerId, counts);

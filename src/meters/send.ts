@@ -4,8 +4,8 @@
 // the row stays pending and its next send carries the same identifier, which Stripe
 // deduplicates: a unit is neither lost nor counted twice.
 
-import type Stripe from 'stripe';
 import type { Logger } from '../core/log.ts';
+import type { MeterEventParams, MeterEventSender } from '../stripe/meter-events.ts';
 import type { MeterRow, MeterStore } from './store.ts';
 
 /** Stripe allows 1,000 meter event calls a second per account (v1); this many at once
@@ -22,7 +22,7 @@ export const MAX_SENDS_PER_RUN = 4;
 export const RETRY_AFTER_SECONDS = 0;
 
 export interface SendDeps {
-  stripe: Stripe;
+  sendMeterEvent: MeterEventSender;
   store: MeterStore;
   log: Logger;
 }
@@ -59,7 +59,7 @@ export function addCounts(into: SendCounts, from: SendCounts): void {
 }
 
 /** The meter event a row stands for. */
-export function meterEventParams(row: MeterRow): Stripe.Billing.MeterEventCreateParams {
+export function meterEventParams(row: MeterRow): MeterEventParams {
   return {
     event_name: row.meter,
     identifier: row.identifier,
@@ -97,7 +97,7 @@ export async function sendRows(deps: SendDeps, rows: readonly MeterRow[], option
         const wait = pauseUntil - performance.now();
         if (wait > 0) await sleep(wait);
         if (performance.now() > options.deadline) break;
-        last = await sendOne(deps.stripe, row);
+        last = await sendOne(deps.sendMeterEvent, row);
         if (last.kind === 'sent' || last.kind === 'refused') break;
         if (last.kind === 'rate limit') {
           counts.rateLimitRetries += 1;
@@ -130,9 +130,9 @@ export async function sendRows(deps: SendDeps, rows: readonly MeterRow[], option
   return counts;
 }
 
-async function sendOne(stripe: Stripe, row: MeterRow): Promise<Outcome> {
+async function sendOne(sendMeterEvent: MeterEventSender, row: MeterRow): Promise<Outcome> {
   try {
-    await stripe.billing.meterEvents.create(meterEventParams(row));
+    await sendMeterEvent(meterEventParams(row));
     return { kind: 'sent' };
   } catch (error) {
     return classify(error);
@@ -145,15 +145,17 @@ const ALREADY_RECORDED = /an event already exists with identifier/i;
 
 /** A 400 saying Stripe already holds the identifier means an earlier send got through
  *  (its answer lost: a timeout, a crash before the record): sent. A 429 waits; a 5xx, a
- *  409 or no answer is sent again (same identifier); any other 400 (an unknown customer,
- *  a timestamp out of range) will not get better. */
+ *  409, an api_error or no answer is sent again (same identifier); any other 400 (an
+ *  unknown customer, a timestamp out of range) will not get better. Reads the sender's
+ *  StripeRequestError (src/stripe/meter-events.ts: Stripe's error type, e.g. api_error)
+ *  and the SDK's errors alike (the SDK's class name, e.g. StripeAPIError). */
 export function classify(error: unknown): Outcome {
   const message = error instanceof Error ? error.message : String(error);
   const type = error instanceof Error && 'type' in error ? error.type : undefined;
   const status = error instanceof Error && 'statusCode' in error ? error.statusCode : undefined;
   if (status === 400 && ALREADY_RECORDED.test(message)) return { kind: 'sent' };
   if (type === 'StripeRateLimitError' || status === 429) return { kind: 'rate limit', error: message };
-  if (type === 'StripeConnectionError' || type === 'StripeAPIError' || status === undefined) return { kind: 'server', error: message };
+  if (type === 'StripeConnectionError' || type === 'StripeAPIError' || type === 'api_error' || status === undefined) return { kind: 'server', error: message };
   if (typeof status === 'number' && (status >= 500 || status === 409)) return { kind: 'server', error: message };
   return { kind: 'refused', error: message };
 }

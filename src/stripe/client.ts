@@ -10,21 +10,7 @@
 // slower).
 
 import Stripe from 'stripe';
-
-/** What a client needs of the configuration (StripeConfig in src/config/config.ts has it). */
-export interface StripeConnection {
-  /** STRIPE_SECRET_KEY. */
-  secretKey: string;
-  /** STRIPE_API_BASE: another API host (stripe-mock), or undefined for Stripe's. */
-  apiBase: URL | undefined;
-}
-
-/** Per attempt. Netlify ends a synchronous function after 10 s by default; checkout makes
- *  at most two Stripe calls of two attempts each, which must leave time for a clean 500.
- *  (The SDK's own default is 80 s with 2 retries.) */
-export const STRIPE_TIMEOUT_MS = 3_000;
-/** Retries on network errors, 409s and 5xx; Stripe adds idempotency keys to retried POSTs. */
-export const STRIPE_MAX_NETWORK_RETRIES = 1;
+import { STRIPE_MAX_NETWORK_RETRIES, STRIPE_TIMEOUT_MS, type StripeConnection } from './connection.ts';
 
 /** A Stripe client on first call; the same one after. */
 export type StripeLoader = () => Promise<Stripe>;
