@@ -22,7 +22,8 @@
 --   switches a call against 4 with one queue). It writes the window and then the key
 --   with its result: each row once.
 -- * billing_exceeded_limits: the limits a subject's counts already pass on a plan (or in
---   its trial): checkout's refusal, decided here.
+--   its trial): checkout's refusal, decided here, and read in checkout's one round trip
+--   (billing_request_context's exceeded_limits).
 
 -- The access rule ---------------------------------------------------------------------------
 
@@ -617,6 +618,102 @@ as $$
   join public.billing_limit_counts c on c.subject_id = p_subject and c.key = t.key
   where p_plan is not null and c.count > (public.billing_plan_entry(p_plan, coalesce(p_trial, false), 'limit', t.key)).value
 $$;
+
+-- Checkout's context -----------------------------------------------------------------------
+
+-- 20261204700000's round trip, which for a checkout (p_plan: the plan bought; p_plan_trial:
+-- whether it offers a trial) also says which limits the subject's counts already pass,
+-- on the plan and in its trial (exceeded_limits {plan, trial}; null without p_plan):
+-- checkout refuses by the one that applies, whether or not the trial starts, without a
+-- second round trip. The rest as before.
+drop function public.billing_request_context(uuid, uuid, text, integer, integer, text);
+create function public.billing_request_context(
+  p_caller uuid,
+  p_team uuid,
+  p_action text,
+  p_limit integer,
+  p_window_seconds integer,
+  p_event_id text,
+  p_plan text default null,
+  p_plan_trial boolean default false
+) returns jsonb
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  v_retry integer;
+  v_role text;
+  v_members integer;
+  v_subject uuid := coalesce(p_team, p_caller);
+  v_now timestamptz := public.billing_now();
+  a public.billing_accounts;
+  d record;
+  v_caller_had_trial boolean;
+begin
+  if p_action is not null then
+    v_retry := public.billing_count_request(p_caller, p_action, p_limit, p_window_seconds);
+    if v_retry > 0 then
+      return jsonb_build_object('retry_after', v_retry);
+    end if;
+  end if;
+  if p_team is not null then
+    select m.role into v_role from public.billing_team_members m where m.team_id = p_team and m.user_id = p_caller;
+    if v_role is null then
+      -- Not a member (or no such team): nothing more is said about it.
+      return jsonb_build_object('retry_after', 0);
+    end if;
+    select count(*) into v_members from public.billing_team_members m where m.team_id = p_team;
+  end if;
+  select * into a from public.billing_accounts x where x.user_id = v_subject;
+  -- No account reads as no subscription: every fact is null.
+  v_caller_had_trial := exists (
+    select 1 from public.billing_subscriptions t
+    where t.for_this_product and t.trial_start is not null and (t.user_id = p_caller or t.buyer_id = p_caller));
+  select * into d from public.billing_decide_access(a.status, coalesce(a.cancel_at_period_end, false),
+    a.current_period_start, a.current_period_end, a.payment_failed_at, public.billing_grace_days(), v_now);
+  return jsonb_build_object(
+    'retry_after', 0,
+    'role', v_role,
+    'members', v_members,
+    'account', case when a.user_id is not null then to_jsonb(a) end,
+    'decision', jsonb_build_object(
+      'access', d.access,
+      'reason', d.reason,
+      'grace_until', d.grace_until,
+      'features', case when d.access then coalesce(a.features, '{}') else '{}' end),
+    'limits', (
+      select jsonb_object_agg(k.key, jsonb_build_object(
+        'limit', public.billing_limit(v_subject, k.key),
+        'used', case when t.key is not null then coalesce(c.count, 0) end))
+      from (select distinct l.key from public.billing_plan_limits l where l.kind = 'limit') k
+      left join public.billing_limit_tables t on t.key = k.key
+      left join public.billing_limit_counts c on c.subject_id = v_subject and c.key = k.key),
+    'usage', (
+      select jsonb_object_agg(m.key, jsonb_build_object(
+        'used', public.billing_usage(v_subject, m.key),
+        'included', st.included,
+        'window', jsonb_build_object('start', w.window_start, 'end', w.window_end),
+        'state', st.state,
+        'grace_ends_at', st.grace_ends_at,
+        'overage', st.overage))
+      from (select distinct l.key from public.billing_plan_limits l where l.kind = 'meter') m
+      cross join public.billing_usage_window(v_subject, v_now) w
+      cross join lateral public.billing_usage_status(v_subject, m.key) st),
+    'caller_had_trial', v_caller_had_trial,
+    'exceeded_limits', case when p_plan is not null then jsonb_build_object(
+      'plan', public.billing_exceeded_limits(v_subject, p_plan, false),
+      'trial', case when p_plan_trial then public.billing_exceeded_limits(v_subject, p_plan, true) end) end,
+    'event_subject', (
+      select c.user_id from public.stripe_events e
+      join public.billing_customers c on c.stripe_customer_id = e.stripe_customer_id
+      where p_event_id is not null and e.id = p_event_id and e.outcome not in ('failed', 'skipped', 'pending'))
+  );
+end;
+$$;
+revoke execute on function public.billing_request_context(uuid, uuid, text, integer, integer, text, text, boolean) from public, anon, authenticated;
+grant execute on function public.billing_request_context(uuid, uuid, text, integer, integer, text, text, boolean) to service_role;
 
 -- Grants -----------------------------------------------------------------------------------
 
