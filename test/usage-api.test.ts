@@ -41,6 +41,8 @@ beforeAll(async () => {
   pool = shutdownTolerantPool(own.env['DATABASE_URL'] ?? '');
   const shipped = JSON.parse(await readFile(CATALOG_FILE, 'utf8')) as { plans: Record<string, Record<string, unknown>> } & Record<string, unknown>;
   Object.assign(shipped.plans['pro'] ?? {}, { limits: { sites: 3, projects: 5 }, usage: { pageviews: { included: 1000, overage: 'block' } } });
+  // pro's trial keeps fewer sites than the plan: a checkout that starts it is held to those.
+  Object.assign((shipped.plans['pro'] ?? {})['trial'] ?? {}, { limits: { sites: 2 } });
   Object.assign(shipped.plans['business'] ?? {}, { limits: { sites: 10 } });
   shipped['free'] = { limits: { sites: 1 }, usage: { pageviews: { included: 100, overage: 'block', graceDays: 3 } } };
   catalogFile = path.join(await mkdtemp(path.join(tmpdir(), 'catalog-')), 'catalog.json');
@@ -170,6 +172,28 @@ describe('POST /api/stripe/checkout: a plan whose limits the subject already pas
     documented('/paths/~1api~1stripe~1checkout/post/responses/400/content/application~1json/schema', error);
 
     const sold = await checkoutOf(owner, { team: id, price: 'business_monthly' });
+    expect(sold.status).toBe(200);
+    expect(await sold.json()).toMatchObject({ url: expect.any(String) as unknown });
+  });
+});
+
+describe('POST /api/stripe/checkout: a plan whose trial starts is held to the trial\'s limits', () => {
+  it('refuses pro while its trial (2 sites) would start for a team with 3; once the team had a trial, pro (3 sites) is sold', async () => {
+    const owner = await user();
+    const id = await team(owner, { lookupKey: 'business_monthly', status: 'active', start: daysFromNow(-40), end: daysFromNow(-10) });
+    await q('insert into public.sites (team_id) select $1 from generate_series(1, 3)', [id]);
+    await q(`update billing_subscriptions set status = 'canceled' where user_id = $1`, [id]);
+
+    const refused = await checkoutOf(owner, { team: id, price: 'pro_monthly' });
+    expect(refused.status).toBe(400);
+    expect(await refused.json()).toEqual({ error: "Usage exceeds the plan's limits: sites" });
+    // The database's decision, for the plan and for its trial.
+    expect(await q(`select billing_exceeded_limits($1, 'pro', true) as trial, billing_exceeded_limits($1, 'pro', false) as plan`, [id]))
+      .toEqual([{ trial: ['sites'], plan: [] }]);
+
+    // The team's business subscription had a trial: pro's would not start, and the plan's 3 sites hold.
+    await q(`update billing_subscriptions set trial_start = $2, trial_end = $3 where user_id = $1`, [id, daysFromNow(-40), daysFromNow(-30)]);
+    const sold = await checkoutOf(owner, { team: id, price: 'pro_monthly' });
     expect(sold.status).toBe(200);
     expect(await sold.json()).toMatchObject({ url: expect.any(String) as unknown });
   });

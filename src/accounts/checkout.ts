@@ -10,7 +10,6 @@ import { billedMeters, priceByLookupKey, type Catalog, type Interval, type Plan 
 import type { CatalogPrices } from '../catalog/prices.ts';
 import { seatsAtCheckout } from '../teams/seats.ts';
 import { openSubject, teamIdFrom, type Subject } from '../teams/subject.ts';
-import { exceededLimits } from '../usage/view.ts';
 import { dashboardUrl } from './urls.ts';
 
 export interface CheckoutDeps {
@@ -55,6 +54,16 @@ function choosePrice(catalog: Catalog | null, requested: string | null): { looku
   return { lookupKey: found.price.lookupKey, plan: found.plan, interval: found.price.interval };
 }
 
+/** Refuses (400) a plan whose limits, or its trial's (`trial`), the subject's counts
+ *  already pass (`exceeded`, the database's answer): it would start over them, and every
+ *  new row would be refused. The message lists them as the plan does. */
+function refuseExceededLimits(plan: Plan, exceeded: readonly string[], trial: boolean): void {
+  if (exceeded.length === 0) return;
+  const order = [...Object.keys(plan.limits), ...Object.keys(trial ? (plan.trial?.limits ?? {}) : {})];
+  const place = (key: string) => (order.includes(key) ? order.indexOf(key) : order.length);
+  throw new LimitsExceededError([...exceeded].sort((a, b) => place(a) - place(b)));
+}
+
 /** Starts a Stripe Checkout for the subscription of the user, or of a team they manage,
  *  and returns its URL. */
 export async function startCheckout(
@@ -66,10 +75,24 @@ export async function startCheckout(
   // Load the Stripe SDK while the database answers (a cold start's longest waits).
   const loading = deps.stripe();
   loading.catch(() => {}); // awaited below, unless the user may not check out
-  const { subject, account, callerHadTrial, limits } = await openSubject(deps.store, user, { team: request.team, need: 'manager', action: 'checkout' });
+  const plan = chosen.plan;
+  // The limits the subject's counts already pass, the plan's and its trial's, come with
+  // the context: the database decides.
+  const { subject, account, callerHadTrial, exceededLimits } = await openSubject(deps.store, user, {
+    team: request.team,
+    need: 'manager',
+    action: 'checkout',
+    ...(plan && { plan: { key: plan.key, trial: plan.trial !== null } }),
+  });
   if (!canStartCheckout(account?.subscription?.status ?? null)) throw new AlreadySubscribedError();
-  const exceeded = exceededLimits(chosen.plan?.limits ?? {}, limits);
-  if (exceeded.length > 0) throw new LimitsExceededError(exceeded);
+  // A plan's trial, once per subject ever: not for anyone who had one, whatever became of
+  // it; and not when its buyer had one, for themselves or a team (a user must not trial
+  // team after team), nor while a trial checkout of theirs for another subject is open
+  // (offerTrial, below).
+  const hadTrial = (account?.hadTrial ?? false) || callerHadTrial;
+  const mayTrial = plan?.trial != null && !hadTrial;
+  // A trial's limits apply first: a checkout that would start one is held to them.
+  if (plan) refuseExceededLimits(plan, mayTrial ? exceededLimits.trial : exceededLimits.plan, mayTrial);
   const stripe = await loading;
 
   let priceId = deps.config.priceId;
@@ -92,11 +115,9 @@ export async function startCheckout(
   }
   if (!priceId) throw new Error('no price to sell');
   const catalog = deps.config.catalog;
-  // A plan's trial, once per subject ever: not for anyone who had one, whatever became of
-  // it; and not when its buyer had one, for themselves or a team (a user must not trial
-  // team after team), nor while a trial checkout of theirs for another subject is open.
-  const hadTrial = (account?.hadTrial ?? false) || callerHadTrial;
-  const trial = chosen.plan?.trial && !hadTrial && (await deps.store.offerTrial(user.id, subject.id, TRIAL_OFFER_SECONDS)) ? chosen.plan.trial : null;
+  const trial = chosen.plan?.trial && mayTrial && (await deps.store.offerTrial(user.id, subject.id, TRIAL_OFFER_SECONDS)) ? chosen.plan.trial : null;
+  // No trial after all (another of the buyer's trial checkouts is open): the plan's own limits.
+  if (plan && mayTrial && !trial) refuseExceededLimits(plan, exceededLimits.plan, false);
 
   const existing = account?.stripeCustomerId ?? null;
   const customerId = existing ?? (await createCustomer(stripe, deps.store, user, subject, account?.deletedCustomerId ?? null));

@@ -88,7 +88,16 @@ export type Database = {
       billing_events_known: { Args: { p_event_ids: string[] }; Returns: string[] };
       billing_offer_trial: { Args: { p_buyer: string; p_subject: string; p_seconds: number }; Returns: boolean };
       billing_request_context: {
-        Args: { p_caller: string; p_team: string | null; p_action: string | null; p_limit: number | null; p_window_seconds: number | null; p_event_id: string | null };
+        Args: {
+          p_caller: string;
+          p_team: string | null;
+          p_action: string | null;
+          p_limit: number | null;
+          p_window_seconds: number | null;
+          p_event_id: string | null;
+          p_plan?: string | null;
+          p_plan_trial?: boolean;
+        };
         Returns: Json;
       };
       billing_forget_team_customers: { Args: { p_user: string }; Returns: Json };

@@ -241,6 +241,9 @@ export interface ContextQuery {
   limit?: { action: string; limit: number; windowSeconds: number };
   /** For sync: also say whose customer this event was applied for. */
   eventId?: string;
+  /** For checkout: the plan bought (its key) and whether it offers a trial; the context
+   *  then says which of its limits, or its trial's, the subject already passes. */
+  plan?: { key: string; trial: boolean };
 }
 
 export type TeamRole = 'owner' | 'admin' | 'member';
@@ -263,6 +266,16 @@ export interface RequestContext {
   callerHadTrial: boolean;
   /** The subject whose customer `eventId` was applied for, if it was. */
   eventSubject: string | null;
+  /** For a checkout (ContextQuery's plan): the limit keys the subject's counts already pass. */
+  exceededLimits: ExceededLimits;
+}
+
+/** Limit keys the subject's counts pass (sorted by key): on the plan, and in its trial,
+ *  whose own limits apply first (none when it offers no trial). The database decides
+ *  (billing_exceeded_limits). */
+export interface ExceededLimits {
+  plan: string[];
+  trial: string[];
 }
 
 export interface EventFilter {
@@ -423,6 +436,7 @@ export function createStore(config: StoreConfig, fetchImpl: typeof fetch = nodeF
         p_limit: query.limit?.limit ?? null,
         p_window_seconds: query.limit?.windowSeconds ?? null,
         p_event_id: query.eventId ?? null,
+        ...(query.plan && { p_plan: query.plan.key, p_plan_trial: query.plan.trial }),
       });
       if (error) throw new StoreError('requestContext', error.message);
       return toRequestContext(data);
@@ -586,7 +600,16 @@ function toRequestContext(value: unknown): RequestContext {
     usage: toUsageViews(row['usage']),
     callerHadTrial: row['caller_had_trial'] === true,
     eventSubject: typeof row['event_subject'] === 'string' ? row['event_subject'] : null,
+    exceededLimits: toExceededLimits(row['exceeded_limits']),
   };
+}
+
+const keysOf = (value: unknown): string[] => (Array.isArray(value) ? value.filter((k): k is string => typeof k === 'string') : []);
+
+/** The `exceeded_limits` of billing_request_context (absent without a plan: none). */
+function toExceededLimits(value: unknown): ExceededLimits {
+  if (!isRecord(value)) return { plan: [], trial: [] };
+  return { plan: keysOf(value['plan']), trial: keysOf(value['trial']) };
 }
 
 const NO_DECISION: AccessDecision = { access: false, reason: 'no_subscription', graceUntil: null, features: [] };

@@ -8,7 +8,7 @@ import type { AuthUser } from '../http/auth.ts';
 import { ForbiddenError, InvalidRequestError, TooManyRequestsError } from '../core/errors.ts';
 import { REQUEST_LIMITS, type LimitedAction } from '../http/request-limits.ts';
 import type { AccessDecision } from '../database/access.ts';
-import type { BillingAccount, BillingStore, TeamRole } from '../database/store.ts';
+import type { BillingAccount, BillingStore, ExceededLimits, TeamRole } from '../database/store.ts';
 import type { LimitView, UsageView } from '../usage/view.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -39,6 +39,8 @@ export interface SubjectContext {
   callerHadTrial: boolean;
   /** For sync: the subject an already applied session was for. */
   eventSubject: string | null;
+  /** For checkout: the plan's limits, and its trial's, the subject's counts pass. */
+  exceededLimits: ExceededLimits;
 }
 
 /** `{"team": …}` or `?team=…`: a team's id, or null (absent) for the caller's own billing. */
@@ -63,6 +65,8 @@ export interface SubjectRequest {
   /** Counted against the caller's limit for it (429 past it); null counts nothing. */
   action: LimitedAction | null;
   eventId?: string;
+  /** For checkout: the plan bought, and whether it offers a trial (RequestContext's exceededLimits). */
+  plan?: { key: string; trial: boolean };
 }
 
 /** The request's subject and its account; 429 past the caller's limit, 403 for a team
@@ -73,10 +77,11 @@ export async function openSubject(store: BillingStore, user: AuthUser, request: 
     team: request.team,
     ...(request.action && { limit: { action: request.action, ...REQUEST_LIMITS[request.action] } }),
     ...(request.eventId !== undefined && { eventId: request.eventId }),
+    ...(request.plan && { plan: request.plan }),
   });
   if (context.retryAfter > 0) throw new TooManyRequestsError(context.retryAfter);
-  const { account, decision, limits, usage, callerHadTrial, eventSubject } = context;
-  const read = { account, decision, limits, usage, callerHadTrial, eventSubject };
+  const { account, decision, limits, usage, callerHadTrial, eventSubject, exceededLimits } = context;
+  const read = { account, decision, limits, usage, callerHadTrial, eventSubject, exceededLimits };
   if (request.team === null) return { subject: { id: user.id, team: null }, ...read };
   const allowed = context.role !== null && (request.need === 'member' || context.role !== 'member');
   if (!allowed || context.role === null) throw new ForbiddenError(REFUSALS[request.need]);

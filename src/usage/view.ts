@@ -1,8 +1,6 @@
 // Limits and usage as the status body shows them: the database's numbers for the subject,
 // read in the request's one round trip (billing_request_context), never recomputed here.
 
-import type { Limits } from '../catalog/limits.ts';
-
 /** A limit key the catalog declares: the subject's limit now (null: unlimited) and how
  *  many it stores (null when no table is attached for the key: nothing counts it). */
 export interface LimitView {
@@ -35,14 +33,4 @@ export interface OverageView {
   /** In the currency's smallest unit: whole packages, a started one counted. */
   amount: number;
   currency: string;
-}
-
-/** The keys of `limits` (a plan's) that the subject's counts already pass, in the plan's order. */
-export function exceededLimits(limits: Limits, counts: Readonly<Record<string, LimitView>> | null): string[] {
-  return Object.entries(limits)
-    .filter(([key, limit]) => {
-      const used = counts?.[key]?.used ?? null;
-      return limit !== null && used !== null && used > limit;
-    })
-    .map(([key]) => key);
 }
